@@ -1,0 +1,49 @@
+"""tokentrail: token accounting for AI agents."""
+
+from tokentrail.context import attributes, current, session, step, with_context
+from tokentrail.events import ToolCall, UsageEvent
+from tokentrail.exceptions import (
+    BudgetExceeded,
+    BudgetThrottled,
+    ConfigError,
+    FlushTimeout,
+    InvalidUsage,
+    LedgerUnavailable,
+    StoreError,
+    TokentrailError,
+)
+from tokentrail.integrations import instrument, uninstrument, wrap
+from tokentrail.ledger import Ledger, configure, get_ledger, record_llm, record_tool
+from tokentrail.pricing import Cost, Price, PriceBook, price
+from tokentrail.tools import tool
+
+__all__ = [
+    "BudgetExceeded",
+    "BudgetThrottled",
+    "ConfigError",
+    "Cost",
+    "FlushTimeout",
+    "InvalidUsage",
+    "Ledger",
+    "LedgerUnavailable",
+    "Price",
+    "PriceBook",
+    "StoreError",
+    "TokentrailError",
+    "ToolCall",
+    "UsageEvent",
+    "attributes",
+    "configure",
+    "current",
+    "get_ledger",
+    "instrument",
+    "price",
+    "record_llm",
+    "record_tool",
+    "session",
+    "step",
+    "tool",
+    "uninstrument",
+    "with_context",
+    "wrap",
+]

@@ -1,0 +1,348 @@
+"""The usage event: one metered model, embedding or tool call, or a correction of one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import uuid_utils
+
+KINDS = ("llm", "embedding", "tool", "adjustment")
+DIMENSIONS = (
+    "org",
+    "team",
+    "project",
+    "agent",
+    "session_id",
+    "user",
+    "customer",
+    "workflow",
+    "task_type",
+    "step",
+)
+MAX_TAGS = 64
+MAX_TEXT = 256
+NANO = Decimal("0.000000001")  # costs are stored as integer nano-dollars
+
+
+def new_event_id() -> str:
+    """A client-generated, time-ordered UUIDv7 (makes replays idempotent and inserts append-only)."""
+    return str(uuid_utils.uuid7())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def bound_text(value: object) -> str | None:
+    """Dimension and name strings are at most MAX_TEXT characters."""
+    if value is None:
+        return None
+    s = value if isinstance(value, str) else str(value)
+    return s if len(s) <= MAX_TEXT else s[:MAX_TEXT]
+
+
+def bound_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
+    """String keys (lower-cased) and string values, at most MAX_TAGS of them, MAX_TEXT characters each."""
+    if not tags:
+        return {}
+    out: dict[str, str] = {}
+    for k, v in tags.items():
+        if len(out) >= MAX_TAGS:
+            break
+        key = str(k).strip().lower()[:MAX_TEXT]
+        if key and v is not None:
+            out[key] = str(v)[:MAX_TEXT]
+    return out
+
+
+def args_hash(args: object) -> str:
+    """A stable hash of tool arguments: JSON text is parsed first, so key order and spacing do not matter."""
+    if isinstance(args, (str, bytes)):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    text = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def quantize_usd(value: Decimal | None) -> Decimal | None:
+    """Round a cost half-even to a nano-dollar, the precision the ledger stores."""
+    return None if value is None else value.quantize(NANO)
+
+
+def usd_to_nano(value: Decimal | None) -> int | None:
+    return None if value is None else int(value.quantize(NANO).scaleb(9))
+
+
+def nano_to_usd(value: int | None) -> Decimal | None:
+    return None if value is None else Decimal(value).scaleb(-9)
+
+
+def ts_micros(ts: datetime) -> int:
+    """Microseconds since the epoch, exact (no float)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call a model asked for."""
+
+    id: str | None
+    name: str
+    args_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "args_hash": self.args_hash}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One metered call. Token counts are inclusive (see tokentrail.usage)."""
+
+    event_id: str = field(default_factory=new_event_id)
+    kind: str = "llm"
+    ts: datetime = field(default_factory=utcnow)
+    latency_ms: float | None = None
+    status: str = "ok"
+    provider: str | None = None
+    model: str | None = None
+    operation: str | None = None
+    streamed: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    context_window_tokens: int | None = None
+    cost_usd: Decimal | None = None
+    price_source: str | None = None
+    price_version: str | None = None
+    unit_prices: Mapping[str, str] | None = None
+    org: str | None = None
+    team: str | None = None
+    project: str | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    user: str | None = None
+    customer: str | None = None
+    workflow: str | None = None
+    task_type: str | None = None
+    step: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    tool_args_hash: str | None = None
+    adjusts_event_id: str | None = None
+    note: str | None = None  # why an adjustment was made; error detail of a failed call
+    request_hash: str | None = None  # fingerprint of the prompt (sha256), never the prompt itself
+    content: str | None = None  # captured prompt/completion, only with capture_content=True, redacted
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def context_utilisation(self) -> float | None:
+        if not self.context_window_tokens:
+            return None
+        return self.input_tokens / self.context_window_tokens
+
+    @property
+    def unpriced(self) -> bool:
+        return self.cost_usd is None and self.kind in ("llm", "embedding")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (Decimal as string, datetime as ISO-8601)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Decimal):
+                v = str(v)
+            elif isinstance(v, datetime):
+                v = v.isoformat()
+            elif f.name == "tool_calls":
+                v = [tc.to_json() for tc in v]
+            elif isinstance(v, Mapping):
+                v = dict(v)
+            out[f.name] = v
+        return out
+
+
+FIELD_NAMES = tuple(f.name for f in fields(UsageEvent))
+
+
+# -- the stored form -------------------------------------------------------------------------
+# A row is a flat tuple of str / int / float / None, the same on every backend. It is what the
+# stores write and read, and its JSON text is the canonical event the audit chain hashes.
+
+COLUMNS = (
+    "event_id",
+    "kind",
+    "ts_us",
+    "latency_ms",
+    "status",
+    "provider",
+    "model",
+    "operation",
+    "streamed",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "context_window_tokens",
+    "cost_nusd",
+    "price_source",
+    "price_version",
+    "unit_prices",
+    "org",
+    "team",
+    "project",
+    "agent",
+    "session_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "user_id",
+    "customer",
+    "workflow",
+    "task_type",
+    "step",
+    "tags",
+    "tool_calls",
+    "tool_name",
+    "tool_call_id",
+    "tool_args_hash",
+    "adjusts_event_id",
+    "note",
+    "request_hash",
+    "content",
+)
+COL = {name: i for i, name in enumerate(COLUMNS)}
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def to_row(e: UsageEvent) -> tuple[Any, ...]:
+    return (
+        e.event_id,
+        e.kind,
+        ts_micros(e.ts),
+        e.latency_ms,
+        e.status,
+        e.provider,
+        e.model,
+        e.operation,
+        1 if e.streamed else 0,
+        e.input_tokens,
+        e.output_tokens,
+        e.cache_read_tokens,
+        e.cache_write_tokens,
+        e.reasoning_tokens,
+        e.context_window_tokens,
+        usd_to_nano(e.cost_usd),
+        e.price_source,
+        e.price_version,
+        _dumps(dict(e.unit_prices)) if e.unit_prices else None,
+        e.org,
+        e.team,
+        e.project,
+        e.agent,
+        e.session_id,
+        e.trace_id,
+        e.span_id,
+        e.parent_span_id,
+        e.user,
+        e.customer,
+        e.workflow,
+        e.task_type,
+        e.step,
+        _dumps(dict(e.tags)) if e.tags else None,
+        _dumps([tc.to_json() for tc in e.tool_calls]) if e.tool_calls else None,
+        e.tool_name,
+        e.tool_call_id,
+        e.tool_args_hash,
+        e.adjusts_event_id,
+        e.note,
+        e.request_hash,
+        e.content,
+    )
+
+
+def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
+    tool_calls = json.loads(r[33]) if r[33] else []
+    return UsageEvent(
+        event_id=r[0],
+        kind=r[1],
+        ts=from_micros(r[2]),
+        latency_ms=r[3],
+        status=r[4],
+        provider=r[5],
+        model=r[6],
+        operation=r[7],
+        streamed=bool(r[8]),
+        input_tokens=r[9],
+        output_tokens=r[10],
+        cache_read_tokens=r[11],
+        cache_write_tokens=r[12],
+        reasoning_tokens=r[13],
+        context_window_tokens=r[14],
+        cost_usd=nano_to_usd(r[15]),
+        price_source=r[16],
+        price_version=r[17],
+        unit_prices=json.loads(r[18]) if r[18] else None,
+        org=r[19],
+        team=r[20],
+        project=r[21],
+        agent=r[22],
+        session_id=r[23],
+        trace_id=r[24],
+        span_id=r[25],
+        parent_span_id=r[26],
+        user=r[27],
+        customer=r[28],
+        workflow=r[29],
+        task_type=r[30],
+        step=r[31],
+        tags=json.loads(r[32]) if r[32] else {},
+        tool_calls=tuple(ToolCall(t.get("id"), t["name"], t["args_hash"]) for t in tool_calls),
+        tool_name=r[34],
+        tool_call_id=r[35],
+        tool_args_hash=r[36],
+        adjusts_event_id=r[37],
+        note=r[38],
+        request_hash=r[39],
+        content=r[40],
+    )
+
+
+def canonical_bytes(row: tuple[Any, ...]) -> bytes:
+    """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
+    return _dumps(list(row)).encode()
+
+
+CHAIN_TAG = b"tokentrail/event/v1"
+GENESIS_HASH = bytes(32)
+
+
+def chain_hash(seq: int, prev_hash: bytes, row: tuple[Any, ...]) -> bytes:
+    """hash = SHA-256(tag ‖ seq ‖ prev_hash ‖ canonical_event), the audit chain's link."""
+    return hashlib.sha256(CHAIN_TAG + seq.to_bytes(8, "big") + prev_hash + canonical_bytes(row)).digest()

@@ -1,0 +1,200 @@
+"""One metered call, from the request to the last byte of its response.
+
+Transport-agnostic: the SDK adapters (httpx2 responses) and the gateway (aiohttp) both drive
+an Exchange with the request JSON, then the response body or its stream chunks, then the
+end. It records exactly one event, however the call ends (finished, failed, cancelled,
+abandoned), and never raises into the caller except BudgetExceeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from tokentrail import context as ctx
+from tokentrail.integrations._wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
+
+if TYPE_CHECKING:
+    from tokentrail.ledger import Ledger
+
+log = logging.getLogger("tokentrail")
+
+
+class Exchange:
+    """The metering state of one provider call."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        route: Route,
+        body: Any,
+        *,
+        path: str = "",
+        raw_body: bytes | None = None,
+        attribution: ctx.Attribution | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.route = route
+        self.body = body if isinstance(body, dict) else {}
+        self.attribution = attribution or ctx.current()
+        self.tags = tags
+        self.started = time.perf_counter()
+        model = self.body.get("model")
+        self.acc = Accumulator(route, model=model if isinstance(model, str) else gemini_model_from_path(path))
+        self.streamed = bool(self.body.get("stream")) or path.split("?", 1)[0].endswith(":streamGenerateContent")
+        self.request_hash = hashlib.sha256(raw_body).hexdigest()[:32] if raw_body else None
+        self.http_status: int | None = None
+        self.hide_usage_chunk = False
+        self._sse: SSEParser | None = None
+        self._json_parts: list[bytes] = []
+        self._is_sse = False
+        self._recorded = False
+        self._lock = threading.Lock()
+
+    # -- request --------------------------------------------------------------------------------
+
+    def prepared_body(self) -> dict[str, Any] | None:
+        """The request body to send instead of the caller's, or None to send it unchanged.
+
+        OpenAI chat streams report usage only when asked (stream_options.include_usage); ask
+        for it, and remember to hide the extra usage chunk from a caller who did not."""
+        if self.route is OPENAI_CHAT and self.streamed:
+            options = self.body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                self.hide_usage_chunk = True
+                new_options = (
+                    {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+                )
+                return {**self.body, "stream_options": new_options}
+        return None
+
+    # -- response -------------------------------------------------------------------------------
+
+    def response(self, status: int, content_type: str | None) -> None:
+        """The response status line and content type arrived."""
+        self.http_status = status
+        self._is_sse = bool(content_type and "text/event-stream" in content_type)
+        if self._is_sse:
+            self._sse = SSEParser()
+
+    def body_bytes(self, raw: bytes) -> None:
+        """A whole response body (not streamed)."""
+        try:
+            self.acc.body(json.loads(raw))
+        except ValueError:
+            pass
+        except Exception:
+            log.exception("tokentrail: reading a response body failed")
+
+    def chunk(self, raw: bytes) -> bytes:
+        """A piece of a streamed response; returns the bytes the caller should get."""
+        try:
+            if self._sse is None:
+                self._json_parts.append(raw)
+                return raw
+            events = self._sse.feed(raw)
+            if not self.hide_usage_chunk:
+                for _, name, data in events:
+                    self._event(name, data)
+                return raw
+            kept = []
+            for raw_event, name, data in events:
+                if not self._event(name, data):
+                    kept.append(raw_event)
+            return b"".join(kept)
+        except Exception:
+            log.exception("tokentrail: reading a stream chunk failed")
+            return raw
+
+    def stream_tail(self) -> bytes:
+        """Bytes held back at the end of a filtered stream (an unterminated last event)."""
+        if self.hide_usage_chunk and self._sse is not None:
+            return self._sse.tail()
+        return b""
+
+    def _event(self, name: str | None, data: str) -> bool:
+        """Feed one SSE event; True when it is the usage chunk to hide."""
+        if not data:
+            return False
+        if data == "[DONE]":
+            self.acc.done()
+            return False
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return False
+        self.acc.event(name, obj)
+        return (
+            self.hide_usage_chunk and isinstance(obj, dict) and obj.get("usage") is not None and not obj.get("choices")
+        )
+
+    def event_object(self, obj: Any) -> None:
+        """A decoded stream event (SDKs that hand over parsed chunks, like google-genai)."""
+        try:
+            self.acc.event(None, obj)
+        except Exception:
+            log.exception("tokentrail: reading a stream event failed")
+
+    def body_object(self, obj: Any) -> None:
+        try:
+            self.acc.body(obj)
+        except Exception:
+            log.exception("tokentrail: reading a response failed")
+
+    # -- end ------------------------------------------------------------------------------------
+
+    def finish(self, *, error: BaseException | str | None = None, cancelled: bool = False) -> None:
+        """Record the call once. `error`: the transport failed; `cancelled`: the caller stopped early."""
+        with self._lock:
+            if self._recorded:
+                return
+            self._recorded = True
+        try:
+            self._record(error, cancelled)
+        except Exception:
+            log.exception("tokentrail: recording a %s call failed", self.route.provider)
+
+    def _record(self, error: BaseException | str | None, cancelled: bool) -> None:
+        if self._json_parts:
+            self.body_bytes(b"".join(self._json_parts))
+            self._json_parts = []
+        acc = self.acc
+        usage, problem = acc.usage()
+        note = None
+        if error is not None:
+            status = "error"
+            note = error if isinstance(error, str) else type(error).__name__
+        elif self.http_status is not None and self.http_status >= 400:
+            status = "error"
+            note = f"http {self.http_status}" + (f" {acc.error_type}" if acc.error_type else "")
+        elif acc.error_type is not None:
+            status, note = "error", acc.error_type
+        elif cancelled and not acc.complete:
+            status = "cancelled"
+        else:
+            status = "ok"
+        if status != "ok" and problem == "missing_usage":
+            problem = None  # a failed or cut call that never reported usage: nothing impossible
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        event = self.ledger.build_call(
+            provider=self.route.provider,
+            model=acc.model,
+            usage=usage,
+            kind=self.route.kind,
+            operation=self.route.operation,
+            status=status,
+            problem=problem,
+            latency_ms=round(latency_ms, 3),
+            streamed=self.streamed,
+            tool_calls=acc.tool_calls(),
+            request_hash=self.request_hash,
+            note=note,
+            attribution=self.attribution,
+            tags=self.tags,
+        )
+        self.ledger.record(event, session=self.attribution.session)

@@ -1,0 +1,314 @@
+"""Provider wire formats: what a request is, and what its response (JSON or SSE) says.
+
+Shared by the SDK adapters and the gateway, which both see the same HTTP traffic. An
+`Accumulator` is fed the decoded JSON objects of a response (one body, or one per SSE event)
+and keeps what metering needs: the model, the usage payload, the tool calls the model asked
+for, and whether the response finished.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokentrail.events import ToolCall, args_hash
+from tokentrail.usage import (
+    Usage,
+    UsageProblem,
+    from_anthropic,
+    from_gemini,
+    from_openai_chat,
+    from_openai_responses,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A metered endpoint."""
+
+    provider: str  # openai | anthropic | google
+    flavor: str  # openai_chat | openai_responses | openai_embeddings | anthropic | gemini
+    operation: str  # chat | responses | embeddings | messages | generate_content
+    kind: str = "llm"  # llm | embedding
+
+
+OPENAI_CHAT = Route("openai", "openai_chat", "chat")
+OPENAI_RESPONSES = Route("openai", "openai_responses", "responses")
+OPENAI_EMBEDDINGS = Route("openai", "openai_embeddings", "embeddings", "embedding")
+ANTHROPIC_MESSAGES = Route("anthropic", "anthropic", "messages")
+GEMINI = Route("google", "gemini", "generate_content")
+
+
+def route_for(method: str, path: str) -> Route | None:
+    """The metered route of an HTTP request path, or None for anything not billed per token."""
+    if method.upper() != "POST":
+        return None
+    path = path.split("?", 1)[0].rstrip("/")
+    if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
+        return GEMINI
+    if path.endswith("/chat/completions"):
+        return OPENAI_CHAT
+    if path.endswith("/responses"):
+        return OPENAI_RESPONSES
+    if path.endswith("/embeddings"):
+        return OPENAI_EMBEDDINGS
+    if path.endswith("/messages"):
+        return ANTHROPIC_MESSAGES
+    return None
+
+
+def gemini_model_from_path(path: str) -> str | None:
+    """`/v1beta/models/gemini-2.5-flash:generateContent` -> `gemini-2.5-flash`."""
+    head = path.split("?", 1)[0].rsplit(":", 1)[0]
+    if "/models/" in head or head.startswith("models/"):
+        return head.rsplit("models/", 1)[1] or None
+    return None
+
+
+_NORMALISERS: dict[str, Callable[[object], Usage]] = {
+    "openai_chat": from_openai_chat,
+    "openai_embeddings": from_openai_chat,
+    "openai_responses": from_openai_responses,
+    "anthropic": from_anthropic,
+    "gemini": from_gemini,
+}
+
+
+@dataclass
+class Accumulator:
+    """What one response has told us so far."""
+
+    route: Route
+    model: str | None = None
+    usage_raw: Any = None
+    complete: bool = False
+    error_type: str | None = None
+    text_parts: list[str] = field(default_factory=list)
+    _tools: dict[Any, dict[str, Any]] = field(default_factory=dict)
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def body(self, data: Any) -> None:
+        """A whole (non-streamed) JSON response body."""
+        if not isinstance(data, dict):
+            return
+        self.complete = True
+        flavor = self.route.flavor
+        if "error" in data and data.get("error"):
+            self._error(data)
+            return
+        if flavor == "gemini":
+            self._gemini_chunk(data)
+            return
+        self.model = _str(data.get("model")) or self.model
+        self.usage_raw = data.get("usage")
+        if flavor == "openai_chat":
+            for choice in _list(data.get("choices")):
+                msg = _dict(_dict(choice).get("message"))
+                for i, tc in enumerate(_list(msg.get("tool_calls"))):
+                    fn = _dict(_dict(tc).get("function"))
+                    self._tool((_dict(choice).get("index"), i), tc.get("id"), fn.get("name"), fn.get("arguments"))
+        elif flavor == "openai_responses":
+            self._responses_output(data)
+        elif flavor == "anthropic":
+            for i, block in enumerate(_list(data.get("content"))):
+                b = _dict(block)
+                if b.get("type") in ("tool_use", "server_tool_use"):
+                    self._tool(i, b.get("id"), b.get("name"), b.get("input"))
+
+    def event(self, name: str | None, data: Any) -> None:
+        """One SSE event of a streamed response (data already JSON-decoded)."""
+        if not isinstance(data, dict):
+            return
+        flavor = self.route.flavor
+        if flavor == "openai_chat":
+            self._chat_chunk(data)
+        elif flavor == "openai_responses":
+            self._responses_event(data)
+        elif flavor == "anthropic":
+            self._anthropic_event(data)
+        elif flavor == "gemini":
+            self._gemini_chunk(data)
+
+    def done(self) -> None:
+        """The stream said it is over (OpenAI's `data: [DONE]`)."""
+        self.complete = True
+
+    # -- results --------------------------------------------------------------------------------
+
+    def usage(self) -> tuple[Usage | None, str | None]:
+        """The normalised usage and, when it is impossible or missing, the reason."""
+        if self.usage_raw is None:
+            return None, "missing_usage" if self.complete and self.error_type is None else None
+        try:
+            return _NORMALISERS[self.route.flavor](self.usage_raw), None
+        except UsageProblem as e:
+            return None, e.reason
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        out = []
+        for t in self._tools.values():
+            if t.get("name"):
+                args: Any = "".join(t["args"]) if t["args"] and isinstance(t["args"][0], str) else t["args"]
+                if isinstance(args, list) and len(args) == 1:
+                    args = args[0]
+                out.append(ToolCall(_str(t.get("id")), str(t["name"]), args_hash(args if args != "" else {})))
+        return tuple(out)
+
+    # -- provider specifics -------------------------------------------------------------------
+
+    def _tool(self, key: Any, tool_id: Any, name: Any, args: Any) -> None:
+        t = self._tools.setdefault(key, {"id": None, "name": None, "args": []})
+        if tool_id:
+            t["id"] = tool_id
+        if name:
+            t["name"] = name
+        if args is not None and args != "":
+            t["args"].append(args)
+
+    def _error(self, data: dict[str, Any]) -> None:
+        err = data.get("error")
+        if isinstance(err, dict):
+            self.error_type = _str(err.get("type")) or _str(err.get("status")) or _str(err.get("code")) or "error"
+        else:
+            self.error_type = "error"
+
+    def _chat_chunk(self, data: dict[str, Any]) -> None:
+        self.model = _str(data.get("model")) or self.model
+        if data.get("usage") is not None:
+            self.usage_raw = data["usage"]
+        if data.get("error"):
+            self._error(data)
+        for choice in _list(data.get("choices")):
+            c = _dict(choice)
+            for tc in _list(_dict(c.get("delta")).get("tool_calls")):
+                t = _dict(tc)
+                fn = _dict(t.get("function"))
+                self._tool((c.get("index"), t.get("index")), t.get("id"), fn.get("name"), fn.get("arguments"))
+
+    def _responses_output(self, response: dict[str, Any]) -> None:
+        for i, item in enumerate(_list(response.get("output"))):
+            it = _dict(item)
+            if it.get("type") == "function_call":
+                self._tool(i, it.get("call_id") or it.get("id"), it.get("name"), it.get("arguments"))
+
+    def _responses_event(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        response = _dict(data.get("response"))
+        if response:
+            self.model = _str(response.get("model")) or self.model
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.complete = True
+            if response.get("usage") is not None:
+                self.usage_raw = response["usage"]
+            self._tools.clear()
+            self._responses_output(response)
+            if kind == "response.failed":
+                self.error_type = _str(_dict(response.get("error")).get("code")) or "failed"
+        elif kind == "error":
+            self.error_type = _str(data.get("code")) or "error"
+
+    def _anthropic_event(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "message_start":
+            msg = _dict(data.get("message"))
+            self.model = _str(msg.get("model")) or self.model
+            self.usage_raw = dict(_dict(msg.get("usage")))
+        elif kind == "message_delta":
+            # message_delta usage is cumulative: the last value of each field wins, never a sum
+            delta = data.get("usage")
+            if isinstance(delta, dict):
+                merged = dict(self.usage_raw) if isinstance(self.usage_raw, dict) else {}
+                merged.update({k: v for k, v in delta.items() if v is not None})
+                self.usage_raw = merged
+        elif kind == "content_block_start":
+            block = _dict(data.get("content_block"))
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                initial = block.get("input")
+                self._tool(data.get("index"), block.get("id"), block.get("name"), None)
+                if initial:  # a non-empty object here is complete input, not a prefix
+                    self._tools[data.get("index")]["args"].append(json.dumps(initial))
+        elif kind == "content_block_delta":
+            delta = _dict(data.get("delta"))
+            if delta.get("type") == "input_json_delta" and data.get("index") in self._tools:
+                self._tools[data["index"]]["args"].append(delta.get("partial_json") or "")
+        elif kind == "message_stop":
+            self.complete = True
+        elif kind == "error":
+            self._error(data)
+
+    def _gemini_chunk(self, data: dict[str, Any]) -> None:
+        if data.get("error"):
+            self._error(data)
+            return
+        self.model = _str(data.get("modelVersion")) or self.model
+        if data.get("usageMetadata") is not None:
+            self.usage_raw = data["usageMetadata"]
+        base = len(self._tools)
+        for c, cand in enumerate(_list(data.get("candidates"))):
+            parts = _list(_dict(_dict(cand).get("content")).get("parts"))
+            for p, part in enumerate(parts):
+                call = _dict(_dict(part).get("functionCall"))
+                if call:
+                    self._tool((base, c, p), call.get("id"), call.get("name"), call.get("args") or {})
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+class SSEParser:
+    """Splits a byte stream into server-sent events, keeping each event's raw bytes.
+
+    `feed(chunk)` returns the complete events in it as (raw_bytes, event_name, data_text);
+    a partial event waits for the next chunk."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, str | None, str]]:
+        buf = self._buf + chunk if self._buf else chunk
+        carry = b""
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):  # its "\n" may start the next chunk
+                buf, carry = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            raw = buf[start : end + 2]
+            start = end + 2
+            name, data = _parse_event(raw)
+            out.append((raw, name, data))
+        self._buf = buf[start:] + carry
+        return out
+
+    def tail(self) -> bytes:
+        """Bytes of an unfinished event (forwarded as they are when the stream ends)."""
+        return self._buf
+
+
+def _parse_event(raw: bytes) -> tuple[str | None, str]:
+    name: str | None = None
+    data: list[str] = []
+    for line in raw.decode("utf-8", "replace").split("\n"):
+        if line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+    return name, "\n".join(data)

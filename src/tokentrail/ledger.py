@@ -1,0 +1,502 @@
+"""The ledger: prices and attributes events in the caller's thread, writes them in the background.
+
+`record()` costs the caller a few microseconds: it appends to an in-memory queue. A writer
+thread drains the queue in batches, one durable transaction per batch (group commit), and
+`flush()` returns only once everything recorded before it is durable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from tokentrail import context as ctx
+from tokentrail.events import (
+    ToolCall,
+    UsageEvent,
+    args_hash,
+    bound_tags,
+    bound_text,
+    new_event_id,
+    quantize_usd,
+    to_row,
+)
+from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
+from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
+from tokentrail.store import open_store
+from tokentrail.types import Store
+from tokentrail.usage import Usage, UsageProblem, from_counts
+
+log = logging.getLogger("tokentrail")
+
+MAX_BATCH = 2000
+_RETRY_MAX_S = 2.0
+
+# Process-wide listeners (capture_events): called with every event any ledger records.
+_listeners: list[Callable[[UsageEvent], None]] = []
+
+
+class _Marker:
+    """A flush marker in the queue: set once every item before it is durable."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Ledger:
+    """Where events are recorded. `Ledger("sqlite:///ledger.db")` or `Ledger("postgresql://…")`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: Store | None = None,
+        prices: PriceBook | None = None,
+        capture_content: bool = False,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self.store: Store = store if store is not None else open_store(url)
+        self.url = self.store.url
+        self.prices = prices or default_price_book()
+        self.capture_content = capture_content
+        self.redact = redact
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._idle = False
+        self._closed = False
+        self._pid = os.getpid()
+        self._warned_unpriced: set[tuple[str, str]] = set()
+        self.last_error: BaseException | None = None
+        self._start_writer()
+        _live_ledgers.add(self)
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def record(self, event: UsageEvent, *, session: ctx.Session | None = None) -> UsageEvent:
+        """Queue an already-built event for durable storage and tell the listeners. `session`
+        (default: the current one) gets the event counted into its running totals."""
+        if self._closed:
+            raise ConfigError(f"the ledger {self.url} is closed")
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._queue.append(event)
+        if self._idle:
+            self._wake.set()
+        s = session or ctx.current().session
+        if s is not None and s.session_id == event.session_id:
+            s.add(event)
+        for listener in _listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener must never break a call
+                log.exception("tokentrail: an event listener failed")
+        return event
+
+    def record_llm(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        kind: str = "llm",
+        operation: str | None = None,
+        status: str = "ok",
+        latency_ms: float | None = None,
+        streamed: bool = False,
+        tool_calls: list[tuple[str | None, str, Any]] | None = None,
+        ts: datetime | None = None,
+        event_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """Meter a model call by hand (inclusive counts). Raises InvalidUsage on impossible input.
+
+        `tool_calls` are (id, name, arguments) the model asked for."""
+        if kind not in ("llm", "embedding"):
+            raise InvalidUsage(f"record_llm: kind must be 'llm' or 'embedding', not {kind!r}")
+        if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
+            raise InvalidUsage("record_llm: provider and model must be non-empty strings")
+        try:
+            usage = from_counts(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens,
+                cache_write_tokens=cache_write_tokens,
+                reasoning_tokens=reasoning_tokens,
+            )
+        except UsageProblem as e:
+            raise InvalidUsage(f"record_llm({provider}/{model}): impossible usage: {e.reason}") from None
+        calls = tuple(ToolCall(i, str(n), args_hash(a)) for i, n, a in tool_calls or ())
+        event = self.build_call(
+            provider=provider,
+            model=model,
+            usage=usage,
+            kind=kind,
+            operation=operation,
+            status=status,
+            latency_ms=latency_ms,
+            streamed=streamed,
+            tool_calls=calls,
+            ts=ts,
+            event_id=event_id,
+            tags=tags,
+        )
+        if event.status.startswith("invalid_usage"):
+            raise InvalidUsage(f"record_llm({provider}/{model}): {event.status}")
+        return self.record(event)
+
+    def build_call(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        usage: Usage | None,
+        kind: str = "llm",
+        operation: str | None = None,
+        status: str = "ok",
+        problem: str | None = None,
+        latency_ms: float | None = None,
+        streamed: bool = False,
+        tool_calls: tuple[ToolCall, ...] = (),
+        ts: datetime | None = None,
+        event_id: str | None = None,
+        span_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        request_hash: str | None = None,
+        content: str | None = None,
+        note: str | None = None,
+        attribution: ctx.Attribution | None = None,
+    ) -> UsageEvent:
+        """A priced, attributed model-call event. `problem` (an impossible-usage reason) makes it
+        `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost)."""
+        a = attribution or ctx.current()
+        ts = ts or datetime.now(UTC)
+        provider = canonical_provider(provider)
+        model = bound_text(model)
+        u = usage or Usage()
+        cost: Decimal | None = None
+        price = self.prices.lookup(provider, model, ts) if model else None
+        if problem is None and price is not None:
+            try:
+                cost = quantize_usd(self.prices.cost(price, u).total_usd)
+            except UsageProblem as e:
+                problem = e.reason
+        if problem is not None:
+            status, cost = f"invalid_usage:{problem}", None
+        elif price is None and model and (provider, model) not in self._warned_unpriced:
+            self._warned_unpriced.add((provider, model))
+            log.warning(
+                "tokentrail: no price for %s/%s; its calls are recorded as unpriced "
+                "(add it to the TOKENTRAIL_PRICES overrides file)",
+                provider,
+                model,
+            )
+        return UsageEvent(
+            event_id=event_id or new_event_id(),
+            kind=kind,
+            ts=ts,
+            latency_ms=latency_ms,
+            status=status,
+            provider=provider,
+            model=model,
+            operation=operation,
+            streamed=streamed,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            context_window_tokens=price.context_window if price else None,
+            cost_usd=cost,
+            price_source=price.source if price and cost is not None else None,
+            price_version=price.version if price and cost is not None else None,
+            unit_prices=price.unit_prices if price and cost is not None else None,
+            org=a.org,
+            team=a.team,
+            project=a.project,
+            agent=a.agent,
+            session_id=a.session_id,
+            trace_id=a.trace_id,
+            span_id=span_id or ctx.new_span_id(),
+            parent_span_id=a.span_id,
+            user=a.user,
+            customer=a.customer,
+            workflow=a.workflow,
+            task_type=a.task_type,
+            step=a.step,
+            tags={**a.tags, **bound_tags(tags)} if tags else a.tags,
+            tool_calls=tool_calls,
+            request_hash=request_hash,
+            content=content,
+            note=note,
+        )
+
+    def record_tool(
+        self,
+        name: str,
+        args: Any = None,
+        *,
+        tool_call_id: str | None = None,
+        cost_usd: Decimal | float | str | None = None,
+        latency_ms: float | None = None,
+        status: str = "ok",
+        tags: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """Record a tool that ran, linked to the model call that asked for it when there was one."""
+        if not isinstance(name, str) or not name:
+            raise InvalidUsage("record_tool: name must be a non-empty string")
+        cost = _tool_cost(name, cost_usd)
+        if latency_ms is not None and (not isinstance(latency_ms, (int, float)) or latency_ms < 0):
+            raise InvalidUsage(f"record_tool({name}): latency_ms must be a non-negative number")
+        a = ctx.current()
+        h = args_hash(args)
+        parent = a.span_id
+        if a.session is not None:
+            requested = a.session.requested_tools.get((name, h))
+            if requested is not None:
+                tool_call_id = tool_call_id or requested[0]
+                parent = requested[1] or parent
+        event = UsageEvent(
+            kind="tool",
+            latency_ms=latency_ms,
+            status=status,
+            cost_usd=cost,
+            price_source="caller" if cost is not None else None,
+            org=a.org,
+            team=a.team,
+            project=a.project,
+            agent=a.agent,
+            session_id=a.session_id,
+            trace_id=a.trace_id,
+            span_id=ctx.new_span_id(),
+            parent_span_id=parent,
+            user=a.user,
+            customer=a.customer,
+            workflow=a.workflow,
+            task_type=a.task_type,
+            step=a.step,
+            tags={**a.tags, **bound_tags(tags)} if tags else a.tags,
+            tool_name=bound_text(name),
+            tool_call_id=bound_text(tool_call_id),
+            tool_args_hash=h,
+        )
+        return self.record(event)
+
+    def record_outcome(self, attribution: ctx.Attribution, name: str, *, count: int = 1) -> None:
+        """Record that a session reached an outcome (cost per action)."""
+        if not isinstance(name, str) or not name or type(count) is not int or count < 1:
+            raise InvalidUsage("outcome: name must be a non-empty string and count a positive integer")
+        a = attribution
+        row = (
+            new_event_id(),
+            int(time.time() * 1_000_000),
+            bound_text(name),
+            count,
+            a.session_id,
+            a.org,
+            a.team,
+            a.project,
+            a.agent,
+            a.user,
+            a.customer,
+            a.workflow,
+            a.task_type,
+        )
+        self._queue.append(_Outcome(row))
+        self._wake.set()
+
+    # -- durability ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 30) -> None:
+        """Return once every event recorded so far is durable; else raise FlushTimeout."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        marker = _Marker()
+        self._queue.append(marker)
+        self._wake.set()
+        if not marker.done.wait(timeout):
+            why = f" (last error: {self.last_error})" if self.last_error else ""
+            raise FlushTimeout(
+                f"{self.pending} event(s) recorded to {self.url} are not durable after {timeout:g}s{why}"
+            )
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet durable."""
+        return sum(1 for item in list(self._queue) if isinstance(item, UsageEvent))
+
+    def close(self, timeout: float = 30) -> None:
+        """Flush, stop the writer and close the store. Events that cannot be made durable in
+        `timeout` are reported in the log."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        except FlushTimeout as e:
+            log.error("tokentrail: closing with events not durable: %s", e)
+        self._closed = True
+        self._wake.set()
+        self._writer.join(timeout=5)
+        self.store.close()
+        _live_ledgers.discard(self)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="tokentrail-writer", daemon=True)
+        self._writer.start()
+
+    def _after_fork(self) -> None:
+        """A forked child has no writer thread and must not share the parent's connections."""
+        self._pid = os.getpid()
+        self._queue = deque()
+        self._wake = threading.Event()
+        self.store = open_store(self.url)
+        self._start_writer()
+
+    def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closed:
+                    return
+                self._idle = True
+                if not queue:  # re-check after announcing idleness (see record())
+                    self._wake.wait(0.5)
+                self._idle = False
+                self._wake.clear()
+                continue
+            events: list[UsageEvent] = []
+            outcomes: list[tuple[Any, ...]] = []
+            markers: list[_Marker] = []
+            while queue and len(events) < MAX_BATCH:
+                item = queue[0]
+                if isinstance(item, _Marker):
+                    if events or outcomes:
+                        break  # commit what came before the marker first
+                    markers.append(queue.popleft())
+                    continue
+                queue.popleft()
+                if isinstance(item, _Outcome):
+                    outcomes.append(item.row)
+                else:
+                    events.append(item)
+            if events or outcomes:
+                self._write(events, outcomes)
+            for m in markers:
+                m.done.set()
+
+    def _write(self, events: list[UsageEvent], outcomes: list[tuple[Any, ...]]) -> None:
+        rows = [to_row(e) for e in events]
+        delay = 0.05
+        while True:
+            try:
+                self.store.write_events(rows)
+                self.store.write_outcomes(outcomes)
+                self.last_error = None
+                return
+            except Exception as e:
+                if self.last_error is None or type(e) is not type(self.last_error):
+                    log.warning("tokentrail: cannot write to %s, retrying: %s", self.url, e)
+                self.last_error = e
+                if self._closed and self._writer is threading.current_thread():
+                    log.error("tokentrail: ledger closed with %d event(s) unwritten", len(rows))
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+
+class _Outcome:
+    __slots__ = ("row",)
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+
+
+def _tool_cost(name: str, cost_usd: object) -> Decimal | None:
+    if cost_usd is None:
+        return None
+    if isinstance(cost_usd, bool):
+        raise InvalidUsage(f"record_tool({name}): cost_usd must be a number")
+    try:
+        cost = Decimal(str(cost_usd))
+    except InvalidOperation:
+        raise InvalidUsage(f"record_tool({name}): cost_usd {cost_usd!r} is not a number") from None
+    if not cost.is_finite() or cost < 0 or cost > 1_000_000:
+        raise InvalidUsage(f"record_tool({name}): cost_usd {cost_usd!r} must be between 0 and 1,000,000")
+    return quantize_usd(cost)
+
+
+# -- the default ledger ---------------------------------------------------------------------------
+
+_live_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+_default: Ledger | None = None
+_default_lock = threading.Lock()
+
+
+def configure(*, db: str | None = None, ledger: Ledger | None = None, **options: Any) -> Ledger:
+    """Set the default ledger (from a URL or an instance) and return it; the previous default
+    is flushed and closed."""
+    global _default
+    if db is not None and ledger is not None:
+        raise ConfigError("configure() takes db= or ledger=, not both")
+    new = ledger if ledger is not None else Ledger(db, **options)
+    with _default_lock:
+        old, _default = _default, new
+    if old is not None and old is not new:
+        old.close()
+    return new
+
+
+def get_ledger() -> Ledger:
+    """The default ledger, opened from TOKENTRAIL_DB (default ~/.tokentrail/ledger.db) on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Ledger()
+    return _default
+
+
+def resolve_ledger(explicit: Ledger | None = None) -> Ledger:
+    """An explicit ledger, else the one the current session was opened on, else the default."""
+    return explicit or ctx.current().ledger or get_ledger()
+
+
+def record_llm(**kwargs: Any) -> UsageEvent:
+    """Meter a model call by hand on the default (or session's) ledger; see Ledger.record_llm."""
+    return resolve_ledger(kwargs.pop("ledger", None)).record_llm(**kwargs)
+
+
+def record_tool(name: str, args: Any = None, **kwargs: Any) -> UsageEvent:
+    """Record a tool run on the default (or session's) ledger; see Ledger.record_tool."""
+    return resolve_ledger(kwargs.pop("ledger", None)).record_tool(name, args, **kwargs)
+
+
+@atexit.register
+def _close_all() -> None:
+    for ledger in list(_live_ledgers):
+        try:
+            ledger.close(timeout=10)
+        except Exception:
+            log.exception("tokentrail: closing a ledger at exit failed")

@@ -1,0 +1,42 @@
+"""Aggregate a batch of event rows into hourly rollup deltas (shared by every backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tokentrail.events import COL
+from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+
+HOUR_US = 3_600_000_000
+_DIM_INDEXES = tuple(COL[d] for d in ROLLUP_DIMENSIONS)
+_TS, _KIND, _STATUS, _COST = COL["ts_us"], COL["kind"], COL["status"], COL["cost_nusd"]
+_TOKENS = tuple(
+    COL[c] for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+)
+N_MEASURES = len(ROLLUP_MEASURES)
+
+
+def aggregate(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rollup rows `(hour_us, *dims, *measures)` for a batch; NULL dimensions become ''."""
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        key = (r[_TS] - r[_TS] % HOUR_US, *[r[i] or "" for i in _DIM_INDEXES])
+        m = acc.get(key)
+        if m is None:
+            m = acc[key] = [0] * N_MEASURES
+        kind, status, cost = r[_KIND], r[_STATUS], r[_COST]
+        if kind != "adjustment":
+            m[0] += 1
+            if status != "ok":
+                m[1] += 1
+        for j, i in enumerate(_TOKENS, 2):
+            m[j] += r[i]
+        if cost is not None:
+            m[7] += cost
+        elif kind in ("llm", "embedding"):
+            if status.startswith("invalid_usage"):
+                m[9] += 1
+            else:
+                m[8] += 1
+    return [(*k, *v) for k, v in acc.items()]

@@ -1,0 +1,173 @@
+"""The schema, as an ordered list of named migrations shared by every backend.
+
+Each migration is a function of the dialect that returns SQL statements; where SQLite and
+PostgreSQL differ, the function branches on `d.name`. A migration, once released, never
+changes: a new schema change is a new function appended to MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Dimensions kept in the hourly rollup; reports grouped or filtered by only these never scan raw events.
+ROLLUP_DIMENSIONS = ("org", "team", "project", "agent", "provider", "model", "task_type", "kind")
+ROLLUP_MEASURES = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nusd",
+    "unpriced_calls",
+    "invalid_calls",
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL spellings that differ between backends."""
+
+    name: str  # "sqlite" | "postgresql"
+    param: str  # placeholder
+    bigint: str
+    real: str
+    text: str
+    uuid: str
+    blob: str
+    json: str
+    serial: str  # an auto-numbered integer primary key
+
+    def json_text(self, column: str, key: str) -> str:
+        """SQL for the text value of `key` in a JSON column."""
+        if self.name == "sqlite":
+            return f"json_extract({column}, '$.\"{key}\"')"
+        return f"({column}::jsonb ->> '{key}')"
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    param="?",
+    bigint="INTEGER",
+    real="REAL",
+    text="TEXT",
+    uuid="TEXT",
+    blob="BLOB",
+    json="TEXT",
+    serial="INTEGER PRIMARY KEY",
+)
+POSTGRES = Dialect(
+    name="postgresql",
+    param="%s",
+    bigint="BIGINT",
+    real="DOUBLE PRECISION",
+    text="TEXT",
+    uuid="UUID",
+    blob="BYTEA",
+    json="JSONB",
+    serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+)
+
+
+def _event_columns(d: Dialect) -> str:
+    t, n, r = d.text, d.bigint, d.real
+    return f"""
+        event_id {d.uuid} NOT NULL,
+        kind {t} NOT NULL,
+        ts_us {n} NOT NULL,
+        latency_ms {r},
+        status {t} NOT NULL,
+        provider {t},
+        model {t},
+        operation {t},
+        streamed {n} NOT NULL DEFAULT 0,
+        input_tokens {n} NOT NULL DEFAULT 0,
+        output_tokens {n} NOT NULL DEFAULT 0,
+        cache_read_tokens {n} NOT NULL DEFAULT 0,
+        cache_write_tokens {n} NOT NULL DEFAULT 0,
+        reasoning_tokens {n} NOT NULL DEFAULT 0,
+        context_window_tokens {n},
+        cost_nusd {n},
+        price_source {t},
+        price_version {t},
+        unit_prices {t},
+        org {t},
+        team {t},
+        project {t},
+        agent {t},
+        session_id {t},
+        trace_id {t},
+        span_id {t},
+        parent_span_id {t},
+        user_id {t},
+        customer {t},
+        workflow {t},
+        task_type {t},
+        step {t},
+        tags {t},
+        tool_calls {t},
+        tool_name {t},
+        tool_call_id {t},
+        tool_args_hash {t},
+        adjusts_event_id {t},
+        note {t},
+        request_hash {t},
+        content {t},
+        prev_hash {d.blob} NOT NULL,
+        hash {d.blob} NOT NULL"""
+
+
+def m0001_events(d: Dialect) -> list[str]:
+    """The append-only events table, its chain head, and its indexes."""
+    if d.name == "sqlite":
+        events = f"CREATE TABLE events (seq INTEGER PRIMARY KEY, {_event_columns(d)}, UNIQUE (event_id))"
+    else:
+        return _postgres_events(d)
+    return [
+        events,
+        "CREATE INDEX events_ts ON events (ts_us)",
+        "CREATE INDEX events_session ON events (session_id, ts_us)",
+        "CREATE TABLE chain_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL)",
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'tokentrail: the events table is append-only (UPDATE refused)'); END",
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'tokentrail: the events table is append-only (DELETE refused)'); END",
+    ]
+
+
+def _postgres_events(d: Dialect) -> list[str]:
+    """PostgreSQL: events partitioned by month, with a global event-id table for UNIQUE(event_id)."""
+    raise NotImplementedError("the PostgreSQL schema is not written yet")
+
+
+def m0002_rollups(d: Dialect) -> list[str]:
+    """Hourly rollup by the common report dimensions (empty string stands for 'none')."""
+    dims = ", ".join(f"{c} {d.text} NOT NULL" for c in ROLLUP_DIMENSIONS)
+    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in ROLLUP_MEASURES)
+    key = ", ".join(("hour_us", *ROLLUP_DIMENSIONS))
+    return [
+        f"CREATE TABLE rollup_hourly (hour_us {d.bigint} NOT NULL, {dims}, {measures}, PRIMARY KEY ({key}))",
+    ]
+
+
+def m0003_outcomes(d: Dialect) -> list[str]:
+    """Outcomes a session reached (`s.outcome(name)`), for cost per action."""
+    t = d.text
+    return [
+        f"""CREATE TABLE outcomes (
+            outcome_id {t} PRIMARY KEY, ts_us {d.bigint} NOT NULL, name {t} NOT NULL, count {d.bigint} NOT NULL,
+            session_id {t}, org {t}, team {t}, project {t}, agent {t}, user_id {t}, customer {t},
+            workflow {t}, task_type {t})""",
+        "CREATE INDEX outcomes_session ON outcomes (session_id)",
+        "CREATE INDEX outcomes_ts ON outcomes (ts_us)",
+    ]
+
+
+Migration = tuple[str, Callable[[Dialect], list[str]]]
+MIGRATIONS: list[Migration] = [
+    ("0001_events", m0001_events),
+    ("0002_rollups", m0002_rollups),
+    ("0003_outcomes", m0003_outcomes),
+]

@@ -1,0 +1,220 @@
+"""The embedded SQLite ledger: WAL, synchronous=FULL, one transaction per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokentrail.events import COLUMNS, GENESIS_HASH, chain_hash
+from tokentrail.exceptions import StoreError
+from tokentrail.store._rollup import aggregate
+from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
+
+Row = tuple[Any, ...]
+
+_INSERT_EVENT = (
+    f"INSERT INTO events (seq, {', '.join(COLUMNS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(COLUMNS) + 3))})"
+)
+_ROLLUP_COLS = ("hour_us", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollup_hourly ({', '.join(_ROLLUP_COLS)}) VALUES ({', '.join('?' * len(_ROLLUP_COLS))}) "
+    f"ON CONFLICT ({', '.join(('hour_us', *ROLLUP_DIMENSIONS))}) DO UPDATE SET "
+    + ", ".join(f"{m} = {m} + excluded.{m}" for m in ROLLUP_MEASURES)
+)
+_SELECT_EVENT = f"SELECT {', '.join(COLUMNS)} FROM events"
+_ID_CHUNK = 500
+
+
+class SQLiteStore:
+    """A ledger in one SQLite file, safe for many threads and processes."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = self._connect()
+            if migrate:
+                self.migrate()
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.OperationalError("could not switch the journal to WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        # Probe that the file is really writable now, not at the first event.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return conn
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        applied: list[str] = []
+        with self._write_lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_us INTEGER)")
+                done = {r[0] for r in c.execute("SELECT name FROM schema_migrations")}
+                for name, fn in MIGRATIONS:
+                    if name in done:
+                        continue
+                    for statement in fn(self.dialect):
+                        c.execute(statement)
+                    c.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, int(time.time() * 1_000_000)))
+                    applied.append(name)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return applied
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        with self._write_lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = self._new_rows(c, rows)
+                if fresh:
+                    head = c.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
+                    seq, prev = head if head else (0, GENESIS_HASH)
+                    chained = []
+                    for row in fresh:
+                        seq += 1
+                        h = chain_hash(seq, prev, row)
+                        chained.append((seq, *row, prev, h))
+                        prev = h
+                    c.executemany(_INSERT_EVENT, chained)
+                    c.executemany(_UPSERT_ROLLUP, aggregate(fresh))
+                    c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        return len(fresh)
+
+    @staticmethod
+    def _new_rows(c: sqlite3.Connection, rows: Sequence[Row]) -> list[Row]:
+        """Rows whose event_id is in neither the ledger nor earlier in the batch, in order."""
+        ids = [r[0] for r in rows]
+        stored: set[str] = set()
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i : i + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            stored.update(r[0] for r in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
+        fresh = []
+        for r in rows:
+            if r[0] not in stored:
+                stored.add(r[0])
+                fresh.append(r)
+        return fresh
+
+    def write_outcomes(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        with self._write_lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                before = c.total_changes
+                c.executemany(
+                    "INSERT OR IGNORE INTO outcomes (outcome_id, ts_us, name, count, session_id, org, team, project, "
+                    "agent, user_id, customer, workflow, task_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                n = c.total_changes - before
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        return n
+
+    def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own immediate transaction (admin paths, not the hot path)."""
+        with self._write_lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                cur = c.execute(sql, params)
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+            return cur.rowcount
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._write_lock:
+                self._readers.append(conn)
+        return conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._reader().execute(sql, params).fetchall()
+
+    def get_event(self, event_id: str) -> Row | None:
+        return self._reader().execute(f"{_SELECT_EVENT} WHERE event_id = ?", (event_id,)).fetchone()
+
+    def chain(self, from_seq: int = 1) -> Iterator[tuple[int, bytes, bytes, Row]]:
+        conn = self._reader()
+        last = from_seq - 1
+        while True:
+            batch = conn.execute(
+                f"SELECT seq, prev_hash, hash, {', '.join(COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",
+                (last,),
+            ).fetchall()
+            if not batch:
+                return
+            for r in batch:
+                yield r[0], r[1], r[2], tuple(r[3:])
+            last = batch[-1][0]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._write_lock:
+            self._conn.close()
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    try:
+        c.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # the failed statement may already have ended the transaction
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    msg = str(e)
+    if "unable to open" in msg or "readonly" in msg:
+        return f"{msg} (is the directory writable by this user?)"
+    return msg

@@ -1,0 +1,62 @@
+"""Shared fixtures. Store-facing tests take `db_url`, which runs them on every backend:
+SQLite always, PostgreSQL when TOKENTRAIL_TEST_PG names a server (make test starts one).
+With CI=true a missing PostgreSQL fails the run instead of skipping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tokentrail as tt
+from tokentrail.pricing import PriceBook
+
+PG_ENV = "TOKENTRAIL_TEST_PG"
+
+
+def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    base = os.environ.get(PG_ENV)
+    if not base:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {PG_ENV} is not set: the PostgreSQL tests must run in CI")
+        pytest.skip(f"PostgreSQL tests skipped: set {PG_ENV}=postgresql://… (or run `make test`, which starts one)")
+    from tests.pg import fresh_database
+
+    yield from fresh_database(base, request.node.name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty ledger, on each backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        yield from _postgres_url(request)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def prices() -> PriceBook:
+    return PriceBook(overrides="")
+
+
+@pytest.fixture
+def ledger(sqlite_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
+    """An SQLite ledger for tests that are not about the store."""
+    led = tt.Ledger(sqlite_url, prices=prices)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def any_ledger(db_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
+    """A ledger on each backend in turn."""
+    led = tt.Ledger(db_url, prices=prices)
+    yield led
+    led.close()
