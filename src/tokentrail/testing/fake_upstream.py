@@ -70,7 +70,8 @@ class Reply:
 
     text: str = "Hello from FakeUpstream."
     input_tokens: int | None = None
-    """Includes cache reads and writes. None: estimated from the request (see ``estimate_input_tokens``)."""
+    """Includes cache reads and writes. None: UTF-8 bytes of the message text // 4 + 8 per message
+    (at least 1), plus the cache reads and writes; see ``_fake_wire.estimate_input_tokens``."""
     output_tokens: int | None = None
     """Includes reasoning. None: words in ``text`` + 10 per tool call (at least 1) + ``reasoning_tokens``."""
     cached_tokens: int = 0
@@ -83,7 +84,8 @@ class Reply:
     """>= 400: an error body in the provider's own format."""
     error_message: str = "Scripted error from FakeUpstream."
     headers: dict[str, str] = field(default_factory=dict)
-    """Extra response headers, e.g. ``{"retry-after": "0"}``."""
+    """Extra response headers. For instant SDK retries send ``{"retry-after-ms": "1"}``: openai and
+    anthropic ignore ``retry-after: 0`` and fall back to their 0.5 s exponential backoff."""
     delay_s: float = 0.0
     """Sleep before the response starts."""
     chunk_delay_s: float = 0.0
