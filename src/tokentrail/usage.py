@@ -96,13 +96,14 @@ def _mapping(raw: object) -> Mapping[str, Any]:
 
 
 def from_openai_chat(raw: object) -> Usage:
-    """OpenAI chat completions (and embeddings): prompt_tokens already includes cached tokens,
-    completion_tokens already includes reasoning tokens."""
+    """OpenAI chat completions (and embeddings): prompt_tokens already includes cached tokens
+    (and cache writes, where reported); completion_tokens already includes reasoning tokens."""
     u = _mapping(raw)
     return Usage(
         input_tokens=_count(u, "prompt_tokens"),
         output_tokens=_count(u, "completion_tokens"),
         cache_read_tokens=_count(u, "prompt_tokens_details", "cached_tokens"),
+        cache_write_tokens=_count(u, "prompt_tokens_details", "cache_write_tokens"),
         reasoning_tokens=_count(u, "completion_tokens_details", "reasoning_tokens"),
         input_audio_tokens=_count(u, "prompt_tokens_details", "audio_tokens"),
         output_audio_tokens=_count(u, "completion_tokens_details", "audio_tokens"),
@@ -110,18 +111,21 @@ def from_openai_chat(raw: object) -> Usage:
 
 
 def from_openai_responses(raw: object) -> Usage:
-    """OpenAI responses API: input_tokens includes input_tokens_details.cached_tokens."""
+    """OpenAI responses API: input_tokens includes input_tokens_details.cached_tokens (and
+    cache_write_tokens); output_tokens includes output_tokens_details.reasoning_tokens."""
     u = _mapping(raw)
     return Usage(
         input_tokens=_count(u, "input_tokens"),
         output_tokens=_count(u, "output_tokens"),
         cache_read_tokens=_count(u, "input_tokens_details", "cached_tokens"),
+        cache_write_tokens=_count(u, "input_tokens_details", "cache_write_tokens"),
         reasoning_tokens=_count(u, "output_tokens_details", "reasoning_tokens"),
     ).checked()
 
 
 def from_anthropic(raw: object) -> Usage:
-    """Anthropic messages: input_tokens EXCLUDES cache, so input = input + cache writes + cache reads."""
+    """Anthropic messages: input_tokens EXCLUDES cache, so input = input + cache writes + cache reads.
+    output_tokens includes output_tokens_details.thinking_tokens (reasoning)."""
     u = _mapping(raw)
     uncached = _count(u, "input_tokens")
     cache_write = _count(u, "cache_creation_input_tokens")
@@ -132,6 +136,7 @@ def from_anthropic(raw: object) -> Usage:
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=_count(u, "cache_creation", "ephemeral_1h_input_tokens"),
+        reasoning_tokens=_count(u, "output_tokens_details", "thinking_tokens"),
     ).checked()
 
 
