@@ -28,13 +28,14 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokentrail.exceptions import ConfigError
 from tokentrail.usage import Usage, UsageProblem
@@ -54,6 +55,8 @@ _PROVIDER_ALIASES = {
 }
 _METADATA_KEYS = {"provider", "model", "effective", "context_window", "max_output_tokens"}
 _ZERO = Decimal(0)
+_MISSING = object()
+_TIME_OF_DAY = object()
 
 
 def canonical_provider(provider: str) -> str:
@@ -69,6 +72,7 @@ class _Unit:
     """One priced unit of a resolved price, compiled for the hot path."""
 
     usage_key: str
+    source: int  # index into _usage_values(); -1 when not supplied (the slow path prices it)
     per_unit: Decimal  # USD per single unit (price / per: exact, `per` is a power of ten)
     tiers: tuple[tuple[int, Decimal], ...]  # (start, USD per unit), highest start first; cliff pricing
     bucket: int  # index into _BUCKETS
@@ -92,9 +96,9 @@ class Price:
     model_price: Any = field(default=None, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """What one call cost, split by part. `total_usd` also holds per-request fees (`other_usd`)."""
+class Cost(NamedTuple):
+    """What one call cost, split by part. `total_usd` also holds per-request fees (`other_usd`).
+    An immutable named tuple: built on every priced call, so it must be cheap."""
 
     input_usd: Decimal
     output_usd: Decimal
@@ -108,21 +112,37 @@ class Cost:
 # -- usage keys genai-prices understands, as our Usage supplies them ---------------------------
 
 
-def _usage_values(u: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_read_tokens": u.cache_read_tokens,
-        "cache_write_tokens": u.cache_write_tokens,
-        "cache_write_1h_tokens": u.cache_write_1h_tokens,
-        "cache_write_5m_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
-        "input_audio_tokens": u.input_audio_tokens,
-        "output_audio_tokens": u.output_audio_tokens,
-        "output_reasoning_tokens": u.reasoning_tokens,
-    }
+_SOURCES = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "cache_write_5m_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "output_reasoning_tokens",
+    "requests",
+)
 
 
-_SUPPLIED_KEYS = frozenset(_usage_values(Usage())) | {"requests"}
+def _usage_values(u: Usage) -> tuple[int, ...]:
+    """Counts for the genai-prices usage keys in _SOURCES order (a tuple: this is the hot path)."""
+    return (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.cache_write_1h_tokens,
+        u.cache_write_tokens - u.cache_write_1h_tokens,
+        u.input_audio_tokens,
+        u.output_audio_tokens,
+        u.reasoning_tokens,
+        1,  # one request per call
+    )
+
+
+_SUPPLIED_KEYS = frozenset(_SOURCES)
 
 
 def _bucket(dimensions: Mapping[str, str]) -> str:
@@ -167,6 +187,7 @@ def _compile(model_price: Any) -> tuple[tuple[_Unit, ...], bool, dict[str, str]]
         units.append(
             _Unit(
                 usage_key=unit.usage_key,
+                source=_SOURCES.index(unit.usage_key) if unit.usage_key in _SUPPLIED_KEYS else -1,
                 per_unit=base / unit.per,
                 tiers=tuple((t.start, t.price / unit.per) for t in reversed(tiers)),
                 bucket=_BUCKETS.index(_bucket(unit.dimensions)),
@@ -266,7 +287,7 @@ class PriceBook:
         path = overrides if overrides is not None else os.environ.get("TOKENTRAIL_PRICES") or None
         self.overrides_path = Path(path) if path else None
         self.overrides = load_overrides(path) if path else []
-        self._memo: dict[tuple[str, str, int], Price | None] = {}
+        self._memo: dict[tuple[str, str, int], object] = {}
         self._time_of_day: set[tuple[str, str]] = set()  # models whose price changes within a day
         self._lock = threading.Lock()
 
@@ -274,24 +295,23 @@ class PriceBook:
 
     def lookup(self, provider: str, model: str, at: datetime | None = None) -> Price | None:
         """The price in force for `model` at `at` (default now), or None when it is unpriced."""
-        at = at or datetime.now(UTC)
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        provider = canonical_provider(provider)
-        day = at.toordinal() if at.tzinfo is UTC else at.astimezone(UTC).toordinal()
-        key = (provider, model, day)
-        if (provider, model) in self._time_of_day:
-            key = (provider, model, int(at.timestamp()) // 60)
-        try:
-            return self._memo[key]
-        except KeyError:
-            pass
-        price = self._resolve(provider, model, at)
-        with self._lock:
-            if len(self._memo) > 50_000:  # unbounded model names must not grow memory forever
-                self._memo.clear()
-            self._memo[key] = price
-        return price
+        t = time.time() if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+        key = (provider, model, int(t // 86_400))
+        price = self._memo.get(key, _MISSING)
+        if price is _TIME_OF_DAY:  # this model's price changes within a day: memoise per minute
+            key = (provider, model, -int(t // 60))
+            price = self._memo.get(key, _MISSING)
+        if price is _MISSING:
+            moment = datetime.fromtimestamp(t, UTC)
+            price = self._resolve(canonical_provider(provider), model, moment)
+            with self._lock:
+                if len(self._memo) > 50_000:  # unbounded model names must not grow memory forever
+                    self._memo.clear()
+                if (canonical_provider(provider), model) in self._time_of_day and key[2] >= 0:
+                    self._memo[key] = _TIME_OF_DAY
+                    key = (provider, model, -int(t // 60))
+                self._memo[key] = price
+        return price  # type: ignore[return-value]
 
     def _resolve(self, provider: str, model: str, at: datetime) -> Price | None:
         override = self._override(provider, model, at.astimezone(UTC).date())
@@ -377,15 +397,14 @@ class PriceBook:
         leaves = [0] * len(price.units)
         parts = [_ZERO, _ZERO, _ZERO, _ZERO, _ZERO]
         for i, unit in enumerate(price.units):
-            if unit.usage_key == "requests":
-                count = 1
-            else:
-                count = values[unit.usage_key]
-                for j in unit.descendants:
-                    count -= leaves[j]
-                if count < 0:
-                    raise UsageProblem(f"unpriceable:{unit.usage_key}")
-                leaves[i] = count
+            count = values[unit.source]
+            for j in unit.descendants:
+                count -= leaves[j]
+            if count < 0:
+                raise UsageProblem(f"unpriceable:{unit.usage_key}")
+            leaves[i] = count
+            if not count:
+                continue
             rate = unit.per_unit
             for start, tier_rate in unit.tiers:  # as genai-prices: the tier is chosen by total input
                 if total_input > start:
@@ -454,7 +473,7 @@ def _slow_cost(price: Price, usage: Usage) -> Cost:
     genai-prices infer and decompose, and split the total by its input/output figures."""
     from genai_prices.types import Usage as GenaiUsage
 
-    values = {k: v for k, v in _usage_values(usage).items() if v}
+    values = {k: v for k, v in zip(_SOURCES[:-1], _usage_values(usage), strict=False) if v}
     try:
         calc = price.model_price.calc_price(GenaiUsage(**values))
     except ValueError as e:
