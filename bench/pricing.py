@@ -12,10 +12,10 @@ from pathlib import Path
 import genai_prices
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stats import sample_us, summary  # noqa: E402
+from _stats import sample_us, summary
 
-from tokentrail.pricing import PriceBook  # noqa: E402
-from tokentrail.usage import Usage  # noqa: E402
+from tokentrail.pricing import PriceBook
+from tokentrail.usage import Usage
 
 CASES = [
     ("anthropic", "claude-sonnet-4-6", Usage(1400, 500, cache_read_tokens=300, cache_write_tokens=100)),

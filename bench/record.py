@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _stats import sample_us, summary  # noqa: E402
+from _stats import sample_us, summary
 
-import tokentrail as tt  # noqa: E402
-from tokentrail.pricing import PriceBook  # noqa: E402
+import tokentrail as tt
+from tokentrail.pricing import PriceBook
 
 
 def main() -> None:
