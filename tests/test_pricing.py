@@ -46,6 +46,8 @@ CASES = [
     ("openai", "o3", Usage(1000, 900, reasoning_tokens=800)),
     ("openai", "gpt-4o", Usage(1000, 500, cache_read_tokens=200)),
     ("openai", "gpt-4o-mini", Usage(7, 3)),
+    # a model that also prices audio units (priced by the fast path all the same)
+    ("google", "gemini-2.5-flash", Usage(1000, 200, cache_read_tokens=300, reasoning_tokens=50)),
 ]
 
 

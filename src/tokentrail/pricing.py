@@ -122,6 +122,7 @@ _SOURCES = (
     "input_audio_tokens",
     "output_audio_tokens",
     "output_reasoning_tokens",
+    "cache_audio_read_tokens",
     "requests",
 )
 
@@ -138,6 +139,7 @@ def _usage_values(u: Usage) -> tuple[int, ...]:
         u.input_audio_tokens,
         u.output_audio_tokens,
         u.reasoning_tokens,
+        0,  # cache reads of audio: providers do not split them out for us, so none are claimed
         1,  # one request per call
     )
 
