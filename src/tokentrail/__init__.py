@@ -1,6 +1,6 @@
 """tokentrail: token accounting for AI agents."""
 
-from tokentrail.context import attributes, current, session, step, with_context
+from tokentrail.context import Session, attributes, current, session, step, with_context
 from tokentrail.events import ToolCall, UsageEvent
 from tokentrail.exceptions import (
     BudgetExceeded,
@@ -28,6 +28,7 @@ __all__ = [
     "LedgerUnavailable",
     "Price",
     "PriceBook",
+    "Session",
     "StoreError",
     "TokentrailError",
     "ToolCall",

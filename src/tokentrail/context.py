@@ -98,7 +98,7 @@ class Session:
         self.attribution = attribution
         self.session_id: str = attribution.session_id or ""
         self.trace_id: str = attribution.trace_id or ""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: an abandoned stream may record from __del__
         self._cost = Decimal(0)
         self._tokens = 0
         self._calls = 0
@@ -192,7 +192,7 @@ def session(
         "workflow": workflow,
         "task_type": task_type,
     }
-    dims = {k: bound_text(v) if v is not None else getattr(outer, k) for k, v in given.items()}
+    dims: dict[str, Any] = {k: bound_text(v) if v is not None else getattr(outer, k) for k, v in given.items()}
     merged_tags = {**outer.tags, **bound_tags(tags)} if tags else dict(outer.tags)
     attribution = Attribution(
         **dims,

@@ -167,8 +167,8 @@ def _compile(model_price: Any) -> tuple[tuple[_Unit, ...], bool, dict[str, str]]
     shown: dict[str, str] = {}
     for unit, price in resolved:
         if isinstance(price, TieredPrices):
-            tiers = "; ".join(f">{t.start}: {t.price}" for t in price.tiers)
-            shown[unit.price_key] = f"{price.base}; {tiers}" if tiers else str(price.base)
+            steps = "; ".join(f">{t.start}: {t.price}" for t in price.tiers)
+            shown[unit.price_key] = f"{price.base}; {steps}" if steps else str(price.base)
         else:
             shown[unit.price_key] = str(price)
     # Units outside the token family that we have no count for (web searches, pages...) price

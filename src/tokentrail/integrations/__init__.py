@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.machinery
+import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from tokentrail.ledger import Ledger
 
 T = TypeVar("T")
+log = logging.getLogger("tokentrail")
+_MISSING = object()
 
 # SDK top-level module -> (the module whose loading triggers patching, our adapter)
 SDKS = {
@@ -55,19 +57,38 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
         sdk = self.watched.get(fullname)
         if sdk is None:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
+        spec = None
+        for finder in sys.meta_path:  # ask the other finders, so that any install layout works
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return None
         loader = spec.loader
-        exec_module = loader.exec_module  # type: ignore[attr-defined]
+        exec_module = loader.exec_module
+        own = getattr(loader, "__dict__", {}).get("exec_module", _MISSING)
 
         def exec_and_patch(module: ModuleType) -> None:
+            # a loader may serve other modules too (zipimport): make it plain again first
+            if own is _MISSING:
+                del loader.exec_module
+            else:
+                loader.exec_module = own
             exec_module(module)
             sys.modules[fullname] = module
             if self in sys.meta_path:
-                _patch_sdk(sdk)
+                try:
+                    _patch_sdk(sdk)
+                except Exception:  # metering must never break the user's `import openai`
+                    log.exception("tokentrail: could not instrument %s", sdk)
 
-        loader.exec_module = exec_and_patch  # type: ignore[attr-defined]
+        try:
+            loader.exec_module = exec_and_patch
+        except AttributeError:  # a loader that takes no attributes: the SDK loads unmetered, never broken
+            return None
         return spec
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,20 @@ if TYPE_CHECKING:
     from tokentrail.ledger import Ledger
 
 log = logging.getLogger("tokentrail")
+
+
+_KEEP, _STRIP, _DROP = object(), object(), object()
+_NULL_USAGE = re.compile(rb'(,\s*"usage"\s*:\s*null)(?=\s*})|("usage"\s*:\s*null\s*,\s*)')
+
+
+def _without_null_usage(raw_event: bytes) -> bytes:
+    """The event without its top-level `"usage": null` member. OpenAI writes it last; in valid JSON
+    the text `"usage":null` can only be a key and its value, so the last match is the top-level one."""
+    matches = list(_NULL_USAGE.finditer(raw_event))
+    if not matches:
+        return raw_event
+    m = matches[-1]
+    return raw_event[: m.start()] + raw_event[m.end() :]
 
 
 class Exchange:
@@ -97,41 +112,56 @@ class Exchange:
             if self._sse is None:
                 self._json_parts.append(raw)
                 return raw
-            events = self._sse.feed(raw)
-            if not self.hide_usage_chunk:
-                for _, name, data in events:
-                    self._event(name, data)
-                return raw
-            kept = []
-            for raw_event, name, data in events:
-                if not self._event(name, data):
-                    kept.append(raw_event)
-            return b"".join(kept)
+            kept = self._events(self._sse.feed(raw))
+            return kept if self.hide_usage_chunk else raw
         except Exception:
             log.exception("tokentrail: reading a stream chunk failed")
             return raw
 
     def stream_tail(self) -> bytes:
-        """Bytes held back at the end of a filtered stream (an unterminated last event)."""
-        if self.hide_usage_chunk and self._sse is not None:
-            return self._sse.tail()
-        return b""
+        """The stream ended: read the events a trailing "\r" held back; returns the bytes still owed
+        to the caller of a filtered stream (those events, and an unterminated last event as it was)."""
+        if self._sse is None:
+            return b""
+        try:
+            kept = self._events(self._sse.flush())
+        except Exception:
+            log.exception("tokentrail: reading the end of a stream failed")
+            return b""
+        return kept + self._sse.tail() if self.hide_usage_chunk else b""
 
-    def _event(self, name: str | None, data: str) -> bool:
-        """Feed one SSE event; True when it is the usage chunk to hide."""
+    def _events(self, events: list[tuple[bytes, str | None, str]]) -> bytes:
+        """Feed parsed events; the raw bytes of those the caller gets (when hiding the usage chunk)."""
+        kept = []
+        for raw_event, name, data in events:
+            action = self._event(name, data)
+            if action is _KEEP:
+                kept.append(raw_event)
+            elif action is _STRIP:
+                kept.append(_without_null_usage(raw_event))
+        return b"".join(kept)
+
+    def _event(self, name: str | None, data: str) -> object:
+        """Feed one SSE event; say what the caller gets of it (_KEEP, _STRIP or _DROP)."""
         if not data:
-            return False
+            return _KEEP
         if data == "[DONE]":
             self.acc.done()
-            return False
+            return _KEEP
         try:
             obj = json.loads(data)
         except ValueError:
-            return False
-        self.acc.event(name, obj)
-        return (
-            self.hide_usage_chunk and isinstance(obj, dict) and obj.get("usage") is not None and not obj.get("choices")
-        )
+            return _KEEP
+        try:
+            self.acc.event(name, obj)
+        except Exception:
+            log.exception("tokentrail: reading a stream event failed")
+        if not (self.hide_usage_chunk and isinstance(obj, dict) and "usage" in obj):
+            return _KEEP
+        if obj["usage"] is not None:
+            return _KEEP if obj.get("choices") else _DROP
+        # include_usage adds "usage": null to every chunk; a caller who did not ask never had that key
+        return _STRIP
 
     def event_object(self, obj: Any) -> None:
         """A decoded stream event (SDKs that hand over parsed chunks, like google-genai)."""
@@ -176,10 +206,17 @@ class Exchange:
             status, note = "error", acc.error_type
         elif cancelled and not acc.complete:
             status = "cancelled"
+        elif self._is_sse and not acc.complete:  # the connection ended cleanly, but before the last event
+            status, note = "error", "stream_ended_early"
         else:
             status = "ok"
         if status != "ok" and problem == "missing_usage":
             problem = None  # a failed or cut call that never reported usage: nothing impossible
+        if problem is not None and acc.usage_raw is not None:
+            # The token columns hold only counts we can trust; what the provider really said is
+            # kept verbatim, so nothing is clamped or lost.
+            reported = json.dumps(acc.usage_raw, sort_keys=True, default=str)[:2000]
+            note = f"reported usage: {reported}" + (f"; {note}" if note else "")
         latency_ms = (time.perf_counter() - self.started) * 1000
         event = self.ledger.build_call(
             provider=self.route.provider,

@@ -28,10 +28,14 @@ log = logging.getLogger("tokentrail")
 metering: contextvars.ContextVar[bool] = contextvars.ContextVar("tokentrail_metering", default=False)
 
 
-def begin(ledger: Ledger, route: Route, path: str, body: Any, raw: bytes | None) -> Exchange | None:
+def begin(ledger: Ledger | None, route: Route, path: str, body: Any, raw: bytes | None) -> Exchange | None:
     """An Exchange for a billable request, or None if metering it failed. Never raises except
-    BudgetExceeded (a budget refused the call before it was sent)."""
+    BudgetExceeded (a budget refused the call before it was sent). `ledger` None: the session's or
+    the default one, resolved here so that a default ledger that cannot open never fails the call."""
     try:
+        from tokentrail.ledger import resolve_ledger
+
+        ledger = resolve_ledger(ledger)
         if body is None and raw:
             try:
                 body = json.loads(raw)
@@ -63,12 +67,25 @@ def _decoder(encoding: str) -> Callable[[bytes], bytes] | None:
         return None
     if encoding in ("gzip", "deflate"):
         d = zlib.decompressobj(zlib.MAX_WBITS | 32)  # auto-detects gzip and zlib headers
-        return d.decompress
+        broken = False
+
+        def decode(chunk: bytes) -> bytes:
+            nonlocal broken
+            if broken:
+                return b""
+            try:
+                return d.decompress(chunk)
+            except zlib.error:  # corrupt for us is the SDK's problem to report, not ours to raise
+                broken = True
+                return b""
+
+        return decode
     return lambda _chunk: b""  # br/zstd: not read; the event records missing usage, never a guess
 
 
-def attach(exchange: Exchange, response: Any) -> None:
-    """Meter a response: read its body now if it is already read, else wrap its byte stream."""
+def attach(exchange: Exchange, response: Any, *, is_async: bool) -> None:
+    """Meter a response: read its body now if it is already read, else wrap its byte stream
+    (an async one for an async client: some streams, like httpx's ByteStream, are both)."""
     try:
         exchange.response(response.status_code, response.headers.get("content-type"))
         if response.is_closed:
@@ -77,7 +94,7 @@ def attach(exchange: Exchange, response: Any) -> None:
             return
         decode = _decoder(response.headers.get("content-encoding", ""))
         base = _stream_bases(response)
-        if hasattr(response.stream, "__aiter__"):
+        if is_async:
             response.stream = _async_stream_class(base[1])(response.stream, exchange, decode)
         else:
             response.stream = _sync_stream_class(base[0])(response.stream, exchange, decode)

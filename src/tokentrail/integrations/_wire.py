@@ -108,8 +108,9 @@ class Accumulator:
             for choice in _list(data.get("choices")):
                 msg = _dict(_dict(choice).get("message"))
                 for i, tc in enumerate(_list(msg.get("tool_calls"))):
-                    fn = _dict(_dict(tc).get("function"))
-                    self._tool((_dict(choice).get("index"), i), tc.get("id"), fn.get("name"), fn.get("arguments"))
+                    call = _dict(tc)
+                    fn = _dict(call.get("function"))
+                    self._tool((_dict(choice).get("index"), i), call.get("id"), fn.get("name"), fn.get("arguments"))
         elif flavor == "openai_responses":
             self._responses_output(data)
         elif flavor == "anthropic":
@@ -151,10 +152,12 @@ class Accumulator:
         out = []
         for t in self._tools.values():
             if t.get("name"):
-                args: Any = "".join(t["args"]) if t["args"] and isinstance(t["args"][0], str) else t["args"]
+                parts = t["args"]
+                args: Any = "".join(parts) if parts and isinstance(parts[0], str) else parts
                 if isinstance(args, list) and len(args) == 1:
                     args = args[0]
-                out.append(ToolCall(_str(t.get("id")), str(t["name"]), args_hash(args if args != "" else {})))
+                # no arguments at all hash like {} so a streamed call matches its non-streamed twin
+                out.append(ToolCall(_str(t.get("id")), str(t["name"]), args_hash(args if args not in ("", []) else {})))
         return tuple(out)
 
     # -- provider specifics -------------------------------------------------------------------
@@ -207,6 +210,13 @@ class Accumulator:
             self._responses_output(response)
             if kind == "response.failed":
                 self.error_type = _str(_dict(response.get("error")).get("code")) or "failed"
+        elif kind == "response.output_item.done":
+            # a finished call is known before response.completed: keep it if the stream is cut
+            item = _dict(data.get("item"))
+            if item.get("type") == "function_call":
+                key = data.get("output_index")
+                self._tools.pop(key, None)
+                self._tool(key, item.get("call_id") or item.get("id"), item.get("name"), item.get("arguments"))
         elif kind == "error":
             self.error_type = _str(data.get("code")) or "error"
 
@@ -248,6 +258,8 @@ class Accumulator:
             self.usage_raw = data["usageMetadata"]
         base = len(self._tools)
         for c, cand in enumerate(_list(data.get("candidates"))):
+            if _dict(cand).get("finishReason"):
+                self.complete = True  # a caller may stop reading after the last chunk
             parts = _list(_dict(_dict(cand).get("content")).get("parts"))
             for p, part in enumerate(parts):
                 call = _dict(_dict(part).get("functionCall"))
@@ -297,6 +309,10 @@ class SSEParser:
             out.append((raw, name, data))
         self._buf = buf[start:] + carry
         return out
+
+    def flush(self) -> list[tuple[bytes, str | None, str]]:
+        """The stream ended: a "\r" held back at the end was a line break after all."""
+        return self.feed(b"\n") if self._buf.endswith(b"\r") else []
 
     def tail(self) -> bytes:
         """Bytes of an unfinished event (forwarded as they are when the stream ends)."""

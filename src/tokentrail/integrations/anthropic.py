@@ -6,6 +6,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._httpx import attach, begin, failed, metering
 from tokentrail.integrations._patch import Patch, patch
 from tokentrail.integrations._wire import route_for
@@ -13,50 +14,50 @@ from tokentrail.integrations._wire import route_for
 AttemptFn = Callable[..., Any]
 
 
+def _start(ledger: Any, options: Any) -> Exchange | None:
+    if metering.get():
+        return None
+    try:
+        route = route_for(options.method, options.url)
+    except Exception:
+        return None
+    return None if route is None else begin(ledger, route, options.url, options.json_data, None)
+
+
 def _metered_sync(original: AttemptFn, ledger: Any = None) -> AttemptFn:
     def _attempt_request(self: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        route = route_for(options.method, options.url)
-        if route is None or metering.get():
-            return original(self, options, *args, **kwargs)
-        from tokentrail.ledger import resolve_ledger
-
-        ex = begin(resolve_ledger(ledger), route, options.url, options.json_data, None)
+        ex = _start(ledger, options)
         if ex is None:
             return original(self, options, *args, **kwargs)
         token = metering.set(True)
         try:
-            response, prepared = original(self, options, *args, **kwargs)
+            result = original(self, options, *args, **kwargs)
         except BaseException as e:
             failed(ex, e)
             raise
         finally:
             metering.reset(token)
-        attach(ex, response)
-        return response, prepared
+        attach(ex, result[0] if isinstance(result, tuple) else result, is_async=False)  # (response, prepared options)
+        return result
 
     return _attempt_request
 
 
 def _metered_async(original: AttemptFn, ledger: Any = None) -> AttemptFn:
     async def _attempt_request(self: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-        route = route_for(options.method, options.url)
-        if route is None or metering.get():
-            return await original(self, options, *args, **kwargs)
-        from tokentrail.ledger import resolve_ledger
-
-        ex = begin(resolve_ledger(ledger), route, options.url, options.json_data, None)
+        ex = _start(ledger, options)
         if ex is None:
             return await original(self, options, *args, **kwargs)
         token = metering.set(True)
         try:
-            response, prepared = await original(self, options, *args, **kwargs)
+            result = await original(self, options, *args, **kwargs)
         except BaseException as e:
             failed(ex, e)
             raise
         finally:
             metering.reset(token)
-        attach(ex, response)
-        return response, prepared
+        attach(ex, result[0] if isinstance(result, tuple) else result, is_async=True)  # (response, prepared options)
+        return result
 
     return _attempt_request
 

@@ -8,6 +8,7 @@ meter there. The retries it makes happen below, so one call is one event.
 from __future__ import annotations
 
 import json
+import logging
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -18,16 +19,28 @@ from tokentrail.integrations._patch import Patch, patch
 from tokentrail.integrations._wire import route_for
 
 Fn = Callable[..., Any]
+log = logging.getLogger("tokentrail")
 METHODS = ("request", "request_streamed", "async_request", "async_request_streamed")
 
 
 def _start(ledger: Any, method: str, path: str, body: Any) -> Exchange | None:
-    route = route_for(method, path)
-    if route is None or metering.get():
+    if metering.get():
         return None
-    from tokentrail.ledger import resolve_ledger
+    try:
+        route = route_for(method, path)
+    except Exception:
+        return None
+    return None if route is None else begin(ledger, route, path, body, None)
 
-    return begin(resolve_ledger(ledger), route, path, body, None)
+
+def _done(ex: Exchange, response: Any) -> None:
+    """A whole response arrived."""
+    try:
+        ex.response(200, "application/json")
+        ex.body_object(_body(response))
+    except Exception:
+        log.exception("tokentrail: reading a google-genai response failed")
+    ex.finish()
 
 
 def _api_error(ex: Exchange, e: BaseException) -> None:
@@ -41,8 +54,9 @@ def _api_error(ex: Exchange, e: BaseException) -> None:
 
 
 def _body(response: Any) -> Any:
+    body = getattr(response, "body", None)
     try:
-        return json.loads(response.body) if isinstance(response.body, str) and response.body else None
+        return json.loads(body) if isinstance(body, str) and body else None
     except ValueError:
         return None
 
@@ -60,9 +74,7 @@ def _request(original: Fn, ledger: Any = None) -> Fn:
             raise
         finally:
             metering.reset(token)
-        ex.response(200, "application/json")
-        ex.body_object(_body(response))
-        ex.finish()
+        _done(ex, response)
         return response
 
     return request
@@ -81,9 +93,7 @@ def _async_request(original: Fn, ledger: Any = None) -> Fn:
             raise
         finally:
             metering.reset(token)
-        ex.response(200, "application/json")
-        ex.body_object(_body(response))
-        ex.finish()
+        _done(ex, response)
         return response
 
     return async_request

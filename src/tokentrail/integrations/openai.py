@@ -2,69 +2,123 @@
 
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import Callable
 from typing import Any
 
+from tokentrail.exceptions import BudgetExceeded
+from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._httpx import attach, begin, failed, metering, rebuilt_request
 from tokentrail.integrations._patch import Patch, patch
 from tokentrail.integrations._wire import route_for
 
 SendFn = Callable[..., Any]
+log = logging.getLogger("tokentrail")
+
+
+def _start(ledger: Any, request: Any, *, ask_for_usage: bool = True) -> tuple[Exchange | None, Any]:
+    """The Exchange metering this request (None: not billable, already metered, or metering failed)
+    and the request to send (chat streams are rebuilt to ask for usage)."""
+    if metering.get():
+        return None, request
+    try:
+        route = route_for(request.method, request.url.path)
+        if route is None:
+            return None, request
+        ex = begin(ledger, route, request.url.path, None, request.content)
+        if ex is not None and ask_for_usage:
+            new_body = ex.prepared_body()
+            if new_body is not None:
+                try:
+                    request = rebuilt_request(request, new_body)
+                except Exception:  # send the caller's request as it was; usage may then be missing
+                    ex.hide_usage_chunk = False
+                    log.exception("tokentrail: could not ask for stream usage")
+        return ex, request
+    except BudgetExceeded:
+        raise
+    except Exception:
+        log.exception("tokentrail: could not meter a request")
+        return None, request
+
+
+def _refused(body: bytes | None) -> bool:
+    """A server that does not know stream_options (an old Azure API version, some compatible
+    servers) refused the request we changed: 400 naming it."""
+    return body is not None and b"stream_options" in body
 
 
 def _metered_sync(original: SendFn, ledger: Any = None) -> SendFn:
-    def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-        route = route_for(request.method, request.url.path)
-        if route is None or metering.get():
-            return original(self, request, stream=stream, **kwargs)
-        from tokentrail.ledger import resolve_ledger
-
-        ex = begin(resolve_ledger(ledger), route, request.url.path, None, request.content)
-        if ex is None:
-            return original(self, request, stream=stream, **kwargs)
-        new_body = ex.prepared_body()
-        if new_body is not None:
-            request = rebuilt_request(request, new_body)
+    def attempt(self: Any, ex: Exchange, request: Any, stream: bool, kwargs: Any) -> Any:
         token = metering.set(True)
         try:
-            response = original(self, request, stream=stream, **kwargs)
+            return original(self, request, stream=stream, **kwargs)
         except BaseException as e:
             failed(ex, e)
             raise
         finally:
             metering.reset(token)
-        attach(ex, response)
+
+    def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        ex, sent = _start(ledger, request)
+        if ex is None:
+            return original(self, request, stream=stream, **kwargs)
+        response = attempt(self, ex, sent, stream, kwargs)
+        if sent is not request and _refused(_error_body(response)):
+            # never let our stream_options break the call: send the caller's request as it was
+            response.close()
+            ex, _ = _start(ledger, request, ask_for_usage=False)
+            if ex is None:
+                return original(self, request, stream=stream, **kwargs)
+            response = attempt(self, ex, request, stream, kwargs)
+        attach(ex, response, is_async=False)
         return response
 
     return _send_request
 
 
 def _metered_async(original: SendFn, ledger: Any = None) -> SendFn:
-    async def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
-        route = route_for(request.method, request.url.path)
-        if route is None or metering.get():
-            return await original(self, request, stream=stream, **kwargs)
-        from tokentrail.ledger import resolve_ledger
-
-        ex = begin(resolve_ledger(ledger), route, request.url.path, None, request.content)
-        if ex is None:
-            return await original(self, request, stream=stream, **kwargs)
-        new_body = ex.prepared_body()
-        if new_body is not None:
-            request = rebuilt_request(request, new_body)
+    async def attempt(self: Any, ex: Exchange, request: Any, stream: bool, kwargs: Any) -> Any:
         token = metering.set(True)
         try:
-            response = await original(self, request, stream=stream, **kwargs)
+            return await original(self, request, stream=stream, **kwargs)
         except BaseException as e:
             failed(ex, e)
             raise
         finally:
             metering.reset(token)
-        attach(ex, response)
+
+    async def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        ex, sent = _start(ledger, request)
+        if ex is None:
+            return await original(self, request, stream=stream, **kwargs)
+        response = await attempt(self, ex, sent, stream, kwargs)
+        if sent is not request and _refused(await _aerror_body(response)):
+            await response.aclose()
+            ex, _ = _start(ledger, request, ask_for_usage=False)
+            if ex is None:
+                return await original(self, request, stream=stream, **kwargs)
+            response = await attempt(self, ex, request, stream, kwargs)
+        attach(ex, response, is_async=True)
         return response
 
     return _send_request
+
+
+def _error_body(response: Any) -> bytes | None:
+    """The body of a 400 (small; the SDK reads it anyway), else None."""
+    try:
+        return response.read() if response.status_code == 400 else None
+    except Exception:
+        return None
+
+
+async def _aerror_body(response: Any) -> bytes | None:
+    try:
+        return await response.aread() if response.status_code == 400 else None
+    except Exception:
+        return None
 
 
 def instrument() -> list[Patch]:

@@ -138,8 +138,55 @@ def m0001_events(d: Dialect) -> list[str]:
 
 
 def _postgres_events(d: Dialect) -> list[str]:
-    """PostgreSQL: events partitioned by month, with a global event-id table for UNIQUE(event_id)."""
-    raise NotImplementedError("the PostgreSQL schema is not written yet")
+    """PostgreSQL: events partitioned by month, with a global event-id table for UNIQUE(event_id).
+
+    `events` is RANGE-partitioned on `ts_us` (one partition a month, made by
+    `PostgresStore.ensure_partitions`, plus a DEFAULT partition so no event ever lacks one).
+    PostgreSQL cannot enforce a unique key that leaves out the partition column, so the
+    ledger-wide `UNIQUE(event_id)` lives in the unpartitioned `event_ids` table, which the writer
+    fills in the same transaction as `events` (`INSERT … ON CONFLICT DO NOTHING RETURNING` says
+    which ids are new). `chain_head` holds the audit chain's last link from the start (genesis),
+    and its one row, locked FOR UPDATE, serialises writers. UPDATE, DELETE and TRUNCATE on
+    `events` (and on `event_ids`, which guards it) are refused by triggers.
+    """
+    return [
+        f"CREATE TABLE events (seq {d.bigint} NOT NULL, {_event_columns(d)}) PARTITION BY RANGE (ts_us)",
+        "CREATE TABLE events_default PARTITION OF events DEFAULT",
+        "CREATE INDEX events_seq ON events (seq)",
+        "CREATE INDEX events_event_id ON events (event_id)",
+        "CREATE INDEX events_ts ON events (ts_us)",
+        "CREATE INDEX events_session ON events (session_id, ts_us)",
+        "CREATE TABLE event_ids (event_id UUID PRIMARY KEY)",
+        "CREATE TABLE chain_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash BYTEA NOT NULL)",
+        "INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'))",
+        _PG_APPEND_ONLY_FUNCTION,
+        *postgres_append_only_triggers("events", "events"),
+        *postgres_append_only_triggers("events_default", "events", row_triggers=False),
+        *postgres_append_only_triggers("event_ids", "event_ids"),
+    ]
+
+
+_PG_APPEND_ONLY_FUNCTION = """CREATE FUNCTION tokentrail_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'tokentrail: the % table is append-only (% refused)', TG_ARGV[0], TG_OP;
+END
+$$"""
+
+
+def postgres_append_only_triggers(table: str, label: str, *, row_triggers: bool = True) -> list[str]:
+    """PostgreSQL triggers refusing UPDATE, DELETE and TRUNCATE on `table` (`label` names it in the
+    error). Row triggers on a partitioned table are cloned onto every partition; TRUNCATE triggers
+    are per table, so each partition gets its own (`row_triggers=False`)."""
+    prefix = "events" if label == "events" else table
+    call = f"EXECUTE FUNCTION tokentrail_append_only('{label}')"
+    out = []
+    if row_triggers:
+        out += [
+            f"CREATE TRIGGER {prefix}_no_update BEFORE UPDATE ON {table} FOR EACH ROW {call}",
+            f"CREATE TRIGGER {prefix}_no_delete BEFORE DELETE ON {table} FOR EACH ROW {call}",
+        ]
+    out.append(f"CREATE TRIGGER {prefix}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT {call}")
+    return out
 
 
 def m0002_rollups(d: Dialect) -> list[str]:

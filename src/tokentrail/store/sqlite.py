@@ -177,7 +177,8 @@ class SQLiteStore:
         return self._reader().execute(sql, params).fetchall()
 
     def get_event(self, event_id: str) -> Row | None:
-        return self._reader().execute(f"{_SELECT_EVENT} WHERE event_id = ?", (event_id,)).fetchone()
+        row: Row | None = self._reader().execute(f"{_SELECT_EVENT} WHERE event_id = ?", (event_id,)).fetchone()
+        return row
 
     def chain(self, from_seq: int = 1) -> Iterator[tuple[int, bytes, bytes, Row]]:
         conn = self._reader()

@@ -1,0 +1,203 @@
+"""Shared options and helpers of the read-side commands: the ledger, times, filters, output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from tokentrail.exceptions import StoreError
+from tokentrail.store import default_url, open_store, sqlite_path
+from tokentrail.timespec import parse_time, zone
+from tokentrail.types import Store
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class TreeFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger URL: sqlite:///path.db, a file path, or postgresql://… "
+        "(default: $TOKENTRAIL_DB, else ~/.tokentrail/ledger.db).",
+        show_default=False,
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Start (inclusive): 30m, 12h, 7d, 4w ago, YYYY-MM-DD, or ISO-8601.", show_default=False
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="End (exclusive), in the same forms as --since.", show_default=False),
+]
+TzOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tz", help="Time zone for dates, hours and days, e.g. Europe/Paris (default: UTC).", show_default=False
+    ),
+]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        "-w",
+        help="Filter KEY=VALUE (repeatable; the same key twice means either value). KEY= matches unset.",
+        show_default=False,
+    ),
+]
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a red error on stderr and exit (2: bad input or unusable ledger; 1: not found)."""
+    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="bold red"))
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into a message and an exit code instead of a traceback."""
+    try:
+        yield
+    except (ValueError, StoreError) as e:  # ConfigError is a ValueError
+        fail(str(e))
+    except LookupError as e:
+        if isinstance(e, (KeyError, IndexError)):
+            raise  # a bug, not a missing record
+        fail(str(e), code=1)
+    except sqlite3.DatabaseError as e:
+        fail(f"cannot read the ledger: {e}")
+
+
+# -- the ledger -------------------------------------------------------------------------------
+
+
+@contextmanager
+def reader(db: str | None) -> Iterator[Store]:
+    """Open an existing ledger for reading (an SQLite file that does not exist is an error, not
+    a new empty ledger); errors become exit code 2."""
+    url = db or default_url()
+    with user_errors():
+        if not url.startswith(("postgresql://", "postgres://")) and ("://" not in url or url.startswith("sqlite://")):
+            path = sqlite_path(url)
+            if not path.exists():
+                fail(f"no ledger at {path}: nothing has been recorded there (pass --db URL or set TOKENTRAIL_DB)")
+        store = open_store(url)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+def parse_by(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_where(items: Sequence[str] | None) -> dict[str, list[str]]:
+    """KEY=VALUE items as {key: [values]}; ValueError for an item without '='."""
+    out: dict[str, list[str]] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where {item!r}: expected KEY=VALUE, e.g. --where team=legal")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def time_range(since: str | None, until: str | None, tz: str | None) -> tuple[datetime | None, datetime | None]:
+    """--since/--until as UTC datetimes; ValueError naming the option that was wrong."""
+    zone(tz)
+    now = datetime.now().astimezone()
+    out: list[datetime | None] = []
+    for flag, text in (("--since", since), ("--until", until)):
+        try:
+            out.append(None if text is None else parse_time(text, tz=tz, now=now))
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+    return out[0], out[1]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def console() -> Console:
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        # piped or captured: rich would assume 80 columns and fold the tables; be wide instead
+        out = Console(highlight=False, width=160)
+    return out
+
+
+def usd(value: Decimal | None) -> str:
+    """`$1,234.567890`: micro-dollars always, down to the stored nano-dollar when there are
+    digits there, so tiny costs are never shown as $0."""
+    if value is None:
+        return "unpriced"
+    sign = "-" if value < 0 else ""
+    whole, _, frac = f"{abs(value):,.9f}".partition(".")
+    return f"{sign}${whole}.{frac.rstrip('0').ljust(6, '0')}"
+
+
+def num(value: int) -> str:
+    return f"{value:,}"
+
+
+def when(value: datetime, tz: str | None, *, unit: str = "minute") -> str:
+    local = value.astimezone(zone(tz))
+    fmt = {"day": "%Y-%m-%d", "hour": "%Y-%m-%d %H:00", "minute": "%Y-%m-%d %H:%M", "second": "%H:%M:%S"}[unit]
+    return local.strftime(fmt)
+
+
+def span(since: datetime | None, until: datetime | None, tz: str | None) -> str:
+    if since is None and until is None:
+        return "all time"
+    start = when(since, tz) if since else "the start"
+    end = when(until, tz) if until else "now"
+    return f"{start} → {end} ({tz or 'UTC'})"
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def emit_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row])
+    typer.echo(buf.getvalue(), nl=False)
+
+
+def note(message: str, *, to_stderr: bool = False) -> None:
+    """A visible remark under the output (on stderr when stdout is machine-readable)."""
+    Console(stderr=to_stderr, highlight=False).print(Text(message, style="yellow"))

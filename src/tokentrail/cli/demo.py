@@ -1,0 +1,118 @@
+"""`tokentrail demo`: a small agent fleet, fully offline, metered into its own ledger."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from tokentrail import reports
+from tokentrail.cli._common import console, num, usd, user_errors
+from tokentrail.cli.report import print_report
+from tokentrail.cli.sessions import print_sessions
+
+DEFAULT_DEMO_DB = Path("~/.tokentrail/demo.db")
+
+
+def demo_command(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Ledger URL to write the demo to (default: a fresh ~/.tokentrail/demo.db).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same numbers.")] = 7,
+) -> None:
+    """Run a small fleet of agents (6 agents, 3 teams) through the real openai, anthropic and
+    google-genai SDKs against a local fake provider, and show what tokentrail recorded."""
+    import tokentrail as tt
+    from tokentrail.cli._fleet import FLEET, Fleet, responder, total_sessions
+    from tokentrail.testing import FakeUpstream
+
+    url = db or _fresh_default()
+    rng = random.Random(seed)
+    # The fleet's self-hosted model has no price on purpose; the report below says so.
+    logging.getLogger("tokentrail").setLevel(logging.ERROR)
+    with user_errors():
+        ledger = tt.Ledger(url)
+    out = console()
+    out.print(Text(f"tokentrail demo → {ledger.url}", style="bold"))
+    with FakeUpstream(record_requests=False) as upstream:
+        upstream.responder = responder(rng)
+        urls = {
+            "openai": upstream.openai_base_url,
+            "anthropic": upstream.anthropic_base_url,
+            "gemini": upstream.gemini_base_url,
+        }
+        fleet = Fleet(upstream, ledger, rng, base_urls=urls)
+        columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=out, transient=False) as progress:
+            task = progress.add_task("running the fleet", total=total_sessions())
+            for agent in FLEET:
+                for n in range(agent.sessions):
+                    progress.update(task, description=f"{agent.team}/{agent.name}")
+                    fleet.run_session(agent, n)
+                    progress.advance(task)
+            progress.update(task, description="done")
+    ledger.flush()
+    _show(ledger.store, ledger.url, db)
+    ledger.close()
+
+
+def _fresh_default() -> str:
+    """The default demo ledger starts empty every run, so numbers never pile up across runs."""
+    path = DEFAULT_DEMO_DB.expanduser()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _show(store: object, url: str, db: str | None) -> None:
+    out = console()
+    rep = reports.report(store, by=("team", "agent", "model"))  # type: ignore[arg-type]
+    out.print()
+    print_report(rep)
+    sessions = reports.sessions(store, since=None, until=None, where={}, limit=1000)  # type: ignore[arg-type]
+    costliest = sorted(sessions, key=lambda s: s.cost_usd, reverse=True)[:5]
+    out.print()
+    print_sessions(costliest, title="The 5 costliest sessions", compact=True)
+    busiest = max(sessions, key=lambda s: s.calls)
+    out.print()
+    out.print(
+        Text.assemble(
+            ("Runaway: ", "bold red"),
+            f"{busiest.agent} made {num(busiest.calls - busiest.tool_calls)} model calls and {num(busiest.tool_calls)} "
+            "tool runs in one session "
+            f"for {usd(busiest.cost_usd)}, re-running the same tool while its context grew.",
+        )
+    )
+    unpriced = reports.unpriced_models(store)  # type: ignore[arg-type]
+    for m in unpriced:
+        out.print(
+            Text.assemble(
+                ("Unpriced: ", "bold yellow"),
+                f"{m.provider}/{m.model} ({num(m.calls)} calls) has no price: its cost shows as unpriced, never "
+                "as $0. Add it to a TOKENTRAIL_PRICES overrides file.",
+            )
+        )
+    flag = f" --db {url}"
+    out.print()
+    out.print(Text("Explore what was recorded:", style="bold"))
+    for command in (
+        f"tokentrail report{flag} --by team,agent",
+        f"tokentrail report{flag} --by customer,model",
+        f"tokentrail report{flag} --by step --where agent={busiest.agent}",
+        f"tokentrail sessions{flag}",
+        f"tokentrail session {busiest.session_id}{flag}",
+        f"tokentrail prices{flag} --unpriced",
+    ):
+        out.print(f"  {command}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)

@@ -1,0 +1,324 @@
+"""Report queries: spend grouped by any dimension, sessions and their call trees, unpriced models.
+
+The one place report SQL lives: the CLI, the JSON API and the dashboard call these functions
+and get plain frozen dataclasses back, never formatted text.
+
+How a report reads the ledger: when every grouping and filter dimension is kept in the hourly
+rollup, the whole hours inside [since, until) come from `rollup_hourly` and only the partial
+hours at either edge from raw `events`, so the totals always equal a sum over raw events while
+the query touches at most two hours of them. Any other dimension scans raw events with the same
+definitions. Costs are summed in SQL as integer nano-dollars and turned into exact Decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from tokentrail._report_sql import (
+    CALLS,
+    COLUMNS,
+    COST,
+    DIMENSIONS,
+    HOUR_US,
+    INVALID,
+    NO_PRICE,
+    RAW_SUMS,
+    ROLLUP_SUMS,
+    TIME_BUCKETS,
+    Filters,
+    Measures,
+    Where,
+    check_range,
+    dimension,
+    expression,
+    filter_sql,
+    filters,
+    micros,
+    time_sql,
+    to_jsonable,
+)
+from tokentrail.events import from_micros, ts_micros
+from tokentrail.session_reports import CallNode, SessionDetail, SessionSummary, session_detail, sessions
+from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.timespec import zone
+from tokentrail.types import Store
+
+__all__ = [
+    "COLUMNS",
+    "DIMENSIONS",
+    "TIME_BUCKETS",
+    "CallNode",
+    "Measures",
+    "Report",
+    "ReportRow",
+    "SessionDetail",
+    "SessionSummary",
+    "UnpricedModel",
+    "report",
+    "session_detail",
+    "sessions",
+    "to_jsonable",
+    "unpriced_models",
+]
+
+_QUARTER_US = 900_000_000  # every real UTC offset is a multiple of 15 minutes
+GroupValue = str | datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow(Measures):
+    """One group: `group` pairs each `by` dimension with its value (None: not set; for an hour
+    or day bucket, the datetime it starts at, in the report's time zone)."""
+
+    group: tuple[tuple[str, GroupValue], ...] = ()
+
+    def value(self, dimension: str) -> GroupValue:
+        return dict(self.group)[dimension]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{d: to_jsonable(v) for d, v in self.group}, **to_jsonable(self.measures())}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Spend grouped by `by` over [since, until). `source` says how it was read: "rollup" (whole
+    hours from the rollup, edges from events) or "events" (a raw scan)."""
+
+    by: tuple[str, ...]
+    since: datetime | None
+    until: datetime | None
+    where: Filters
+    tz: str
+    source: str
+    rows: tuple[ReportRow, ...]
+    totals: Measures
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (Decimal as string, datetimes as ISO-8601)."""
+        return {
+            "by": list(self.by),
+            "since": to_jsonable(self.since),
+            "until": to_jsonable(self.until),
+            "where": {d: list(v) for d, v in self.where},
+            "tz": self.tz,
+            "source": self.source,
+            "rows": [r.to_dict() for r in self.rows],
+            "totals": to_jsonable(self.totals.measures()),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnpricedModel:
+    """A model whose calls in the ledger have no price."""
+
+    provider: str | None
+    model: str | None
+    calls: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+# Rollup tables, coarsest first: (table, its time column, the span of one row in microseconds).
+# A coarser level (say a daily rollup with the same dimensions) only needs a line here.
+ROLLUPS: tuple[tuple[str, str, int], ...] = (("rollup_hourly", "hour_us", HOUR_US),)
+Range = tuple[int | None, int | None]
+
+
+def report(
+    store: Store,
+    *,
+    by: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    where: Where | None = None,
+    tz: str | None = None,
+    rollup: bool = True,
+) -> Report:
+    """Spend over [since, until) grouped by `by` (dimensions, `tag.<key>`, `hour`, `day`),
+    filtered by `where` (dimension -> value or values). Hours and days are cut in `tz` (UTC by
+    default). `rollup=False` forces a raw scan (for comparisons). ValueError on bad input."""
+    dims = tuple(dict.fromkeys(dimension(d, allow_time=True) for d in by))
+    flt = filters(where)
+    zone_ = zone(tz)
+    lo, hi = check_range(since, until)
+    timed = tuple(d for d in dims if d in TIME_BUCKETS)
+    plain = tuple(d for d in dims if d not in TIME_BUCKETS)
+    levels: list[tuple[str, str, int]] = []
+    if rollup and all(d in ROLLUP_DIMENSIONS for d in (*plain, *(d for d, _ in flt))):
+        levels = [lvl for lvl in ROLLUPS if not timed or _aligned(zone_, lo, hi, lvl[2], timed)]
+    parts, raw_ranges = cover(lo, hi, [unit for _, _, unit in levels])
+    sql_rows: list[Sequence[Any]] = []
+    for i, a, b in parts:
+        table, column, _ = levels[i]
+        sql_rows += _rollup_query(store, table, column, plain, bool(timed), flt, a, b)
+    if raw_ranges:
+        slot = HOUR_US if not timed or _aligned(zone_, lo, hi, HOUR_US, timed) else _QUARTER_US
+        sql_rows += _raw_query(store, plain, bool(timed), slot, flt, raw_ranges)
+    rows, totals = _merge(sql_rows, dims, bool(timed), zone_)
+    source = "rollup" if parts else "events"
+    return Report(dims, since, until, flt, tz or "UTC", source, rows, totals)
+
+
+def cover(
+    lo: int | None, hi: int | None, units: Sequence[int]
+) -> tuple[list[tuple[int, int | None, int | None]], list[Range]]:
+    """Split [lo, hi) (None: open) into whole units of each rollup level, coarsest first, and
+    what is left for raw events: ([(level, start, end)], [(start, end)])."""
+    parts: list[tuple[int, int | None, int | None]] = []
+    pending: list[Range] = [(lo, hi)]
+    for i, unit in enumerate(units):
+        rest: list[Range] = []
+        for a, b in pending:
+            a2 = None if a is None else -(-a // unit) * unit  # the first whole unit
+            b2 = None if b is None else b // unit * unit  # the end of the last whole unit
+            if a2 is not None and b2 is not None and a2 >= b2:
+                rest.append((a, b))
+                continue
+            parts.append((i, a2, b2))
+            rest += [(x, y) for x, y in ((a, a2), (b2, b)) if x is not None and y is not None and x < y]
+        pending = rest
+    return parts, pending
+
+
+def _rollup_query(
+    store: Store,
+    table: str,
+    column: str,
+    plain: tuple[str, ...],
+    timed: bool,
+    flt: Filters,
+    start: int | None,
+    end: int | None,
+) -> list[Any]:
+    groups = (*((column,) if timed else ()), *plain)
+    conds, params = time_sql(store, start, end, column)
+    cond, fparams = filter_sql(store, flt, rollup=True)
+    return _grouped(store, table, groups, ROLLUP_SUMS, [*conds, cond], [*params, *fparams])
+
+
+def _raw_query(
+    store: Store,
+    plain: tuple[str, ...],
+    timed: bool,
+    slot: int,
+    flt: Filters,
+    ranges: list[tuple[int | None, int | None]],
+) -> list[Any]:
+    groups = (*((f"(ts_us / {slot}) * {slot}",) if timed else ()), *(expression(store, d) for d in plain))
+    spans: list[str] = []
+    params: list[Any] = []
+    for lo, hi in ranges:
+        conds, ps = time_sql(store, lo, hi)
+        spans.append(" AND ".join(conds) or "1 = 1")
+        params += ps
+    cond, fparams = filter_sql(store, flt)
+    when = " OR ".join(f"({s})" for s in spans)
+    return _grouped(store, "events", groups, RAW_SUMS, [f"({when})", cond], [*params, *fparams])
+
+
+def _grouped(
+    store: Store, table: str, groups: Sequence[str], sums: Sequence[str], conds: list[str], params: list[Any]
+) -> list[Any]:
+    where = " AND ".join(c for c in conds if c)
+    sql = f"SELECT {', '.join((*groups, *sums))} FROM {table}"
+    sql += f" WHERE {where}" if where else ""
+    sql += f" GROUP BY {', '.join(groups)}" if groups else ""
+    return store.query(sql, params)
+
+
+def _merge(
+    sql_rows: Iterable[Sequence[Any]], dims: tuple[str, ...], timed: bool, zone_: tzinfo
+) -> tuple[tuple[ReportRow, ...], Measures]:
+    """Add up the rows of every query by group (time slots mapped to local hour/day buckets)."""
+    width = len(ROLLUP_MEASURES)
+    first = 1 if timed else 0
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    memo: dict[tuple[int, str], int] = {}
+    for r in sql_rows:
+        sums = r[len(r) - width :]
+        if sums[CALLS] is None:
+            continue  # an ungrouped aggregate over no rows
+        plain = iter(r[first : len(r) - width])
+        key = tuple(_bucket(memo, int(r[0]), d, zone_) if d in TIME_BUCKETS else (next(plain) or None) for d in dims)
+        m = acc.get(key)
+        if m is None:
+            m = acc[key] = [0] * width
+        for i, v in enumerate(sums):
+            if v is not None:
+                m[i] += int(v)
+
+    def order(item: tuple[tuple[Any, ...], list[int]]) -> tuple[Any, ...]:
+        key, m = item
+        times = tuple(v for d, v in zip(dims, key, strict=True) if d in TIME_BUCKETS)
+        return (times, -m[COST], -m[CALLS], tuple((v is None, str(v)) for v in key))
+
+    rows = []
+    total = [0] * width
+    for key, m in sorted(acc.items(), key=order):
+        group = tuple(
+            (d, from_micros(v).astimezone(zone_) if d in TIME_BUCKETS else v) for d, v in zip(dims, key, strict=True)
+        )
+        rows.append(ReportRow(**Measures.from_sums(m).measures(), group=group))
+        total = [a + b for a, b in zip(total, m, strict=True)]
+    return tuple(rows), Measures.from_sums(total)
+
+
+def _bucket(memo: dict[tuple[int, str], int], slot_us: int, unit: str, zone_: tzinfo) -> int:
+    """The UTC start (micros) of the local hour or day that contains a time slot."""
+    k = (slot_us, unit)
+    if k not in memo:
+        t = from_micros(slot_us).astimezone(zone_).replace(minute=0, second=0, microsecond=0)
+        if unit == "day":
+            t = t.replace(hour=0)
+        memo[k] = ts_micros(t.astimezone(UTC))
+    return memo[k]
+
+
+def _aligned(zone_: tzinfo, lo: int | None, hi: int | None, unit: int, buckets: Sequence[str]) -> bool:
+    """Whether rows `unit` long can be mapped to the local hour/day buckets: the unit fits in
+    every bucket and the zone's UTC offset is a whole number of units around the range."""
+    if "hour" in buckets and unit > HOUR_US:
+        return False
+    step = timedelta(microseconds=unit)
+    points = [from_micros(v) for v in (lo, hi) if v is not None] or [datetime.now(UTC)]
+    points += [p.replace(month=m, day=1) for p in points for m in (1, 7)]
+    return all((p.astimezone(zone_).utcoffset() or timedelta(0)) % step == timedelta(0) for p in points)
+
+
+def unpriced_models(store: Store, since: datetime | None = None) -> list[UnpricedModel]:
+    """Models with unpriced calls since `since` (all time by default), most calls first."""
+    counts = report(store, by=("provider", "model"), since=since)
+    wanted = {(r.value("provider"), r.value("model")): r.unpriced_calls for r in counts.rows if r.unpriced_calls}
+    if not wanted:
+        return []
+    lo = micros(since)
+    conds, params = time_sql(store, None if lo is None else lo // HOUR_US * HOUR_US, None, "hour_us")
+    hours = store.query(
+        "SELECT provider, model, MIN(hour_us), MAX(hour_us) FROM rollup_hourly WHERE "
+        + " AND ".join(["unpriced_calls > 0", *conds])
+        + " GROUP BY provider, model",
+        params,
+    )
+    out = []
+    for provider, model, first, last in hours:
+        key = (provider or None, model or None)
+        if key in wanted:
+            seen = _seen(store, provider, model, max(int(first), lo or 0), int(last))
+            out.append(UnpricedModel(provider or None, model or None, wanted[key], *seen))
+    return sorted(out, key=lambda u: (-u.calls, str(u.provider), str(u.model)))
+
+
+def _seen(store: Store, provider: str, model: str, first: int, last: int) -> tuple[datetime, datetime]:
+    """The exact first and last unpriced call, looked up inside the first and last rollup hours."""
+    p = store.dialect.param
+    rows = store.query(
+        f"SELECT MIN(ts_us), MAX(ts_us) FROM events WHERE ((ts_us >= {p} AND ts_us < {p}) OR (ts_us >= {p} AND "
+        f"ts_us < {p})) AND COALESCE(provider, '') = {p} AND COALESCE(model, '') = {p} AND {NO_PRICE} "
+        f"AND NOT ({INVALID})",
+        [first, first // HOUR_US * HOUR_US + HOUR_US, last, last + HOUR_US, provider, model],
+    )
+    lo, hi = rows[0] if rows and rows[0][0] is not None else (first, last)
+    return from_micros(int(lo)), from_micros(int(hi))

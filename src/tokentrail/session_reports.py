@@ -1,0 +1,310 @@
+"""Session reports: the newest sessions with their totals, and one session as a call tree.
+
+Part of the report layer (`tokentrail.reports` re-exports everything here): plain frozen
+dataclasses out, no formatting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from tokentrail._report_sql import (
+    RAW_MEASURES,
+    Measures,
+    Where,
+    check_range,
+    filter_sql,
+    filters,
+    time_sql,
+    to_jsonable,
+)
+from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, usd_to_nano
+from tokentrail.types import Store
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """One session. `calls` counts every model and tool call (adjustments excluded),
+    `tool_calls` how many of them were tool runs; `tokens` is input plus output; `cost_usd`
+    includes adjustments. `outcomes` are (name, count) pairs, for cost per action."""
+
+    session_id: str
+    agent: str | None
+    team: str | None
+    user: str | None
+    started: datetime
+    ended: datetime
+    calls: int
+    tool_calls: int
+    tokens: int
+    cost_usd: Decimal
+    unpriced_calls: int
+    errors: int
+    outcomes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallNode:
+    """A node of a session's call tree.
+
+    kind: "step" (a step of the agent's work; `step` is its full '/'-joined path), "llm" /
+    "embedding" (a model call; `name` is provider/model), "tool" (a tool run; its children never
+    exist, it hangs under the model call that asked for it when they can be linked), or
+    "adjustment" (a cost correction, under the event it corrects when that is in the session).
+    `cost_usd` and `tokens` are the node's own plus its descendants'. `context_growth` (model
+    calls only) is input_tokens minus the previous model call's in the session (None for the first).
+    """
+
+    kind: str
+    name: str
+    event: UsageEvent | None = None
+    children: tuple[CallNode, ...] = ()
+    step: str | None = None
+    cost_usd: Decimal = Decimal(0)
+    tokens: int = 0
+    context_growth: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "step": self.step,
+            "cost_usd": str(self.cost_usd),
+            "tokens": self.tokens,
+            "context_growth": self.context_growth,
+            "event": self.event.to_dict() if self.event else None,
+            "children": [c.to_dict() for c in self.children],
+        }
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDetail:
+    """Every event of a session, in time order and as a call tree, with the session's totals."""
+
+    session_id: str
+    agent: str | None
+    team: str | None
+    user: str | None
+    started: datetime
+    ended: datetime
+    totals: Measures
+    tree: tuple[CallNode, ...]
+    events: tuple[UsageEvent, ...] = field(repr=False)
+    outcomes: tuple[tuple[str, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "agent": self.agent,
+            "team": self.team,
+            "user": self.user,
+            "started": self.started.isoformat(),
+            "ended": self.ended.isoformat(),
+            "totals": to_jsonable(self.totals.measures()),
+            "outcomes": dict(self.outcomes),
+            "tree": [n.to_dict() for n in self.tree],
+        }
+
+
+# -- the session list -------------------------------------------------------------------------
+
+
+def sessions(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    where: Where | None = None,
+    limit: int = 50,
+) -> list[SessionSummary]:
+    """Sessions that started in [since, until) and have at least one event matching `where`,
+    newest first, with the totals of all their events."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"limit must be a positive whole number, not {limit!r}")
+    lo, hi = check_range(since, until)
+    conds, params = time_sql(store, lo, hi)
+    cond, fparams = filter_sql(store, filters(where))
+    inner = " AND ".join(c for c in ["session_id IS NOT NULL", *conds, cond] if c)
+    having, hparams = time_sql(store, lo, hi, "MIN(ts_us)")
+    sql = (
+        "SELECT session_id, MIN(ts_us), MAX(ts_us), MAX(agent), MAX(team), MAX(user_id), "
+        f"{RAW_MEASURES['calls']}, SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), "
+        f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
+        f"{RAW_MEASURES['errors']} FROM events WHERE session_id IN (SELECT session_id FROM events WHERE {inner}) "
+        "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
+        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit}"
+    )
+    rows = store.query(sql, [*params, *fparams, *hparams])
+    outcomes = _outcomes(store, [r[0] for r in rows])
+    return [
+        SessionSummary(
+            session_id=r[0],
+            started=from_micros(int(r[1])),
+            ended=from_micros(int(r[2])),
+            agent=r[3],
+            team=r[4],
+            user=r[5],
+            calls=int(r[6]),
+            tool_calls=int(r[7]),
+            tokens=int(r[8]),
+            cost_usd=nano_to_usd(int(r[9] or 0)) or Decimal(0),
+            unpriced_calls=int(r[10]),
+            errors=int(r[11]),
+            outcomes=outcomes.get(r[0], ()),
+        )
+        for r in rows
+    ]
+
+
+def _outcomes(store: Store, session_ids: Sequence[str]) -> dict[str, tuple[tuple[str, int], ...]]:
+    p = store.dialect.param
+    found: dict[str, list[tuple[str, int]]] = {}
+    for i in range(0, len(session_ids), _CHUNK):
+        chunk = list(session_ids[i : i + _CHUNK])
+        rows = store.query(
+            f"SELECT session_id, name, SUM(count) FROM outcomes WHERE session_id IN ({', '.join(p for _ in chunk)}) "
+            "GROUP BY session_id, name ORDER BY session_id, name",
+            chunk,
+        )
+        for sid, name, count in rows:
+            found.setdefault(sid, []).append((name, int(count)))
+    return {sid: tuple(v) for sid, v in found.items()}
+
+
+# -- one session as a call tree ---------------------------------------------------------------
+
+
+def session_detail(store: Store, session_id: str) -> SessionDetail:
+    """Every event of a session in time order, as a call tree. LookupError if there is none."""
+    p = store.dialect.param
+    rows = store.query(
+        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} ORDER BY ts_us, seq", [session_id]
+    )
+    if not rows:
+        raise LookupError(f"no session {session_id!r} in the ledger")
+    events = tuple(from_row(r) for r in rows)
+    first = next((e for e in events if e.agent or e.team or e.user), events[0])
+    return SessionDetail(
+        session_id=session_id,
+        agent=first.agent,
+        team=first.team,
+        user=first.user,
+        started=events[0].ts,
+        ended=events[-1].ts,
+        totals=measure(events),
+        tree=build_tree(events),
+        events=events,
+        outcomes=_outcomes(store, [session_id]).get(session_id, ()),
+    )
+
+
+def measure(events: Iterable[UsageEvent]) -> Measures:
+    """Measures over events in Python, with the same definitions as the SQL ones."""
+    m = [0] * 10
+    for e in events:
+        if e.kind != "adjustment":
+            m[0] += 1
+            m[1] += e.status != "ok"
+        m[2] += e.input_tokens
+        m[3] += e.output_tokens
+        m[4] += e.cache_read_tokens
+        m[5] += e.cache_write_tokens
+        m[6] += e.reasoning_tokens
+        if e.cost_usd is not None:
+            m[7] += usd_to_nano(e.cost_usd) or 0
+        elif e.kind in ("llm", "embedding"):
+            m[9 if e.status.startswith("invalid_usage") else 8] += 1
+    return Measures.from_sums(m)
+
+
+class _Node:
+    """A tree node while the tree is being built (frozen into a CallNode at the end)."""
+
+    __slots__ = ("children", "event", "growth", "kind", "name", "step")
+
+    def __init__(self, kind: str, name: str, event: UsageEvent | None = None, step: str | None = None) -> None:
+        self.kind, self.name, self.event, self.step = kind, name, event, step
+        self.children: list[_Node] = []
+        self.growth: int | None = None
+
+    def freeze(self) -> CallNode:
+        children = tuple(c.freeze() for c in self.children)
+        own_cost = self.event.cost_usd if self.event and self.event.cost_usd is not None else Decimal(0)
+        own_tokens = self.event.total_tokens if self.event else 0
+        return CallNode(
+            kind=self.kind,
+            name=self.name,
+            event=self.event,
+            children=children,
+            step=self.step,
+            cost_usd=own_cost + sum((c.cost_usd for c in children), Decimal(0)),
+            tokens=own_tokens + sum(c.tokens for c in children),
+            context_growth=self.growth,
+        )
+
+
+def _label(e: UsageEvent) -> str:
+    if e.kind in ("llm", "embedding"):
+        return "/".join(x for x in (e.provider, e.model) if x) or e.kind
+    if e.kind == "tool":
+        return e.tool_name or "tool"
+    return "adjustment"
+
+
+def build_tree(events: Sequence[UsageEvent]) -> tuple[CallNode, ...]:
+    """The call tree of time-ordered events: steps nest by their '/'-joined path (a step entered
+    again after others is a new node), tool runs hang under the model call that asked for them
+    (by parent span or tool-call id), adjustments under the event they correct."""
+    nodes = [_Node(e.kind, _label(e), e) for e in events]
+    by_span: dict[str, _Node] = {}
+    by_call_id: dict[str, _Node] = {}
+    by_event: dict[str, _Node] = {}
+    previous_input: int | None = None
+    for e, node in zip(events, nodes, strict=True):
+        by_event[str(e.event_id)] = node
+        if e.kind in ("llm", "embedding"):
+            if e.span_id:
+                by_span[e.span_id] = node
+            for tc in e.tool_calls:
+                if tc.id:
+                    by_call_id[tc.id] = node
+        if e.kind == "llm":
+            node.growth = None if previous_input is None else e.input_tokens - previous_input
+            previous_input = e.input_tokens
+    roots: list[_Node] = []
+    open_steps: list[_Node] = []
+    for e, node in zip(events, nodes, strict=True):
+        parent = None
+        if e.kind == "tool":
+            parent = by_span.get(e.parent_span_id or "") or by_call_id.get(e.tool_call_id or "")
+        elif e.kind == "adjustment":
+            parent = by_event.get(e.adjusts_event_id or "")
+        if parent is not None and parent is not node:
+            parent.children.append(node)
+        else:
+            _enter(roots, open_steps, e.step).append(node)
+    return tuple(n.freeze() for n in roots)
+
+
+def _enter(roots: list[_Node], open_steps: list[_Node], path: str | None) -> list[_Node]:
+    """Make the open steps match `path` (closing the others); the list new nodes go into."""
+    parts = path.split("/") if path else []
+    keep = 0
+    while keep < min(len(parts), len(open_steps)) and open_steps[keep].name == parts[keep]:
+        keep += 1
+    del open_steps[keep:]
+    for i in range(keep, len(parts)):
+        step = _Node("step", parts[i], step="/".join(parts[: i + 1]))
+        (open_steps[-1].children if open_steps else roots).append(step)
+        open_steps.append(step)
+    return open_steps[-1].children if open_steps else roots
+
+
+__all__ = ["CallNode", "SessionDetail", "SessionSummary", "build_tree", "measure", "session_detail", "sessions"]

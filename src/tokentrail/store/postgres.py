@@ -1,0 +1,507 @@
+"""The shared PostgreSQL ledger: psycopg 3, a connection pool, COPY ingest, monthly partitions.
+
+One `write_events` batch is one transaction:
+
+1. lock the single `chain_head` row (FOR UPDATE): writers of every process take turns here,
+   so the audit chain has no forks and no two writers ever race on an event id;
+2. `INSERT INTO event_ids … ON CONFLICT DO NOTHING RETURNING event_id` claims the batch's ids
+   in the unpartitioned id table: what comes back is exactly the rows never stored before,
+   whatever their `ts_us` (the partitioned `events` table cannot hold a ledger-wide unique key);
+3. chain the new rows in Python (`events.chain_hash`), COPY them into `events`, upsert the
+   hourly rollup, move the chain head, COMMIT (durable: the server runs with fsync and
+   synchronous_commit on).
+
+A lost connection surfaces as an exception from the call (never a hang: connect, statement,
+lock and TCP keepalive timeouts are set), the pool replaces the broken connection, and the
+ledger's writer retries the batch, which the id table makes idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
+from tokentrail.exceptions import ConfigError, StoreError
+from tokentrail.store._rollup import aggregate
+from tokentrail.store.migrations import (
+    MIGRATIONS,
+    POSTGRES,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    Dialect,
+    postgres_append_only_triggers,
+)
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.types.string import TextLoader
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ConfigError(
+        "a postgresql:// ledger needs psycopg 3 and psycopg-pool: pip install 'tokentrail[postgres]'"
+    ) from e
+
+log = logging.getLogger("tokentrail")
+
+Row = tuple[Any, ...]
+
+_COLS = ", ".join(COLUMNS)
+_COPY_EVENTS = f"COPY events (seq, {_COLS}, prev_hash, hash) FROM STDIN"
+# %b: binary parameters (several times faster to send than text arrays)
+_CLAIM_IDS = "INSERT INTO event_ids (event_id) SELECT unnest(%b::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id"
+_ROLLUP_KEY = ("hour_us", *ROLLUP_DIMENSIONS)
+_ROLLUP_COLS = (*_ROLLUP_KEY, *ROLLUP_MEASURES)
+_ROLLUP_TYPES = ("bigint", *["text"] * len(ROLLUP_DIMENSIONS), *["bigint"] * len(ROLLUP_MEASURES))
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollup_hourly ({', '.join(_ROLLUP_COLS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _ROLLUP_TYPES)}) "
+    f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{m} = rollup_hourly.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
+)
+_OUTCOME_COLS = (
+    "outcome_id",
+    "ts_us",
+    "name",
+    "count",
+    "session_id",
+    "org",
+    "team",
+    "project",
+    "agent",
+    "user_id",
+    "customer",
+    "workflow",
+    "task_type",
+)
+_OUTCOME_TYPES = ("text", "bigint", "text", "bigint", *["text"] * 9)
+_INSERT_OUTCOMES = (
+    f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _OUTCOME_TYPES)}) "
+    "ON CONFLICT (outcome_id) DO NOTHING"
+)
+_SELECT_EVENT = f"SELECT {_COLS} FROM events"
+_CHAIN_PAGE = 5000
+_LATENCY = COL["latency_ms"]
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Serialises migrations and partition maintenance across every process (any 64-bit constant).
+_MIGRATE_LOCK = 0x746F6B656E747261
+_DEFAULT_PARTITION = "events_default"
+MAX_MONTHS_BEHIND = 120
+_RECONNECT_S = 4.0
+_PARTITION_CHECK_S = 6 * 3600.0
+
+
+class PostgresStore:
+    """A ledger in a PostgreSQL database, shared by many processes and machines.
+
+    `url` is a libpq URL (`postgresql://user@host:5432/db?sslmode=…`); put the ledger in a schema
+    of its own with `options=-csearch_path%3Dmyschema`. Timeouts (seconds): `connect_timeout`
+    for each new connection, `pool_timeout` to wait for a pooled connection (the database being
+    down surfaces as an error after this) and `statement_timeout` for any one statement (reads
+    included). Opening migrates (unless `migrate=False`) and makes the monthly partitions up to
+    `months_ahead` months ahead; a long-running store re-checks them every few hours.
+    """
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+        statement_timeout: float = 120.0,
+        months_ahead: int = 3,
+    ) -> None:
+        self.url = url
+        self.display_url = redact_url(url)
+        self.months_ahead = months_ahead
+        self._statement_timeout_ms = int(statement_timeout * 1000)
+        self._closed = False
+        self._next_partition_check = time.monotonic() + _PARTITION_CHECK_S
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as e:
+            raise ConfigError(f"database URL {self.display_url}: {e}") from None
+        extra: dict[str, Any] = {}
+        # Never hang on a dead server or a half-open TCP connection (ignored for Unix sockets).
+        for key, value in (
+            ("connect_timeout", max(1, round(connect_timeout))),
+            ("keepalives", 1),
+            ("keepalives_idle", 10),
+            ("keepalives_interval", 5),
+            ("keepalives_count", 3),
+            ("tcp_user_timeout", 30_000),
+        ):
+            if key == "tcp_user_timeout" and psycopg.pq.version() < 120000:
+                continue
+            if key not in params:
+                extra[key] = value
+        self._connect_kwargs = extra
+        # Connect once directly: a wrong URL, password or database fails here, with libpq's reason.
+        try:
+            conn = self._connect()
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to the ledger at {self.display_url}: {_why(e)}") from None
+        try:
+            if migrate:
+                self._migrate_on(conn)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot migrate the ledger at {self.display_url}: {_why(e)}") from None
+        finally:
+            conn.close()
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max(min_size, max_size),
+            kwargs={"autocommit": True, **extra},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=pool_timeout,
+            # psycopg_pool retries a lost connection with an unbounded exponential backoff (1, 2, 4,
+            # 8 … s) for reconnect_timeout: after a long outage it could wait ~30 s more than needed.
+            # Giving up early lets the next request start a fresh attempt (1 s), so writes resume
+            # within a few seconds of the server coming back.
+            reconnect_timeout=_RECONNECT_S,
+            name=f"tokentrail {self.display_url}",
+            open=False,
+        )
+        self._pool.open(wait=False)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)
+        try:
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Set up every new connection: uuid read back as its canonical text (rows read back equal
+        rows written), timeouts so that no call hangs and no crashed client keeps the chain locked."""
+        conn.adapters.register_loader("uuid", TextLoader)
+        conn.execute(
+            f"SET statement_timeout = {self._statement_timeout_ms}; "
+            f"SET idle_in_transaction_session_timeout = {max(self._statement_timeout_ms, 60_000)}"
+        )
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        with self._pool.connection() as conn:
+            return self._migrate_on(conn)
+
+    def _migrate_on(self, conn: psycopg.Connection[Any]) -> list[str]:
+        applied: list[str] = []
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            # Checked first: CREATE … IF NOT EXISTS needs the CREATE right even when the table exists,
+            # and the application's role may not have it once an owner has migrated.
+            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+                conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_us BIGINT)")
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for name, fn in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in fn(self.dialect):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_us) VALUES (%s, %s)",
+                    (name, int(time.time() * 1_000_000)),
+                )
+                applied.append(name)
+        self._ensure_partitions_on(conn, months_ahead=self.months_ahead)
+        return applied
+
+    def ensure_partitions(
+        self, months_ahead: int | None = None, *, months_behind: int = 1, since_us: int | None = None
+    ) -> list[str]:
+        """Create the monthly partitions of `events` from `months_behind` months before this one
+        (or from the month of `since_us`, when earlier) to `months_ahead` months after it; return
+        the names created. A month whose events already sit in the DEFAULT partition is left there
+        (logged); a role without the right to create tables gets a warning, not an error, since the
+        DEFAULT partition takes every event anyway."""
+        with self._pool.connection() as conn:
+            return self._ensure_partitions_on(
+                conn,
+                months_ahead=self.months_ahead if months_ahead is None else months_ahead,
+                months_behind=months_behind,
+                since_us=since_us,
+            )
+
+    def _ensure_partitions_on(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        months_ahead: int,
+        months_behind: int = 1,
+        since_us: int | None = None,
+    ) -> list[str]:
+        now = datetime.now(UTC)
+        first = _add_months(now.year, now.month, -months_behind)
+        if since_us is not None:
+            since = from_micros(since_us)
+            # at most MAX_MONTHS_BEHIND months back: older events (or a stray 1970) go to DEFAULT
+            first = max(min(first, (since.year, since.month)), _add_months(now.year, now.month, -MAX_MONTHS_BEHIND))
+        last = _add_months(now.year, now.month, months_ahead)
+        wanted = []
+        y, m = first
+        while (y, m) <= last:
+            wanted.append((y, m))
+            y, m = _add_months(y, m, 1)
+        existing = self._partitions(conn)
+        missing = [(y, m) for y, m in wanted if _partition_name(y, m) not in existing]
+        if not missing:
+            return []
+        created: list[str] = []
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+                # DDL on a partitioned table waits for the writers of the moment; never stall ingest long.
+                conn.execute("SET LOCAL lock_timeout = 5000")
+                existing = self._partitions(conn)
+                for y, m in missing:
+                    name = _partition_name(y, m)
+                    if name in existing:
+                        continue
+                    lo, hi = _month_us(y, m), _month_us(*_add_months(y, m, 1))
+                    stray = conn.execute(
+                        f"SELECT count(*) FROM {_DEFAULT_PARTITION} WHERE ts_us >= %s AND ts_us < %s", (lo, hi)
+                    ).fetchone()
+                    if stray and stray[0]:
+                        log.warning(
+                            "tokentrail: %d event(s) of %04d-%02d are in the DEFAULT partition of %s; "
+                            "leaving that month there (no partition %s)",
+                            stray[0],
+                            y,
+                            m,
+                            self.display_url,
+                            name,
+                        )
+                        continue
+                    conn.execute(f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})")
+                    for statement in postgres_append_only_triggers(name, "events", row_triggers=False):
+                        conn.execute(statement)
+                    created.append(name)
+        except (pg_errors.InsufficientPrivilege, pg_errors.LockNotAvailable) as e:
+            log.warning(
+                "tokentrail: cannot create the monthly partitions of %s (%s); events go to the DEFAULT "
+                "partition until `tokentrail migrate` runs as the owner",
+                self.display_url,
+                _why(e),
+            )
+            return []
+        return created
+
+    def _maintain_partitions(self) -> None:
+        """A process that runs for months keeps its partitions ahead of time (never failing a write)."""
+        self._next_partition_check = time.monotonic() + _PARTITION_CHECK_S
+        try:
+            self.ensure_partitions()
+        except Exception as e:
+            log.warning("tokentrail: partition maintenance of %s failed: %s", self.display_url, _why(e))
+
+    @staticmethod
+    def _partitions(conn: psycopg.Connection[Any]) -> set[str]:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'events'::regclass"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        batch = _first_of_each(_canonical(rows))
+        if time.monotonic() >= self._next_partition_check:
+            self._maintain_partitions()
+        try:
+            return self._write_events(batch)
+        except psycopg.DataError as e:
+            if "NUL" not in str(e):
+                raise
+        # PostgreSQL text cannot hold NUL characters (SQLite can): store U+FFFD instead. The row is
+        # hashed after this, so the chain covers exactly what was stored.
+        return self._write_events([_without_nul(r) for r in batch])
+
+    def _write_events(self, batch: list[Row]) -> int:
+        try:
+            return self._write_batch(batch, assume_new=True)
+        except pg_errors.UniqueViolation:
+            # Some of these events are already stored (a replay): claim the ids one by one instead.
+            return self._write_batch(batch, assume_new=False)
+
+    def _write_batch(self, batch: list[Row], *, assume_new: bool) -> int:
+        """One transaction. The common case, every event new, COPYs the ids straight into
+        `event_ids` (a duplicate makes that fail, and the caller retries with `assume_new=False`,
+        which asks `INSERT … ON CONFLICT DO NOTHING RETURNING` which ids are new)."""
+        with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            head = cur.execute("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE").fetchone()
+            if head is None:
+                raise StoreError(f"the ledger at {self.display_url} has no chain head (run `tokentrail migrate`)")
+            seq, prev = head[0], bytes(head[1])
+            # Python work is interleaved with the server's: while it indexes the ids (and then the
+            # rows) already sent, the rollup deltas (and then the hashes) are being computed.
+            if assume_new:
+                fresh = batch
+                with cur.copy("COPY event_ids (event_id) FROM STDIN") as copy:
+                    copy.write("\n".join([r[0] for r in batch]) + "\n")  # canonical UUIDs need no escaping
+                    deltas = aggregate(fresh)
+            else:
+                new_ids = {r[0] for r in cur.execute(_CLAIM_IDS, ([r[0] for r in batch],)).fetchall()}
+                if not new_ids:
+                    return 0
+                fresh = batch if len(new_ids) == len(batch) else [r for r in batch if r[0] in new_ids]
+                deltas = aggregate(fresh)
+            with cur.copy(_COPY_EVENTS) as copy:
+                write_row = copy.write_row
+                for row in fresh:
+                    seq += 1
+                    h = chain_hash(seq, prev, row)
+                    write_row((seq, *row, prev, h))
+                    prev = h
+            cur.execute(_UPSERT_ROLLUP, list(map(list, zip(*deltas, strict=True))))
+            cur.execute("UPDATE chain_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
+        return len(fresh)
+
+    def write_outcomes(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        columns = list(map(list, zip(*rows, strict=True)))
+        with self._pool.connection() as conn, conn.transaction():
+            cur = conn.execute(_INSERT_OUTCOMES, columns)
+            return max(cur.rowcount, 0)
+
+    def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction (admin paths, not the hot path)."""
+        with self._pool.connection() as conn, conn.transaction():
+            cur = conn.execute(sql, params if params else None)
+            return cur.rowcount
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params if params else None).fetchall()
+
+    def get_event(self, event_id: str) -> Row | None:
+        try:
+            key = _canonical_id(event_id)
+        except StoreError:
+            return None
+        with self._pool.connection() as conn:
+            return conn.execute(f"{_SELECT_EVENT} WHERE event_id = %s", (key,)).fetchone()
+
+    def chain(self, from_seq: int = 1) -> Iterator[tuple[int, bytes, bytes, Row]]:
+        last = from_seq - 1
+        sql = f"SELECT seq, prev_hash, hash, {_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT {_CHAIN_PAGE}"
+        while True:
+            # A connection per page: an abandoned iteration never holds one.
+            with self._pool.connection() as conn:
+                page = conn.execute(sql, (last,)).fetchall()
+            if not page:
+                return
+            for r in page:
+                yield r[0], bytes(r[1]), bytes(r[2]), tuple(r[3:])
+            last = page[-1][0]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", urlunsplit(parts._replace(netloc=netloc)))
+
+
+def _why(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, PoolTimeout):
+        return f"{msg} (is the server up?)"
+    return msg
+
+
+def _canonical_id(value: object) -> str:
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+        return value
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise StoreError(f"event_id {value!r} is not a UUID; the PostgreSQL ledger stores UUIDs") from None
+
+
+def _canonical(rows: Sequence[Row]) -> list[Row]:
+    """Rows as PostgreSQL will give them back, so the chain hashes what a reader sees: event_id as
+    canonical lower-case UUID text, latency_ms as a float (a DOUBLE PRECISION column)."""
+    out = []
+    for r in rows:
+        eid, lat = r[0], r[_LATENCY]
+        if (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)) and (lat is None or type(lat) is float):
+            out.append(tuple(r))
+            continue
+        fixed = list(r)
+        fixed[0] = _canonical_id(eid)
+        if lat is not None:
+            fixed[_LATENCY] = float(lat)
+        out.append(tuple(fixed))
+    return out
+
+
+def _first_of_each(rows: list[Row]) -> list[Row]:
+    """The first row of each event_id, in order (a batch may repeat an event)."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r[0] not in seen:
+            seen.add(r[0])
+            out.append(r)
+    return out
+
+
+def _without_nul(row: Row) -> Row:
+    return tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+
+
+def _partition_name(year: int, month: int) -> str:
+    return f"events_p{year:04d}{month:02d}"
+
+
+def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
+    i = year * 12 + (month - 1) + n
+    return i // 12, i % 12 + 1
+
+
+def _month_us(year: int, month: int) -> int:
+    d = datetime(year, month, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (d.days * 86_400 + d.seconds) * 1_000_000
