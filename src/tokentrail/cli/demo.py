@@ -28,8 +28,10 @@ def demo_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same numbers.")] = 7,
 ) -> None:
-    """Run a small fleet of agents (6 agents, 3 teams) through the real openai, anthropic and
-    google-genai SDKs against a local fake provider, and show what tokentrail recorded."""
+    """Run a small agent fleet offline through the real SDKs and show what tokentrail recorded.
+
+    Seven agents of three teams work through the real openai, anthropic and google-genai SDKs
+    against a local fake provider; one of them is stuck in a tool loop."""
     import tokentrail as tt
     from tokentrail.cli._fleet import FLEET, Fleet, responder, total_sessions
     from tokentrail.testing import FakeUpstream
