@@ -18,8 +18,6 @@ from tokentrail.events import nano_to_usd, ts_micros
 from tokentrail.store.migrations import ROLLUP_MEASURES
 from tokentrail.types import Store
 
-HOUR_US = 3_600_000_000
-
 # Report dimension -> events column.
 COLUMNS: dict[str, str] = {
     "org": "org",

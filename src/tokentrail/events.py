@@ -87,8 +87,7 @@ def nano_to_usd(value: int | None) -> Decimal | None:
 
 def ts_micros(ts: datetime) -> int:
     """Microseconds since the epoch, exact (no float)."""
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 def from_micros(us: int) -> datetime:
@@ -96,6 +95,7 @@ def from_micros(us: int) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +239,28 @@ COLUMNS = (
 )
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# The C encoder behind json.dumps, made once: the same bytes as _dumps for a flat row, ~1 µs faster.
+_encode_row = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, None, json.encoder.encode_basestring, None, ":", ",", True, False, True
+)
+# Events of one session share their tags and their price's unit prices (the same dict objects):
+# remember the JSON of the last few by identity instead of encoding them again.
+# (A copy is kept and compared, so a dict changed in place is encoded afresh.)
+_json_memo: dict[int, tuple[object, dict[str, str], str]] = {}
+
+
+def _mapping_json(m: Mapping[str, str] | None) -> str | None:
+    if not m:
+        return None
+    hit = _json_memo.get(id(m))
+    if hit is not None and hit[0] is m and hit[1] == m:
+        return hit[2]
+    copy = dict(m)
+    text = _dumps(copy)
+    if len(_json_memo) > 256:
+        _json_memo.clear()
+    _json_memo[id(m)] = (m, copy, text)
+    return text
 
 
 def to_row(e: UsageEvent) -> tuple[Any, ...]:
@@ -246,7 +268,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         e.event_id,
         e.kind,
         ts_micros(e.ts),
-        e.latency_ms,
+        None if e.latency_ms is None else float(e.latency_ms),  # stored as a float on every backend
         e.status,
         e.provider,
         e.model,
@@ -261,7 +283,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         usd_to_nano(e.cost_usd),
         e.price_source,
         e.price_version,
-        _dumps(dict(e.unit_prices)) if e.unit_prices else None,
+        _mapping_json(e.unit_prices),
         e.org,
         e.team,
         e.project,
@@ -275,7 +297,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         e.workflow,
         e.task_type,
         e.step,
-        _dumps(dict(e.tags)) if e.tags else None,
+        _mapping_json(e.tags),
         _dumps([tc.to_json() for tc in e.tool_calls]) if e.tool_calls else None,
         e.tool_name,
         e.tool_call_id,
@@ -336,7 +358,7 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
 
 def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
-    return _dumps(list(row)).encode()
+    return "".join(_encode_row(list(row), 0)).encode()
 
 
 CHAIN_TAG = b"tokentrail/event/v1"

@@ -68,6 +68,8 @@ class Ledger:
     ) -> None:
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
+        # the URL without a password, for messages and logs
+        self.display_url: str = getattr(self.store, "display_url", self.url)
         self.prices = prices or default_price_book()
         self.capture_content = capture_content
         self.redact = redact
@@ -87,7 +89,7 @@ class Ledger:
         """Queue an already-built event for durable storage and tell the listeners. `session`
         (default: the current one) gets the event counted into its running totals."""
         if self._closed:
-            raise ConfigError(f"the ledger {self.url} is closed")
+            raise ConfigError(f"the ledger {self.display_url} is closed")
         if self._pid != os.getpid():
             self._after_fork()
         self._queue.append(event)
@@ -331,7 +333,7 @@ class Ledger:
         if not marker.done.wait(timeout):
             why = f" (last error: {self.last_error})" if self.last_error else ""
             raise FlushTimeout(
-                f"{self.pending} event(s) recorded to {self.url} are not durable after {timeout:g}s{why}"
+                f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
             )
 
     @property
@@ -376,6 +378,7 @@ class Ledger:
 
     def _write_loop(self) -> None:
         queue = self._queue
+        limit = getattr(self.store, "max_batch", MAX_BATCH)  # COPY-based stores like bigger batches
         while True:
             if not queue:
                 if self._closed:
@@ -389,7 +392,7 @@ class Ledger:
             events: list[UsageEvent] = []
             outcomes: list[tuple[Any, ...]] = []
             markers: list[_Marker] = []
-            while queue and len(events) < MAX_BATCH:
+            while queue and len(events) < limit:
                 item = queue[0]
                 if isinstance(item, _Marker):
                     if events or outcomes:
@@ -417,7 +420,7 @@ class Ledger:
                 return
             except Exception as e:
                 if self.last_error is None or type(e) is not type(self.last_error):
-                    log.warning("tokentrail: cannot write to %s, retrying: %s", self.url, e)
+                    log.warning("tokentrail: cannot write to %s, retrying: %s", self.display_url, e)
                 self.last_error = e
                 if self._closed and self._writer is threading.current_thread():
                     log.error("tokentrail: ledger closed with %d event(s) unwritten", len(rows))

@@ -22,7 +22,6 @@ from tokentrail._report_sql import (
     COLUMNS,
     COST,
     DIMENSIONS,
-    HOUR_US,
     INVALID,
     NO_PRICE,
     RAW_SUMS,
@@ -42,7 +41,7 @@ from tokentrail._report_sql import (
 )
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.session_reports import CallNode, SessionDetail, SessionSummary, session_detail, sessions
-from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 
@@ -123,7 +122,10 @@ class UnpricedModel:
 
 # Rollup tables, coarsest first: (table, its time column, the span of one row in microseconds).
 # A coarser level (say a daily rollup with the same dimensions) only needs a line here.
-ROLLUPS: tuple[tuple[str, str, int], ...] = (("rollup_hourly", "hour_us", HOUR_US),)
+ROLLUPS: tuple[tuple[str, str, int], ...] = (
+    ("rollup_daily", "day_us", DAY_US),
+    ("rollup_hourly", "hour_us", HOUR_US),
+)
 Range = tuple[int | None, int | None]
 
 

@@ -23,7 +23,7 @@ def migrate_command(db: DbOption = None) -> None:
             store.close()
     applied = [name for name, at in rows if at is not None and int(at) >= started_us]
     out = console()
-    out.print(Text(f"Ledger {store.url}", style="bold"))
+    out.print(Text(f"Ledger {getattr(store, 'display_url', store.url)}", style="bold"))
     for name, _ in rows:
         line = Text(f"  {name}")
         line.append(

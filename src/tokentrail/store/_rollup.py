@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from tokentrail.events import COL
-from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
-HOUR_US = 3_600_000_000
 _DIM_INDEXES = tuple(COL[d] for d in ROLLUP_DIMENSIONS)
 _TS, _KIND, _STATUS, _COST = COL["ts_us"], COL["kind"], COL["status"], COL["cost_nusd"]
 _TOKENS = tuple(
@@ -39,4 +38,18 @@ def aggregate(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
                 m[9] += 1
             else:
                 m[8] += 1
+    return [(*k, *v) for k, v in acc.items()]
+
+
+def by_day(hourly: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The daily rollup deltas of hourly ones (UTC days)."""
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for r in hourly:
+        key = (r[0] - r[0] % DAY_US, *r[1 : 1 + len(_DIM_INDEXES)])
+        m = acc.get(key)
+        if m is None:
+            acc[key] = list(r[1 + len(_DIM_INDEXES) :])
+        else:
+            for j, v in enumerate(r[1 + len(_DIM_INDEXES) :]):
+                m[j] += v
     return [(*k, *v) for k, v in acc.items()]

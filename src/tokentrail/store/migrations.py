@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 # Dimensions kept in the hourly rollup; reports grouped or filtered by only these never scan raw events.
 ROLLUP_DIMENSIONS = ("org", "team", "project", "agent", "provider", "model", "task_type", "kind")
+HOUR_US = 3_600_000_000
+DAY_US = 86_400_000_000
 ROLLUP_MEASURES = (
     "calls",
     "errors",
@@ -199,6 +201,22 @@ def m0002_rollups(d: Dialect) -> list[str]:
     ]
 
 
+def m0004_rollup_daily(d: Dialect) -> list[str]:
+    """Daily rollup (UTC days), the same dimensions as the hourly one, backfilled from it: a
+    month's report reads ~30x fewer rows."""
+    dims = ", ".join(f"{c} {d.text} NOT NULL" for c in ROLLUP_DIMENSIONS)
+    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in ROLLUP_MEASURES)
+    key = ", ".join(("day_us", *ROLLUP_DIMENSIONS))
+    cols = ", ".join(ROLLUP_DIMENSIONS)
+    sums = ", ".join(f"SUM({m})" for m in ROLLUP_MEASURES)
+    day = f"(hour_us / {DAY_US}) * {DAY_US}"
+    return [
+        f"CREATE TABLE rollup_daily (day_us {d.bigint} NOT NULL, {dims}, {measures}, PRIMARY KEY ({key}))",
+        f"INSERT INTO rollup_daily (day_us, {cols}, {', '.join(ROLLUP_MEASURES)}) "
+        f"SELECT {day}, {cols}, {sums} FROM rollup_hourly GROUP BY {day}, {cols}",
+    ]
+
+
 def m0003_outcomes(d: Dialect) -> list[str]:
     """Outcomes a session reached (`s.outcome(name)`), for cost per action."""
     t = d.text
@@ -217,4 +235,5 @@ MIGRATIONS: list[Migration] = [
     ("0001_events", m0001_events),
     ("0002_rollups", m0002_rollups),
     ("0003_outcomes", m0003_outcomes),
+    ("0004_rollup_daily", m0004_rollup_daily),
 ]

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
 from tokentrail.exceptions import ConfigError, StoreError
-from tokentrail.store._rollup import aggregate
+from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.migrations import (
     MIGRATIONS,
     POSTGRES,
@@ -61,12 +61,20 @@ _CLAIM_IDS = "INSERT INTO event_ids (event_id) SELECT unnest(%b::uuid[]) ON CONF
 _ROLLUP_KEY = ("hour_us", *ROLLUP_DIMENSIONS)
 _ROLLUP_COLS = (*_ROLLUP_KEY, *ROLLUP_MEASURES)
 _ROLLUP_TYPES = ("bigint", *["text"] * len(ROLLUP_DIMENSIONS), *["bigint"] * len(ROLLUP_MEASURES))
-_UPSERT_ROLLUP = (
-    f"INSERT INTO rollup_hourly ({', '.join(_ROLLUP_COLS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _ROLLUP_TYPES)}) "
-    f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET "
-    + ", ".join(f"{m} = rollup_hourly.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
-)
+
+
+def _upsert(table: str, time_column: str) -> str:
+    cols = (time_column, *_ROLLUP_COLS[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) "
+        f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _ROLLUP_TYPES)}) "
+        f"ON CONFLICT ({', '.join((time_column, *_ROLLUP_KEY[1:]))}) DO UPDATE SET "
+        + ", ".join(f"{m} = {table}.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
+    )
+
+
+_UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
+_UPSERT_DAILY = _upsert("rollup_daily", "day_us")
 _OUTCOME_COLS = (
     "outcome_id",
     "ts_us",
@@ -112,6 +120,9 @@ class PostgresStore:
     """
 
     dialect: Dialect = POSTGRES
+    # Events per write_events call that suit this store: COPY and the commit's fsync amortise over
+    # large batches (the Ledger's writer reads this).
+    max_batch: int = 10_000
 
     def __init__(
         self,
@@ -378,7 +389,8 @@ class PostgresStore:
                     h = chain_hash(seq, prev, row)
                     write_row((seq, *row, prev, h))
                     prev = h
-            cur.execute(_UPSERT_ROLLUP, list(map(list, zip(*deltas, strict=True))))
+            cur.execute(_UPSERT_HOURLY, list(map(list, zip(*deltas, strict=True))))
+            cur.execute(_UPSERT_DAILY, list(map(list, zip(*by_day(deltas), strict=True))))
             cur.execute("UPDATE chain_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
         return len(fresh)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from tokentrail.events import COLUMNS, GENESIS_HASH, chain_hash
 from tokentrail.exceptions import StoreError
-from tokentrail.store._rollup import aggregate
+from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
 
 Row = tuple[Any, ...]
@@ -19,12 +19,19 @@ Row = tuple[Any, ...]
 _INSERT_EVENT = (
     f"INSERT INTO events (seq, {', '.join(COLUMNS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(COLUMNS) + 3))})"
 )
-_ROLLUP_COLS = ("hour_us", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
-_UPSERT_ROLLUP = (
-    f"INSERT INTO rollup_hourly ({', '.join(_ROLLUP_COLS)}) VALUES ({', '.join('?' * len(_ROLLUP_COLS))}) "
-    f"ON CONFLICT ({', '.join(('hour_us', *ROLLUP_DIMENSIONS))}) DO UPDATE SET "
-    + ", ".join(f"{m} = {m} + excluded.{m}" for m in ROLLUP_MEASURES)
-)
+
+
+def _upsert(table: str, time_column: str) -> str:
+    cols = (time_column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join((time_column, *ROLLUP_DIMENSIONS))}) DO UPDATE SET "
+        + ", ".join(f"{m} = {m} + excluded.{m}" for m in ROLLUP_MEASURES)
+    )
+
+
+_UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
+_UPSERT_DAILY = _upsert("rollup_daily", "day_us")
 _SELECT_EVENT = f"SELECT {', '.join(COLUMNS)} FROM events"
 _ID_CHUNK = 500
 
@@ -103,7 +110,9 @@ class SQLiteStore:
                         chained.append((seq, *row, prev, h))
                         prev = h
                     c.executemany(_INSERT_EVENT, chained)
-                    c.executemany(_UPSERT_ROLLUP, aggregate(fresh))
+                    hourly = aggregate(fresh)
+                    c.executemany(_UPSERT_HOURLY, hourly)
+                    c.executemany(_UPSERT_DAILY, by_day(hourly))
                     c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
                 c.execute("COMMIT")
             except BaseException:
