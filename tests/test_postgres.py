@@ -274,7 +274,8 @@ def test_the_app_role_needs_no_create_right(db_url: str, prices: PriceBook, capl
         admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         admin.execute(f"GRANT SELECT ON {schema}.schema_migrations TO {role}")
         admin.execute(f"GRANT SELECT, INSERT ON {schema}.events, {schema}.event_ids, {schema}.outcomes TO {role}")
-        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON {schema}.rollup_hourly, {schema}.rollup_daily, {schema}.chain_head TO {role}")
+        updated = f"{schema}.rollup_hourly, {schema}.rollup_daily, {schema}.chain_head"
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON {updated} TO {role}")
         app_url = with_params(db_url, user=role)
         with caplog.at_level(logging.WARNING, logger="tokentrail"):
             ledger = tt.Ledger(app_url, prices=prices)  # wants 3 months ahead, may not create them
