@@ -81,6 +81,7 @@ class Ledger:
         self._warned_unpriced: set[tuple[str, str]] = set()
         self.last_error: BaseException | None = None
         self._start_writer()
+        self._budgets: Any = None
         _live_ledgers.add(self)
 
     # -- recording ----------------------------------------------------------------------------
@@ -355,6 +356,15 @@ class Ledger:
         self._writer.join(timeout=5)
         self.store.close()
         _live_ledgers.discard(self)
+
+    @property
+    def budgets(self) -> Any:
+        """The budgets kept in this ledger (tokentrail.budgets.Budgets), loaded on first use."""
+        if self._budgets is None:
+            from tokentrail.budgets import Budgets
+
+            self._budgets = Budgets(self)
+        return self._budgets
 
     def __enter__(self) -> Ledger:
         return self
