@@ -27,6 +27,12 @@ def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield from fresh_database(base, request.node.name)
 
 
+@pytest.fixture(autouse=True)
+def _private_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test spools into a folder of its own, never the user's ~/.tokentrail/spool."""
+    monkeypatch.setenv("TOKENTRAIL_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL to an empty ledger, on each backend in turn."""

@@ -426,21 +426,27 @@ def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["immediate", "fast"])
-def test_server_stops_and_restarts_mid_ingest(own_cluster: Cluster, prices: PriceBook, mode: str) -> None:
-    """The database goes away while agents keep recording: nobody sees an exception, flush() says
-    honestly that the events are not durable, and once the server is back every event is stored
-    exactly once."""
-    ledger = tt.Ledger(own_cluster.url, prices=prices)
+@pytest.mark.parametrize(("mode", "spool"), [("immediate", False), ("fast", False), ("immediate", True)])
+def test_server_stops_and_restarts_mid_ingest(
+    own_cluster: Cluster, prices: PriceBook, mode: str, spool: bool, tmp_path: Path
+) -> None:
+    """The database goes away while agents keep recording: nobody sees an exception; without a
+    spool flush() says honestly that the events are not durable, with one it returns once they
+    are fsynced there; once the server is back every event is stored exactly once."""
+    ledger = tt.Ledger(own_cluster.url, prices=prices, spool=tmp_path / "spool" if spool else False)
     try:
         with Producers(ledger) as producers:
             time.sleep(0.5)
             own_cluster.stop(mode)  # mid-ingest: batches in flight are cut off
             time.sleep(0.5)
             before = producers.count
-            with pytest.raises(tt.FlushTimeout, match="not durable"):
-                ledger.flush(timeout=1)
-            assert ledger.pending > 0
+            if spool:
+                ledger.flush(timeout=30)  # durable in the spool
+                assert ledger.spool is not None and ledger.spool.pending
+            else:
+                with pytest.raises(tt.FlushTimeout, match="not durable"):
+                    ledger.flush(timeout=1)
+                assert ledger.pending > 0
             time.sleep(1.0)
             assert producers.count > before  # callers kept going while the database was down
             own_cluster.start()

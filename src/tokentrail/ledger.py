@@ -8,6 +8,7 @@ thread drains the queue in batches, one durable transaction per batch (group com
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from tokentrail import context as ctx
@@ -32,6 +34,7 @@ from tokentrail.events import (
 )
 from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
+from tokentrail.spool import Batch, Spool, default_dir, folder_for
 from tokentrail.store import open_store
 from tokentrail.types import Store
 from tokentrail.usage import Usage, UsageProblem, from_counts
@@ -40,6 +43,7 @@ log = logging.getLogger("tokentrail")
 
 MAX_BATCH = 2000
 _RETRY_MAX_S = 2.0
+_REPLAY_EVERY_S = 1.0  # how often a spool waiting for the store tries again
 
 # Process-wide listeners (capture_events): called with every event any ledger records.
 _listeners: list[Callable[[UsageEvent], None]] = []
@@ -65,7 +69,11 @@ class Ledger:
         prices: PriceBook | None = None,
         capture_content: bool = False,
         redact: Callable[[str], str] | None = None,
+        spool: bool | str | os.PathLike[str] = True,
     ) -> None:
+        """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
+        (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
+        and retry, so flush() raises FlushTimeout until the store is back)."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
@@ -80,6 +88,9 @@ class Ledger:
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
         self.last_error: BaseException | None = None
+        self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
+        self._spool = self._open_spool()
+        self._replay_at = 0.0
         self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)
@@ -319,7 +330,7 @@ class Ledger:
             a.workflow,
             a.task_type,
         )
-        self._queue.append(_Outcome(row))
+        self._queue.append(_Side("outcomes", row))
         self._wake.set()
 
     # -- durability ---------------------------------------------------------------------------
@@ -354,6 +365,8 @@ class Ledger:
         self._closed = True
         self._wake.set()
         self._writer.join(timeout=5)
+        if self._spool is not None:
+            self._spool.close()
         self.store.close()
         _live_ledgers.discard(self)
 
@@ -378,12 +391,20 @@ class Ledger:
         self._writer = threading.Thread(target=self._write_loop, name="tokentrail-writer", daemon=True)
         self._writer.start()
 
+    def _open_spool(self) -> Spool | None:
+        return None if self._spool_root is None else Spool(folder_for(self._spool_root, self.url))
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
+
     def _after_fork(self) -> None:
-        """A forked child has no writer thread and must not share the parent's connections."""
+        """A forked child has no writer thread and must not share the parent's connections or spool file."""
         self._pid = os.getpid()
         self._queue = deque()
         self._wake = threading.Event()
         self.store = open_store(self.url)
+        self._spool = self._open_spool()
         self._start_writer()
 
     def _write_loop(self) -> None:
@@ -398,52 +419,121 @@ class Ledger:
                     self._wake.wait(0.5)
                 self._idle = False
                 self._wake.clear()
+                self._replay_when_due()
                 continue
-            events: list[UsageEvent] = []
-            outcomes: list[tuple[Any, ...]] = []
-            markers: list[_Marker] = []
-            while queue and len(events) < limit:
-                item = queue[0]
-                if isinstance(item, _Marker):
-                    if events or outcomes:
-                        break  # commit what came before the marker first
-                    markers.append(queue.popleft())
-                    continue
-                queue.popleft()
-                if isinstance(item, _Outcome):
-                    outcomes.append(item.row)
-                else:
-                    events.append(item)
-            if events or outcomes:
-                self._write(events, outcomes)
+            batch, markers = self._take(queue, limit)
+            if batch.events or batch.outcomes or batch.quarantine:
+                self._commit(batch)
             for m in markers:
                 m.done.set()
 
-    def _write(self, events: list[UsageEvent], outcomes: list[tuple[Any, ...]]) -> None:
-        rows = [to_row(e) for e in events]
+    def _take(self, queue: deque[Any], limit: int) -> tuple[Batch, list[_Marker]]:
+        """The next batch: items up to the first flush marker after some data (so a marker is
+        set only once everything before it is durable), at most `limit` events."""
+        batch, markers = Batch([], [], []), []
+        while queue and len(batch.events) < limit:
+            item = queue[0]
+            if isinstance(item, _Marker):
+                if batch.events or batch.outcomes or batch.quarantine:
+                    break
+                markers.append(queue.popleft())
+                continue
+            queue.popleft()
+            if isinstance(item, _Side):
+                (batch.outcomes if item.table == "outcomes" else batch.quarantine).append(item.row)
+                continue
+            try:
+                batch.events.append(to_row(item))
+            except Exception as e:  # an event that cannot even be serialised is kept, not lost
+                batch.quarantine.append(_quarantine_row("ledger", f"unserialisable event: {e}", repr(item)))
+        return batch, markers
+
+    def _commit(self, batch: Batch) -> None:
+        """Make a batch durable: in the store, else fsynced in the spool; else keep retrying."""
         delay = 0.05
         while True:
             try:
-                self.store.write_events(rows)
-                self.store.write_outcomes(outcomes)
+                if self._spool is not None and self._spool.pending:
+                    self._spool.replay(self.store)  # older batches first, to keep the order
+                self._write_isolating(batch)
                 self.last_error = None
                 return
             except Exception as e:
                 if self.last_error is None or type(e) is not type(self.last_error):
-                    log.warning("tokentrail: cannot write to %s, retrying: %s", self.display_url, e)
+                    log.warning("tokentrail: cannot write to %s: %s", self.display_url, e)
                 self.last_error = e
-                if self._closed and self._writer is threading.current_thread():
-                    log.error("tokentrail: ledger closed with %d event(s) unwritten", len(rows))
+                self._replay_at = time.monotonic() + _REPLAY_EVERY_S
+            if self._spool is not None:
+                try:
+                    self._spool.append(batch)
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+                except OSError as e:
+                    log.error("tokentrail: cannot spool to %s either: %s", self._spool.folder, e)
+            if self._closed:
+                log.error("tokentrail: ledger closed with %d event(s) not durable", len(batch.events))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _write_isolating(self, batch: Batch) -> None:
+        """Write a batch. A store that refuses some rows for good (not a transient outage) gets
+        them split off and quarantined with its reason, so one bad row never blocks the rest."""
+        try:
+            batch.write_to(self.store)
+            return
+        except Exception as e:
+            if _transient(self.store, e):
+                raise
+            error = e
+        if len(batch.events) > 1:
+            mid = len(batch.events) // 2
+            self._write_isolating(Batch(batch.events[:mid], batch.outcomes, batch.quarantine))
+            self._write_isolating(Batch(batch.events[mid:], [], []))
+            return
+        reason = f"the store refused it: {type(error).__name__}: {error}"[:1000]
+        rows = [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.events]
+        rows += [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.outcomes]
+        log.error("tokentrail: quarantined %d row(s): %s", len(rows), reason)
+        self.store.write_quarantine([*batch.quarantine, *rows])
+
+    def _replay_when_due(self) -> None:
+        spool = self._spool
+        if spool is None or not spool.pending or time.monotonic() < self._replay_at:
+            return
+        try:
+            n = spool.replay(self.store)
+            if n:
+                log.warning("tokentrail: replayed %d spooled batch(es) into %s", n, self.display_url)
+            self.last_error = None
+        except Exception as e:
+            self.last_error = e
+            self._replay_at = time.monotonic() + _REPLAY_EVERY_S
+
+    def quarantine(self, source: str, reason: str, payload: str) -> None:
+        """Keep something submitted from outside that failed validation, with the reason why."""
+        self._queue.append(_Side("quarantine", _quarantine_row(source, reason, payload)))
+        if self._idle:
+            self._wake.set()
 
 
-class _Outcome:
-    __slots__ = ("row",)
+class _Side:
+    """A row for a side table (outcomes, quarantine) travelling through the writer's queue."""
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
+    __slots__ = ("row", "table")
+
+    def __init__(self, table: str, row: tuple[Any, ...]) -> None:
+        self.table = table
         self.row = row
+
+
+def _quarantine_row(source: str, reason: str, payload: str) -> tuple[Any, ...]:
+    return (new_event_id(), int(time.time() * 1_000_000), source, reason[:1000], payload[:1_000_000])
+
+
+def _transient(store: Store, error: BaseException) -> bool:
+    """Whether an error may pass (the store is down, locked or full) rather than refuse the data."""
+    check = getattr(store, "is_transient", None)
+    return True if check is None else bool(check(error))
 
 
 def _tool_cost(name: str, cost_usd: object) -> Decimal | None:

@@ -34,6 +34,10 @@ class Store(Protocol):
         """Append outcome rows (outcome_id, ts_us, name, count, session_id, dims...), idempotently."""
         ...
 
+    def write_quarantine(self, rows: Sequence[Row]) -> int:
+        """Append quarantine rows (quarantine_id, ts_us, source, reason, payload), idempotently."""
+        ...
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a read query written for `self.dialect`."""
         ...

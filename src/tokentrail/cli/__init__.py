@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 # Modules under tokentrail.cli that add commands; append a name here when adding a module.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "report", "sessions", "prices", "migrate", "copy")
+COMMAND_MODULES: tuple[str, ...] = ("demo", "report", "sessions", "prices", "migrate", "copy", "spool")
 
 
 def _load() -> None:

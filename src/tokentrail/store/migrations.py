@@ -230,10 +230,23 @@ def m0003_outcomes(d: Dialect) -> list[str]:
     ]
 
 
+def m0005_quarantine(d: Dialect) -> list[str]:
+    """Events submitted from outside (event API, OTLP) that failed validation, with the reason,
+    and rows a store refused; kept verbatim so nothing accepted is ever silently dropped."""
+    t = d.text
+    return [
+        f"""CREATE TABLE quarantine (
+            quarantine_id {t} PRIMARY KEY, ts_us {d.bigint} NOT NULL, source {t} NOT NULL,
+            reason {t} NOT NULL, payload {t} NOT NULL)""",
+        "CREATE INDEX quarantine_ts ON quarantine (ts_us)",
+    ]
+
+
 Migration = tuple[str, Callable[[Dialect], list[str]]]
 MIGRATIONS: list[Migration] = [
     ("0001_events", m0001_events),
     ("0002_rollups", m0002_rollups),
     ("0003_outcomes", m0003_outcomes),
     ("0004_rollup_daily", m0004_rollup_daily),
+    ("0005_quarantine", m0005_quarantine),
 ]

@@ -402,11 +402,33 @@ class PostgresStore:
             cur = conn.execute(_INSERT_OUTCOMES, columns)
             return max(cur.rowcount, 0)
 
+    def write_quarantine(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            cur.executemany(
+                "INSERT INTO quarantine (quarantine_id, ts_us, source, reason, payload) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [tuple(_without_nul(r)) for r in rows],
+            )
+            return max(cur.rowcount, 0)
+
     def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement in its own transaction (admin paths, not the hot path)."""
         with self._pool.connection() as conn, conn.transaction():
             cur = conn.execute(sql, params if params else None)
             return cur.rowcount
+
+    @staticmethod
+    def is_transient(error: BaseException) -> bool:
+        """A lost or refused connection, a pool timeout, a server shutting down may pass; data the
+        server refuses (a bad value, a constraint) never will."""
+        if isinstance(error, (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)):
+            return False
+        if isinstance(error, StoreError):
+            return "not a UUID" not in str(error)
+        return True
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -57,8 +57,9 @@ class SQLiteStore:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        conn.execute("PRAGMA busy_timeout = 10000")
+        # Writers wait up to 5 s for another process's transaction; past that the ledger spools.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+        conn.execute("PRAGMA busy_timeout = 5000")
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.OperationalError("could not switch the journal to WAL")
         conn.execute("PRAGMA synchronous = FULL")
@@ -156,6 +157,22 @@ class SQLiteStore:
                 raise
         return n
 
+    def write_quarantine(self, rows: Sequence[Row]) -> int:
+        if not rows:
+            return 0
+        with self._write_lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                before = c.total_changes
+                c.executemany("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+                n = c.total_changes - before
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        return n
+
     def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement in its own immediate transaction (admin paths, not the hot path)."""
         with self._write_lock:
@@ -168,6 +185,11 @@ class SQLiteStore:
                 _rollback(c)
                 raise
             return cur.rowcount
+
+    @staticmethod
+    def is_transient(error: BaseException) -> bool:
+        """Locked, busy, read-only, full or I/O trouble may pass; anything else refuses the data."""
+        return isinstance(error, (sqlite3.OperationalError, OSError, StoreError))
 
     # -- reads --------------------------------------------------------------------------------
 
