@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -103,6 +106,8 @@ def _show(store: object, url: str, db: str | None) -> None:
             )
         )
     flag = f" --db {url}"
+    # `make demo` runs .venv/bin/tokentrail: show the commands as they can be pasted
+    prog = "tokentrail" if shutil.which("tokentrail") else os.path.relpath(sys.argv[0])
     out.print()
     out.print(Text("Explore what was recorded:", style="bold"))
     for command in (
@@ -113,7 +118,7 @@ def _show(store: object, url: str, db: str | None) -> None:
         f"tokentrail session {busiest.session_id}{flag}",
         f"tokentrail prices{flag} --unpriced",
     ):
-        out.print(f"  {command}")
+        out.print(f"  {prog}{command.removeprefix('tokentrail')}")
 
 
 def register(app: typer.Typer) -> None:

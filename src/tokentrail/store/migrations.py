@@ -250,3 +250,83 @@ MIGRATIONS: list[Migration] = [
     ("0004_rollup_daily", m0004_rollup_daily),
     ("0005_quarantine", m0005_quarantine),
 ]
+
+
+# -- budgets (tokentrail.budgets) ------------------------------------------------------------------
+
+
+def m0006_budgets(d: Dialect) -> list[str]:
+    """Budgets and their two-phase reservations (DESIGN §4), the kill switch, and alerts.
+
+    `budget_counters` holds one row per budget, bucket (the values of its `*` dimensions) and
+    period: what was posted, whether an overage blocks it, which thresholds alerted. Reservations
+    are rows of `budget_holds` (one per hold and counter) that count only until `expires_us`, so
+    a killed process's reservations return on their own. Rolling windows sum `budget_window`.
+    `budget_meta.version` moves on every definition change, so processes re-read cheaply."""
+    t, n = d.text, d.bigint
+    return [
+        f"""CREATE TABLE budgets (
+            name {t} PRIMARY KEY, scope {t} NOT NULL, period {t} NOT NULL, limit_nusd {n}, limit_tokens {n},
+            alert_at {t} NOT NULL, action {t} NOT NULL, tz {t} NOT NULL, source {t} NOT NULL,
+            created_us {n} NOT NULL, updated_us {n} NOT NULL)""",
+        f"CREATE TABLE budget_suspensions (scope {t} PRIMARY KEY, reason {t}, created_us {n} NOT NULL)",
+        f"CREATE TABLE budget_meta (id INTEGER PRIMARY KEY CHECK (id = 1), version {n} NOT NULL)",
+        "INSERT INTO budget_meta (id, version) VALUES (1, 0)",
+        f"""CREATE TABLE budget_counters (
+            counter_key {t} PRIMARY KEY, budget {t} NOT NULL, bucket {t} NOT NULL,
+            period_start_us {n}, period_end_us {n},
+            posted_nusd {n} NOT NULL DEFAULT 0, posted_tokens {n} NOT NULL DEFAULT 0,
+            blocked_until_us {n}, alerted {n} NOT NULL DEFAULT 0, updated_us {n} NOT NULL)""",
+        "CREATE INDEX budget_counters_budget ON budget_counters (budget, updated_us)",
+        f"""CREATE TABLE budget_holds (
+            hold_id {t} NOT NULL, counter_key {t} NOT NULL, nusd {n} NOT NULL, tokens {n} NOT NULL,
+            expires_us {n} NOT NULL, session_id {t}, PRIMARY KEY (hold_id, counter_key))""",
+        "CREATE INDEX budget_holds_counter ON budget_holds (counter_key, expires_us)",
+        "CREATE INDEX budget_holds_expiry ON budget_holds (expires_us)",
+        f"CREATE TABLE budget_window (counter_key {t} NOT NULL, ts_us {n} NOT NULL, nusd {n} NOT NULL, tokens {n} NOT NULL)",
+        "CREATE INDEX budget_window_counter ON budget_window (counter_key, ts_us)",
+        f"""CREATE TABLE alerts (
+            alert_id {t} PRIMARY KEY, alert_key {t} NOT NULL UNIQUE, ts_us {n} NOT NULL, kind {t} NOT NULL,
+            budget {t} NOT NULL, scope {t} NOT NULL, period {t} NOT NULL, period_start_us {n}, period_end_us {n},
+            threshold {d.real}, posted_nusd {n}, limit_nusd {n}, posted_tokens {n}, limit_tokens {n},
+            session_id {t}, message {t} NOT NULL)""",
+        "CREATE INDEX alerts_ts ON alerts (ts_us)",
+    ]
+
+
+MIGRATIONS.append(("0006_budgets", m0006_budgets))
+
+
+# -- audit (tokentrail.audit, tokentrail.corrections) ----------------------------------------------
+
+
+def m0007_adjustments_index(d: Dialect) -> list[str]:
+    """Find the adjustments of an event (trail, adjust) without scanning the ledger: a partial
+    index, so the other events cost nothing."""
+    return ["CREATE INDEX events_adjusts ON events (adjusts_event_id) WHERE adjusts_event_id IS NOT NULL"]
+
+
+MIGRATIONS.append(("0007_adjustments_index", m0007_adjustments_index))
+
+# PostgreSQL: what the application role may do, table by table (`tokentrail migrate
+# --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
+# rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
+# and working state are updated. Every table needs a line here (tests/test_audit.py checks).
+APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "schema_migrations": ("SELECT",),
+    "events": ("SELECT", "INSERT"),
+    "event_ids": ("SELECT", "INSERT"),
+    "outcomes": ("SELECT", "INSERT"),
+    "quarantine": ("SELECT", "INSERT"),
+    "alerts": ("SELECT", "INSERT"),
+    "rollup_hourly": ("SELECT", "INSERT", "UPDATE"),
+    "rollup_daily": ("SELECT", "INSERT", "UPDATE"),
+    "chain_head": ("SELECT", "UPDATE"),
+    # budgets: defined by the owner (`tokentrail budget set|rm|suspend`); the app reserves and posts
+    "budgets": ("SELECT",),
+    "budget_suspensions": ("SELECT",),
+    "budget_meta": ("SELECT",),
+    "budget_counters": ("SELECT", "INSERT", "UPDATE"),
+    "budget_holds": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "budget_window": ("SELECT", "INSERT", "DELETE"),
+}

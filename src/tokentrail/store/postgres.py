@@ -31,6 +31,7 @@ from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.migrations import (
+    APP_PRIVILEGES,
     MIGRATIONS,
     POSTGRES,
     ROLLUP_DIMENSIONS,
@@ -42,6 +43,7 @@ from tokentrail.store.migrations import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg import sql as pg_sql
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.types.string import TextLoader
     from psycopg_pool import ConnectionPool, PoolTimeout
@@ -335,6 +337,31 @@ class PostgresStore:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def grant_app_role(self, role: str) -> dict[str, tuple[str, ...]]:
+        """Give an existing role exactly the application's privileges (APP_PRIVILEGES) on this
+        ledger's tables, revoking any others it had there, and USAGE on the schema; return them.
+        Run as the owner. Privileges bind neither the owner nor a superuser: run the application
+        as this role."""
+        ident = pg_sql.Identifier(role)
+        with self._pool.connection() as conn, conn.transaction():
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                raise StoreError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN …)")
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            if schema is None or schema[0] is None:
+                raise StoreError("no current schema: check the search_path of the ledger URL")
+            conn.execute(
+                pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema[0]), ident)
+            )
+            for table, privileges in APP_PRIVILEGES.items():
+                name = pg_sql.Identifier(table)
+                conn.execute(pg_sql.SQL("REVOKE ALL ON {} FROM {}").format(name, ident))
+                conn.execute(
+                    pg_sql.SQL("GRANT {} ON {} TO {}").format(
+                        pg_sql.SQL(", ").join(map(pg_sql.SQL, privileges)), name, ident
+                    )
+                )
+        return dict(APP_PRIVILEGES)
+
     # -- writes -----------------------------------------------------------------------------------
 
     def write_events(self, rows: Sequence[Row]) -> int:
@@ -445,17 +472,16 @@ class PostgresStore:
             return conn.execute(f"{_SELECT_EVENT} WHERE event_id = %s", (key,)).fetchone()
 
     def chain(self, from_seq: int = 1) -> Iterator[tuple[int, bytes, bytes, Row]]:
-        last = from_seq - 1
-        sql = f"SELECT seq, prev_hash, hash, {_COLS} FROM events WHERE seq > %s ORDER BY seq LIMIT {_CHAIN_PAGE}"
-        while True:
-            # A connection per page: an abandoned iteration never holds one.
-            with self._pool.connection() as conn:
-                page = conn.execute(sql, (last,)).fetchall()
-            if not page:
-                return
-            for r in page:
+        # One server-side cursor, not pages keyed on seq: seq is not unique here (a partitioned
+        # table cannot enforce it), and paging by it would skip a forged row that repeats a seq at
+        # a page boundary. Ties are ordered so that verification is deterministic. Closing the
+        # iterator (or dropping it) ends the transaction and returns the connection.
+        sql = f"SELECT seq, prev_hash, hash, {_COLS} FROM events WHERE seq >= %s ORDER BY seq, event_id, hash"
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor(name="tokentrail_chain") as cur:
+            cur.itersize = _CHAIN_PAGE
+            cur.execute(sql, (from_seq,))
+            for r in cur:
                 yield r[0], bytes(r[1]), bytes(r[2]), tuple(r[3:])
-            last = page[-1][0]
 
     def close(self) -> None:
         if self._closed:

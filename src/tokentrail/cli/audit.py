@@ -1,0 +1,113 @@
+"""`tokentrail audit verify|checkpoint`: check the hash chain, and sign its head into a file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from tokentrail import audit
+from tokentrail.cli._common import DbOption, console, fail, reader, user_errors
+
+audit_app = typer.Typer(help="The tamper-evident audit chain over the events.", no_args_is_help=True)
+
+
+def _load(path: Path, key: bytes) -> list[audit.Checkpoint]:
+    try:
+        return audit.load_checkpoints(path, key)
+    except audit.CheckpointError as e:
+        fail(f"cannot trust the checkpoint: {e}", code=1)
+
+
+@audit_app.command("verify")
+def verify_command(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A file of signed checkpoints (needs $TOKENTRAIL_AUDIT_KEY): the chain must still have "
+            "each signed hash, which catches a chain rebuilt after an edit.",
+            show_default=False,
+        ),
+    ] = None,
+    from_seq: Annotated[
+        int,
+        typer.Option(
+            "--from-seq", min=1, help="Start here, trusting the stored hash of the row before (1: from genesis)."
+        ),
+    ] = 1,
+    db: DbOption = None,
+) -> None:
+    """Recompute the hash chain and name the first bad row: modified, missing, inserted or reordered."""
+    with user_errors():
+        marks = _load(checkpoint, audit.audit_key()) if checkpoint is not None else []
+    with reader(db) as store, user_errors():
+        result = audit.verify(store, from_seq=from_seq, checkpoints=marks)
+    out = console()
+    if result.problem is not None:
+        p = result.problem
+        line = Text(f"FAILED at seq {p.seq}: {p.reason}", style="bold red")
+        line.append(f" — {p.detail}", style="red")
+        if p.event_id:
+            line.append(f" (event {p.event_id})", style="dim")
+        out.print(line, soft_wrap=True)
+        out.print(f"verified {result.count:,} events before it, up to seq {result.head_seq}", soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(f"verified {result.count} events, head {result.head_hash.hex()}", soft_wrap=True)
+    if marks:
+        latest = max(marks, key=lambda c: c.seq)
+        out.print(
+            f"{result.checkpoints} checkpoint(s) match; the latest signs seq {latest.seq} "
+            f"at {latest.time.isoformat(timespec='seconds')}",
+            soft_wrap=True,
+        )
+
+
+@audit_app.command("checkpoint")
+def checkpoint_command(
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Append the signed checkpoint to this file (keep it outside the database); default: print it.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Verify the chain, then sign its head (seq, hash, time) with HMAC-SHA256 under $TOKENTRAIL_AUDIT_KEY.
+
+    With --out FILE holding earlier checkpoints, only the rows after the latest are walked,
+    anchored on its signed hash: a chain rebuilt since then is refused, never signed."""
+    with user_errors():
+        key = audit.audit_key()
+        previous = _load(out_file, key) if out_file is not None and out_file.exists() else []
+    with reader(db) as store, user_errors():
+        try:
+            cp, result = audit.checkpoint(store, previous=previous)
+        except ValueError as e:
+            fail(str(e), code=1)
+    line = cp.to_line(key)
+    note = (
+        f"checkpoint: seq {cp.seq}, head {cp.hash.hex()}, {cp.time.isoformat(timespec='seconds')} "
+        f"(verified {result.count:,} events from seq {cp.seq - result.count + 1})"
+    )
+    if out_file is None:
+        sys.stdout.write(line + "\n")
+        console_err = console()
+        console_err.stderr = True
+        console_err.print(note, soft_wrap=True)
+        return
+    with user_errors():
+        try:
+            audit.append_checkpoint(out_file, cp, key)
+        except OSError as e:
+            raise ValueError(f"cannot write the checkpoint file {out_file}: {e.strerror or e}") from None
+    console().print(f"{note} -> {out_file}", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
