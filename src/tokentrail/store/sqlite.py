@@ -138,26 +138,17 @@ class SQLiteStore:
         return fresh
 
     def write_outcomes(self, rows: Sequence[Row]) -> int:
-        if not rows:
-            return 0
-        with self._write_lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                before = c.total_changes
-                c.executemany(
-                    "INSERT OR IGNORE INTO outcomes (outcome_id, ts_us, name, count, session_id, org, team, project, "
-                    "agent, user_id, customer, workflow, task_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                n = c.total_changes - before
-                c.execute("COMMIT")
-            except BaseException:
-                _rollback(c)
-                raise
-        return n
+        return self._insert_ignoring_known(
+            "INSERT OR IGNORE INTO outcomes (outcome_id, ts_us, name, count, session_id, org, team, project, "
+            "agent, user_id, customer, workflow, task_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
 
     def write_quarantine(self, rows: Sequence[Row]) -> int:
+        return self._insert_ignoring_known("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _insert_ignoring_known(self, sql: str, rows: Sequence[Row]) -> int:
+        """Insert rows in one transaction; rows whose key is already stored are skipped."""
         if not rows:
             return 0
         with self._write_lock:
@@ -165,7 +156,7 @@ class SQLiteStore:
             c.execute("BEGIN IMMEDIATE")
             try:
                 before = c.total_changes
-                c.executemany("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+                c.executemany(sql, rows)
                 n = c.total_changes - before
                 c.execute("COMMIT")
             except BaseException:
