@@ -228,10 +228,7 @@ def main() -> None:
     ledger_rate, raw_rate = n / ledger_s, n / raw_s
     ratio = ledger_rate / raw_rate
     print(f"backend          {backend}   ({n} events)")
-    print(
-        f"ledger           {ledger_rate:>10,.0f} events/s   "
-        f"(record() + flush(), {ledger_s:.2f} s)"
-    )
+    print(f"ledger           {ledger_rate:>10,.0f} events/s   (record() + flush(), {ledger_s:.2f} s)")
     print(f"baseline         {raw_rate:>10,.0f} events/s   ({baseline}, {raw_s:.2f} s)")
     print(f"ratio            {ratio:>10.2f} x")
     if backend == "postgresql":

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 import subprocess
 import sys
 import textwrap
@@ -401,7 +402,11 @@ def test_a_broken_store_lets_calls_through(
                 assert client.messages.create(model=CLAUDE, max_tokens=9, messages=M).content
         assert tt.wrap(gemini(up), ledger=ledger).models.generate_content(model=GEMINI, contents="hi").text
     assert len(events) == 3
+    ledger.flush()  # durable in the spool meanwhile
     store.broken = False  # repaired: nothing recorded was lost
+    deadline = time.monotonic() + 20
+    while ledger.spool is not None and ledger.spool.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(stored(ledger)) == 3
     ledger.close()
 

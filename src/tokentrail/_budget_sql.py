@@ -154,29 +154,29 @@ class BudgetSQL:
     ) -> None:
         p = self.param
         with self._txn(durable=False) as x:
-            for c in counters:
-                row = x(
-                    "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
-                    f"updated_us) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (counter_key) DO UPDATE SET "
-                    "updated_us = excluded.updated_us RETURNING posted_nusd, posted_tokens, blocked_until_us, alerted",
-                    (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us),
-                )[0]
-                c.posted_nusd, c.posted_tokens, c.blocked_until_us, c.alerted = (
-                    int(row[0]),
-                    int(row[1]),
-                    row[2],
-                    int(row[3]),
-                )
+            rows = self._lock_counters(x, counters, now_us)
+            _fill(counters, rows)
             self._read_live(x, counters, now_us)
             refusal = decide(counters)
             if refusal is not None:
                 raise _Refused(refusal)
-            for c in counters:
-                x(
-                    "INSERT INTO budget_holds (hold_id, counter_key, nusd, tokens, expires_us, session_id) "
-                    f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-                    (hold_id, c.key, nusd, tokens, expires_us, session_id),
-                )
+            x(
+                "INSERT INTO budget_holds (hold_id, counter_key, nusd, tokens, expires_us, session_id) "
+                f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))}",
+                [v for c in counters for v in (hold_id, c.key, nusd, tokens, expires_us, session_id)],
+            )
+
+    def _lock_counters(self, x: Any, counters: list[Counter], now_us: int) -> list[Row]:
+        """Lock `counters` (creating those that do not exist) in key order; their stored rows.
+        PostgreSQL: a no-op upsert takes each row lock in the order of the VALUES list."""
+        p = self.param
+        return x(  # type: ignore[no-any-return]
+            "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, updated_us) "
+            f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))} "
+            "ON CONFLICT (counter_key) DO UPDATE SET updated_us = excluded.updated_us "
+            "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted",
+            [v for c in counters for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
+        )
 
     def _read_live(self, x: Any, counters: list[Counter], now_us: int) -> None:
         p = self.param
@@ -215,28 +215,28 @@ class BudgetSQL:
         p = self.param
         fired: list[Row] = []
         with self._txn(durable=True) as x:
+            rows = x(
+                "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
+                "posted_nusd, posted_tokens, blocked_until_us, updated_us) "
+                f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))} "
+                "ON CONFLICT (counter_key) DO UPDATE SET "
+                "posted_nusd = budget_counters.posted_nusd + excluded.posted_nusd, "
+                "posted_tokens = budget_counters.posted_tokens + excluded.posted_tokens, "
+                "blocked_until_us = CASE WHEN excluded.blocked_until_us IS NULL "
+                "THEN budget_counters.blocked_until_us "
+                "WHEN budget_counters.blocked_until_us IS NULL "
+                "OR budget_counters.blocked_until_us < excluded.blocked_until_us "
+                "THEN excluded.blocked_until_us ELSE budget_counters.blocked_until_us END, "
+                "updated_us = excluded.updated_us "
+                "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted",
+                [
+                    v
+                    for c in counters
+                    for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, nusd, tokens, blocks.get(c.key), now_us)
+                ],
+            )
+            _fill(counters, rows)
             for c in counters:
-                block = blocks.get(c.key)
-                row = x(
-                    "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
-                    "posted_nusd, posted_tokens, blocked_until_us, updated_us) "
-                    f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (counter_key) DO UPDATE SET "
-                    "posted_nusd = budget_counters.posted_nusd + excluded.posted_nusd, "
-                    "posted_tokens = budget_counters.posted_tokens + excluded.posted_tokens, "
-                    "blocked_until_us = CASE WHEN excluded.blocked_until_us IS NULL THEN budget_counters.blocked_until_us "
-                    "WHEN budget_counters.blocked_until_us IS NULL "
-                    "OR budget_counters.blocked_until_us < excluded.blocked_until_us "
-                    "THEN excluded.blocked_until_us ELSE budget_counters.blocked_until_us END, "
-                    "updated_us = excluded.updated_us "
-                    "RETURNING posted_nusd, posted_tokens, blocked_until_us, alerted",
-                    (c.key, c.budget, c.bucket, c.start_us, c.end_us, nusd, tokens, block, now_us),
-                )[0]
-                c.posted_nusd, c.posted_tokens, c.blocked_until_us, c.alerted = (
-                    int(row[0]),
-                    int(row[1]),
-                    row[2],
-                    int(row[3]),
-                )
                 if c.window_us:
                     x(
                         f"INSERT INTO budget_window (counter_key, ts_us, nusd, tokens) VALUES ({p}, {p}, {p}, {p})",
@@ -345,7 +345,14 @@ class BudgetSQL:
         pass
 
 
-class _Refused(Exception):  # noqa: N818 - control flow, never escapes this module's callers
+def _fill(counters: list[Counter], rows: list[Row]) -> None:
+    by_key = {c.key: c for c in counters}
+    for key, posted, tokens, blocked, alerted in rows:
+        c = by_key[key]
+        c.posted_nusd, c.posted_tokens, c.blocked_until_us, c.alerted = int(posted), int(tokens), blocked, int(alerted)
+
+
+class _Refused(Exception):
     def __init__(self, refusal: object) -> None:
         super().__init__("refused")
         self.refusal = refusal
@@ -359,16 +366,15 @@ class SQLiteBudgetSQL(BudgetSQL):
     def __init__(self, path: str, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        # one connection (its page cache stays warm): reservations and voids commit without fsync
+        # (synchronous=NORMAL), posts with one (FULL)
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
         self._conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._sync = ""
         self.owner: int | None = None  # the thread inside a transaction, if any
-
-    def _set_sync(self, mode: str) -> None:
-        if self._sync != mode:
-            self._conn.execute(f"PRAGMA synchronous = {mode}")
-            self._sync = mode
 
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Callable[[str, Sequence[Any]], list[Row]]]:
@@ -383,7 +389,10 @@ class SQLiteBudgetSQL(BudgetSQL):
                 if read:
                     c.execute("BEGIN")
                 else:
-                    self._set_sync("FULL" if durable else "NORMAL")
+                    mode = "FULL" if durable else "NORMAL"
+                    if mode != self._sync:
+                        c.execute(f"PRAGMA synchronous = {mode}")
+                        self._sync = mode
                     c.execute("BEGIN IMMEDIATE")
                 try:
                     yield x
@@ -394,6 +403,30 @@ class SQLiteBudgetSQL(BudgetSQL):
                 c.execute("COMMIT")
             finally:
                 self.owner = None
+
+    def _lock_counters(self, x: Any, counters: list[Counter], now_us: int) -> list[Row]:
+        """BEGIN IMMEDIATE already holds the database's write lock: read the counters, and create
+        the missing ones (a new period or bucket) without rewriting the others' pages."""
+        marks = ", ".join("?" * len(counters))
+        sql = (
+            "SELECT counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted FROM budget_counters "
+            f"WHERE counter_key IN ({marks})"
+        )
+        rows: list[Row] = x(sql, [c.key for c in counters])
+        if len(rows) < len(counters):
+            have = {r[0] for r in rows}
+            x(
+                "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, updated_us) "
+                f"VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * (len(counters) - len(have)))}",
+                [
+                    v
+                    for c in counters
+                    if c.key not in have
+                    for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)
+                ],
+            )
+            rows = x(sql, [c.key for c in counters])
+        return rows
 
     def close(self) -> None:
         with self._lock:
@@ -413,6 +446,10 @@ class PostgresBudgetSQL(BudgetSQL):
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Callable[[str, Sequence[Any]], list[Row]]]:
         with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
+            if not durable and not read:
+                # a reservation or a void need not wait for the WAL flush: if the server crashes
+                # before it, the reservation is lost (and expires anyway); a post waits for it
+                cur.execute("SET LOCAL synchronous_commit = off")
 
             def x(sql: str, params: Sequence[Any]) -> list[Row]:
                 cur.execute(sql, params if params else None)

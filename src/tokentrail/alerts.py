@@ -239,7 +239,7 @@ class WebhookSink:
                 headers={"Content-Type": "application/json", "User-Agent": "tokentrail", **self.headers},
             )
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the user's URL
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read()
                 return
             except (urllib.error.URLError, OSError, ValueError) as e:
@@ -328,7 +328,8 @@ def list_alerts(
 ) -> list[Alert]:
     """Alerts in the ledger, newest first."""
     p = store.dialect.param
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if since is not None:
         where.append(f"ts_us >= {p}")
         params.append(ts_micros(since))

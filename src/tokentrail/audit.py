@@ -158,7 +158,7 @@ def checkpoint(store: Store, *, previous: Sequence[Checkpoint] = ()) -> tuple[Ch
     checkpoints, only what follows the latest is walked, anchored on its signed hash, so a chain
     rebuilt since then is refused rather than signed. ValueError when the chain is broken."""
     start = max(previous, key=lambda c: c.seq, default=None)
-    result = verify(store, from_seq=start.seq + 1 if start else 1, checkpoints=previous, anchor=start)
+    result = verify(store, from_seq=start.seq + 1 if start else 1, checkpoints=previous)
     if result.problem is not None:
         raise ValueError(f"the audit chain is broken, not signing it: {result.problem}")
     return Checkpoint(result.head_seq, result.head_hash), result
@@ -172,13 +172,12 @@ def verify(
     *,
     from_seq: int = 1,
     checkpoints: Iterable[Checkpoint] = (),
-    anchor: Checkpoint | None = None,
 ) -> Verification:
     """Recompute the chain from `from_seq` (1: from genesis) to its end and return what was found.
 
-    Starting later trusts the stored hash of row `from_seq - 1` (or `anchor`, a checkpoint at that
-    seq). Each checkpoint must match the chain at its seq; one before the start is checked by a
-    point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
+    Starting later trusts the stored hash of row `from_seq - 1` (a checkpoint at that seq makes it
+    trusted). Each checkpoint must match the chain at its seq; one before the start is checked by
+    a point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
     appended around the writer)."""
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"--from-seq must be a whole number >= 1, not {from_seq!r}")
@@ -186,7 +185,7 @@ def verify(
     for cp in checkpoints:
         marks.setdefault(cp.seq, []).append(cp)
     w = _Walk(store, marks)
-    problem = w.start(from_seq, anchor)
+    problem = w.start(from_seq)
     if problem is None:
         problem = w.run(from_seq)
     return Verification(w.count, w.seq, w.prev, problem, w.matched)
@@ -226,7 +225,7 @@ class _Walk:
             self.matched += 1
         return None
 
-    def start(self, from_seq: int, anchor: Checkpoint | None) -> Problem | None:
+    def start(self, from_seq: int) -> Problem | None:
         """Check the checkpoints before the start, and set the anchor."""
         p = self.store.dialect.param
         for seq in sorted(s for s in self.marks if s < from_seq - 1 and s > 0):
@@ -243,13 +242,10 @@ class _Walk:
             self._remember(GENESIS_HASH, 0)
             return None
         self.seq = from_seq - 1
-        if anchor is not None and anchor.seq == self.seq:
-            self.prev = anchor.hash
-        else:
-            first = _first_link(self.store, self.seq)
-            if first is None or first[0] != self.seq:
-                return Problem(self.seq, "missing", f"there is no row at seq {self.seq} to start after")
-            self.prev, self.prev_id = first[2], first[3][0]
+        first = _first_link(self.store, self.seq)
+        if first is None or first[0] != self.seq:
+            return Problem(self.seq, "missing", f"there is no row at seq {self.seq} to start after")
+        self.prev, self.prev_id = first[2], first[3][0]
         self._remember(self.prev, self.seq)
         return self._checkpoint_problem(self.seq, self.prev)
 
@@ -267,7 +263,8 @@ class _Walk:
                     return Problem(
                         before + 1,
                         "missing",
-                        f"the chain ends at seq {before} but its head records seq {head_seq}: rows were cut off the end",
+                        f"the chain ends at seq {before} but its head records seq {head_seq}: "
+                        "rows were cut off the end",
                     )
                 continue
             if head_seq < self.seq:
@@ -343,7 +340,10 @@ class _Walk:
             back = self.recent.get(prev)
             if back is not None and back < e - 1:
                 return Problem(
-                    back + 1, "inserted", f"the row at seq {e} links to seq {back}: the rows between were slipped in"
+                    back + 1,
+                    "inserted",
+                    f"the row at seq {e} links to seq {back}: the rows between were slipped in",
+                    self.prev_id if back + 1 == e - 1 else None,
                 )
             if e > 1:
                 return Problem(
@@ -359,12 +359,16 @@ class _Walk:
                 home,
                 "inserted",
                 f"the row now at seq {e} was made for seq {home}: {e - home} row(s) were slipped in before it",
+                self.prev_id if home == e - 1 else None,
             )
         if home is not None:
             for x in ahead[: min(home - e, WINDOW)]:
                 if chain_hash(e, x[1], x[3]) == x[2]:
                     return Problem(
-                        e, "reordered", f"seq {e} holds the row made for seq {home}; the row made for it is at seq {x[0]}", eid
+                        e,
+                        "reordered",
+                        f"seq {e} holds the row made for seq {home}; the row made for it is at seq {x[0]}",
+                        eid,
                     )
             return Problem(e, "missing", f"the row made for seq {e} is gone and the rows after it were renumbered")
         nxt = ahead[0] if ahead and ahead[0][0] == e + 1 else None

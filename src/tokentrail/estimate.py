@@ -166,10 +166,13 @@ def _media_part(d: dict[str, Any], c: _Count) -> bool:
             _add_media(c, "audio/", _b64_len(data) if isinstance(data, str) else None)
             return True
         if kind in ("input_file", "file"):
-            inner = d.get("file") if isinstance(d.get("file"), dict) else d
-            data = inner.get("file_data")
-            size = (_data_url_bytes(data) or _b64_len(data)) if isinstance(data, str) else None
-            _add_media(c, "application/", size)
+            holder: dict[str, Any] = d["file"] if isinstance(d.get("file"), dict) else d
+            file_data = holder.get("file_data")
+            file_size: int | None = None
+            if isinstance(file_data, str):
+                file_size = _data_url_bytes(file_data)
+                file_size = _b64_len(file_data) if file_size is None else file_size
+            _add_media(c, "application/", file_size)
             return True
         if kind in ("audio", "video"):
             _add_media(c, f"{kind}/", None)
@@ -336,7 +339,9 @@ def max_cost(
     if audio:
         readings.append(Usage(input_tokens=input_tokens, output_tokens=output_tokens, input_audio_tokens=input_tokens))
     if isinstance(body, dict) and "audio" in (body.get("modalities") or ()):
-        readings.append(Usage(input_tokens=input_tokens, output_tokens=output_tokens, output_audio_tokens=output_tokens))
+        readings.append(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens, output_audio_tokens=output_tokens)
+        )
     best = Decimal(0)
     for u in readings:
         try:

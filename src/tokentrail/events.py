@@ -358,7 +358,7 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
 
 def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
-    return "".join(_encode_row(list(row), 0)).encode()
+    return "".join(_encode_row(row, 0)).encode()  # the C encoder takes a tuple as a JSON array
 
 
 CHAIN_TAG = b"tokentrail/event/v1"

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from tokentrail import capture
 from tokentrail import context as ctx
 from tokentrail.events import (
     ToolCall,
@@ -67,20 +68,23 @@ class Ledger:
         *,
         store: Store | None = None,
         prices: PriceBook | None = None,
-        capture_content: bool = False,
+        capture_content: bool | None = None,
         redact: Callable[[str], str] | None = None,
         spool: bool | str | os.PathLike[str] = True,
     ) -> None:
         """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
         (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
-        and retry, so flush() raises FlushTimeout until the store is back)."""
+        and retry, so flush() raises FlushTimeout until the store is back).
+        `capture_content`: keep each metered call's prompt and completion in the event's `content`,
+        redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off)."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
         self.display_url: str = getattr(self.store, "display_url", self.url)
         self.prices = prices or default_price_book()
-        self.capture_content = capture_content
-        self.redact = redact
+        # `redact` replaces the default redactor (capture.redact_text), which it may call itself
+        self.capture_content: bool = capture.enabled_from_env() if capture_content is None else bool(capture_content)
+        self.redact: Callable[[str], str] = redact if redact is not None else capture.redact_text
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._idle = False

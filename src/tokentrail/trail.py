@@ -49,7 +49,12 @@ class Trail:
     def to_dict(self) -> dict[str, Any]:
         return {
             "event": self.event.to_dict(),
-            "chain": {"seq": self.seq, "hash": self.hash.hex(), "prev_hash": self.prev_hash.hex(), "intact": self.intact},
+            "chain": {
+                "seq": self.seq,
+                "hash": self.hash.hex(),
+                "prev_hash": self.prev_hash.hex(),
+                "intact": self.intact,
+            },
             "made_at": self.made_at.isoformat() if self.made_at else None,
             "parents": [{"span_id": p.span_id, "event": p.event.to_dict() if p.event else None} for p in self.parents],
             "asked_by": self.asked_by.to_dict() if self.asked_by else None,
@@ -68,7 +73,7 @@ def trail(store: Store, event_id: str) -> Trail:
     seq, prev_hash, h, row = found
     e = from_row(row)
     session = _session_events(store, e)
-    by_span = {x.span_id: x for x in session if x.span_id and x.kind != "adjustment"}
+    by_span: dict[str | None, UsageEvent] = {x.span_id: x for x in session if x.span_id and x.kind != "adjustment"}
     adjustments = tuple(adjustments_of(store, e.event_id))
     cost = e.cost_usd
     for a in adjustments:

@@ -15,7 +15,22 @@ app = typer.Typer(
 )
 
 # Modules under tokentrail.cli that add commands; append a name here when adding a module.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "report", "sessions", "prices", "migrate", "copy", "spool")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "report",
+    "sessions",
+    "prices",
+    "migrate",
+    "copy",
+    "spool",
+    "audit",
+    "adjust",
+    "trail",
+    "budget",
+    "alerts",
+    "serve",
+    "keys",
+)
 
 
 def _load() -> None:

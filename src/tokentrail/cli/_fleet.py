@@ -40,6 +40,17 @@ FLEET = (
     Agent("ci-fixer", "eng", "gpt-4.1", "runaway", 1, "fix_ci"),
 )
 RUNAWAY_TURNS = 30
+# Budgets of the demo: the runaway agent is stopped by its session budget, and the legal team
+# crosses the 80% alert of its monthly budget (an alert-only budget: it never blocks anyone).
+DEMO_BUDGETS: tuple[dict[str, Any], ...] = (
+    {"name": "ci-fixer-session", "scope": {"agent": "ci-fixer"}, "period": "session", "limit_usd": "0.25"},
+    {"name": "legal-monthly", "scope": {"team": "legal"}, "period": "month", "limit_usd": "0.24", "action": "alert"},
+)
+
+
+def set_budgets(ledger: tt.Ledger) -> None:
+    for budget in DEMO_BUDGETS:
+        ledger.budgets.set(**budget)
 
 
 def total_sessions() -> int:
@@ -109,22 +120,40 @@ def run_tests(suite: str, retry: bool) -> str:
 class Fleet:
     """Runs the demo sessions; each agent gets its own wrapped client."""
 
-    def __init__(self, upstream: FakeUpstream, ledger: tt.Ledger, rng: random.Random, *, base_urls: dict[str, str]):
+    def __init__(
+        self,
+        upstream: FakeUpstream,
+        ledger: tt.Ledger,
+        rng: random.Random,
+        *,
+        base_urls: dict[str, str],
+        via_gateway: bool = False,
+    ):
+        """`via_gateway`: the base URLs are a tokentrail gateway's; the clients are not wrapped, and
+        each call carries its session's attribution in X-Tokentrail-* headers instead."""
         import anthropic
+        import httpx2
         import openai
         from google import genai
 
         self.ledger = ledger
         self.rng = rng
+        self.stopped: list[tuple[str, int, str]] = []  # (agent, calls it made, why a budget stopped it)
 
         def headers(agent: Agent) -> dict[str, str]:
             return {AGENT_HEADER: agent.name}
 
+        http: Any = httpx2.Client(event_hooks={"request": [_attribution_headers]}) if via_gateway else None
+        extra: dict[str, Any] = {"http_client": http} if via_gateway else {}
         self.clients: dict[str, Any] = {}
         for agent in FLEET:
             if agent.style.startswith("openai") or agent.style == "runaway":
                 client: Any = openai.OpenAI(
-                    base_url=base_urls["openai"], api_key="sk-demo", default_headers=headers(agent), max_retries=0
+                    base_url=base_urls["openai"],
+                    api_key="sk-demo",
+                    default_headers=headers(agent),
+                    max_retries=0,
+                    **extra,
                 )
             elif agent.style.startswith("anthropic"):
                 client = anthropic.Anthropic(
@@ -132,12 +161,14 @@ class Fleet:
                     api_key="sk-ant-demo",
                     default_headers=headers(agent),
                     max_retries=0,
+                    **extra,
                 )
             else:
-                client = genai.Client(
-                    api_key="demo", http_options={"base_url": base_urls["gemini"], "headers": headers(agent)}
-                )
-            self.clients[agent.name] = tt.wrap(client, ledger=ledger)
+                options: dict[str, Any] = {"base_url": base_urls["gemini"], "headers": headers(agent)}
+                if via_gateway:
+                    options["httpx_client"] = http
+                client = genai.Client(api_key="demo", http_options=options)  # type: ignore[arg-type]
+            self.clients[agent.name] = client if via_gateway else tt.wrap(client, ledger=ledger)
 
     def run_session(self, agent: Agent, n: int) -> tt.Session:
         rng = self.rng
@@ -216,15 +247,45 @@ class Fleet:
                 pass
 
     def _runaway(self, agent: Agent, client: Any) -> None:
+        import openai
+
         messages: list[dict[str, Any]] = [{"role": "user", "content": "CI is red on main, fix it."}]
-        for _ in range(RUNAWAY_TURNS):
+        for turn in range(RUNAWAY_TURNS):
             with tt.step("fix-loop"):
-                r = client.chat.completions.create(
-                    model=agent.model, messages=messages, tools=[RUN_TESTS_TOOL], max_tokens=500
-                )
+                try:
+                    r = client.chat.completions.create(
+                        model=agent.model, messages=messages, tools=[RUN_TESTS_TOOL], max_tokens=500
+                    )
+                except (tt.BudgetExceeded, openai.APIStatusError) as e:
+                    if isinstance(e, openai.APIStatusError) and e.status_code != 402:  # 402: the gateway's stop
+                        raise
+                    self.stopped.append((agent.name, turn, str(e)))
+                    return
                 call = r.choices[0].message.tool_calls[0]
                 log = run_tests(**json.loads(call.function.arguments))
                 messages += [
                     {"role": "assistant", "tool_calls": [call.model_dump()]},
                     {"role": "tool", "tool_call_id": call.id, "content": log},
                 ]
+
+
+def _attribution_headers(request: Any) -> None:
+    """Carry the current session's attribution to a gateway (httpx event hook)."""
+    from tokentrail.context import current
+
+    a = current()
+    fields = {
+        "Session": a.session_id,
+        "Agent": a.agent,
+        "Team": a.team,
+        "Project": a.project,
+        "User": a.user,
+        "Customer": a.customer,
+        "Workflow": a.workflow,
+        "Task-Type": a.task_type,
+        "Step": a.step,
+        **{f"Tag-{k}": v for k, v in a.tags.items()},
+    }
+    for name, value in fields.items():
+        if value:
+            request.headers[f"X-Tokentrail-{name}"] = value

@@ -91,15 +91,14 @@ def checkpoint_command(
         except ValueError as e:
             fail(str(e), code=1)
     line = cp.to_line(key)
+    since = f"since the checkpoint at seq {max(c.seq for c in previous)}" if previous else "from genesis"
     note = (
         f"checkpoint: seq {cp.seq}, head {cp.hash.hex()}, {cp.time.isoformat(timespec='seconds')} "
-        f"(verified {result.count:,} events from seq {cp.seq - result.count + 1})"
+        f"(verified {result.count:,} events {since})"
     )
     if out_file is None:
-        sys.stdout.write(line + "\n")
-        console_err = console()
-        console_err.stderr = True
-        console_err.print(note, soft_wrap=True)
+        sys.stdout.write(line + "\n")  # the signed line alone on stdout, for a pipe to safe storage
+        typer.echo(note, err=True)
         return
     with user_errors():
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -30,13 +31,21 @@ def demo_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same numbers.")] = 7,
+    via_gateway: Annotated[
+        bool,
+        typer.Option(
+            "--via-gateway",
+            help="Point the fleet's SDK clients at an in-process `tokentrail serve` gateway (which points at the "
+            "fake provider) instead of wrapping them.",
+        ),
+    ] = False,
 ) -> None:
     """Run a small agent fleet offline through the real SDKs and show what tokentrail recorded.
 
     Seven agents of three teams work through the real openai, anthropic and google-genai SDKs
     against a local fake provider; one of them is stuck in a tool loop."""
     import tokentrail as tt
-    from tokentrail.cli._fleet import FLEET, Fleet, responder, total_sessions
+    from tokentrail.cli._fleet import FLEET, Fleet, responder, set_budgets, total_sessions
     from tokentrail.testing import FakeUpstream
 
     url = db or _fresh_default()
@@ -45,16 +54,23 @@ def demo_command(
     logging.getLogger("tokentrail").setLevel(logging.ERROR)
     with user_errors():
         ledger = tt.Ledger(url)
+        set_budgets(ledger)  # a session budget for the runaway agent, a monthly alert for the legal team
     out = console()
     out.print(Text(f"tokentrail demo → {ledger.url}", style="bold"))
-    with FakeUpstream(record_requests=False) as upstream:
+    with contextlib.ExitStack() as stack, FakeUpstream(record_requests=False) as upstream:
         upstream.responder = responder(rng)
         urls = {
             "openai": upstream.openai_base_url,
             "anthropic": upstream.anthropic_base_url,
             "gemini": upstream.gemini_base_url,
         }
-        fleet = Fleet(upstream, ledger, rng, base_urls=urls)
+        if via_gateway:
+            from tokentrail.server import ServerThread, create_app
+
+            gateway = stack.enter_context(ServerThread(create_app(ledger, upstreams=urls)))
+            out.print(Text(f"through the gateway at {gateway.url}", style="dim"))
+            urls = {"openai": gateway.url + "/v1", "anthropic": gateway.url, "gemini": gateway.url}
+        fleet = Fleet(upstream, ledger, rng, base_urls=urls, via_gateway=via_gateway)
         columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=out, transient=False) as progress:
             task = progress.add_task("running the fleet", total=total_sessions())
@@ -65,8 +81,25 @@ def demo_command(
                     progress.advance(task)
             progress.update(task, description="done")
     ledger.flush()
-    _show(ledger.store, ledger.url, db)
+    ledger.budgets.flush()
+    _show(ledger.store, ledger.url, db, _budget_lines(ledger, fleet.stopped))
     ledger.close()
+
+
+def _budget_lines(ledger: object, stopped: list[tuple[str, int, str]]) -> list[Text]:
+    """What the demo's budgets did: the hard stop of the runaway agent, and the alerts."""
+    from tokentrail.alerts import list_alerts
+
+    lines = [
+        Text.assemble(
+            ("Budget stop: ", "bold red"),
+            f"{agent} was stopped before its call {calls + 1} was sent (BudgetExceeded): {why}",
+        )
+        for agent, calls, why in stopped
+    ]
+    for alert in reversed(list_alerts(ledger.store, kind="threshold")):  # type: ignore[attr-defined]
+        lines.append(Text.assemble(("Alert: ", "bold yellow"), alert.message))
+    return lines
 
 
 def _fresh_default() -> str:
@@ -77,7 +110,7 @@ def _fresh_default() -> str:
     return f"sqlite:///{path}"
 
 
-def _show(store: object, url: str, db: str | None) -> None:
+def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | None = None) -> None:
     out = console()
     rep = reports.report(store, by=("team", "agent", "model"))  # type: ignore[arg-type]
     out.print()
@@ -105,6 +138,8 @@ def _show(store: object, url: str, db: str | None) -> None:
                 "as $0. Add it to a TOKENTRAIL_PRICES overrides file.",
             )
         )
+    for line in budget_lines or ():
+        out.print(line)
     flag = f" --db {url}"
     # `make demo` runs .venv/bin/tokentrail: show the commands as they can be pasted
     prog = "tokentrail" if shutil.which("tokentrail") else os.path.relpath(sys.argv[0])
@@ -117,6 +152,8 @@ def _show(store: object, url: str, db: str | None) -> None:
         f"tokentrail sessions{flag}",
         f"tokentrail session {busiest.session_id}{flag}",
         f"tokentrail prices{flag} --unpriced",
+        f"tokentrail budget status{flag}",
+        f"tokentrail alerts{flag}",
     ):
         out.print(f"  {prog}{command.removeprefix('tokentrail')}")
 

@@ -16,7 +16,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from tokentrail import capture
 from tokentrail import context as ctx
+from tokentrail.exceptions import BudgetExceeded
 from tokentrail.integrations._wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class Exchange:
         self.started = time.perf_counter()
         model = self.body.get("model")
         self.acc = Accumulator(route, model=model if isinstance(model, str) else gemini_model_from_path(path))
+        self.acc.capture = getattr(ledger, "capture_content", False) is True  # content capture: keep the text
         self.streamed = bool(self.body.get("stream")) or path.split("?", 1)[0].endswith(":streamGenerateContent")
         self.request_hash = hashlib.sha256(raw_body).hexdigest()[:32] if raw_body else None
         self.http_status: int | None = None
@@ -70,6 +73,21 @@ class Exchange:
         self._is_sse = False
         self._recorded = False
         self._lock = threading.Lock()
+        # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
+        self.hold: Any = None
+        try:
+            self.hold = ledger.budgets.reserve_call(
+                provider=route.provider,
+                model=self.acc.model,
+                body=self.body,
+                kind=route.kind,
+                attribution=self.attribution,
+                owner=self,
+            )
+        except BudgetExceeded:
+            raise
+        except Exception:
+            log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", route.provider)
 
     # -- request --------------------------------------------------------------------------------
 
@@ -184,12 +202,15 @@ class Exchange:
             if self._recorded:
                 return
             self._recorded = True
+        event = None
         try:
-            self._record(error, cancelled)
+            event = self._record(error, cancelled)
         except Exception:
             log.exception("tokentrail: recording a %s call failed", self.route.provider)
+        if self.hold is not None:  # post what the call consumed (nothing: void)
+            self.ledger.budgets.settle(self.hold, event)
 
-    def _record(self, error: BaseException | str | None, cancelled: bool) -> None:
+    def _record(self, error: BaseException | str | None, cancelled: bool) -> Any:
         if self._json_parts:
             self.body_bytes(b"".join(self._json_parts))
             self._json_parts = []
@@ -214,10 +235,16 @@ class Exchange:
             problem = None  # a failed or cut call that never reported usage: nothing impossible
         if problem is not None and acc.usage_raw is not None:
             # The token columns hold only counts we can trust; what the provider really said is
-            # kept verbatim, so nothing is clamped or lost.
-            reported = json.dumps(acc.usage_raw, sort_keys=True, default=str)[:2000]
+            # kept verbatim, so nothing is clamped or lost (bounded by capture.scrub, after redaction).
+            reported = json.dumps(acc.usage_raw, sort_keys=True, default=str)
             note = f"reported usage: {reported}" + (f"; {note}" if note else "")
         latency_ms = (time.perf_counter() - self.started) * 1000
+        # -- content capture (tokentrail.capture): prompt and completion only when asked, redacted;
+        # a note carries what the upstream said, so it is always scrubbed (it may echo a key)
+        note = capture.scrub(note)
+        content = None
+        if acc.capture:
+            content = capture.content_of(self.ledger.redact, self.body, acc.text_parts, acc.tool_call_texts())
         event = self.ledger.build_call(
             provider=self.route.provider,
             model=acc.model,
@@ -231,7 +258,9 @@ class Exchange:
             tool_calls=acc.tool_calls(),
             request_hash=self.request_hash,
             note=note,
+            content=content,
             attribution=self.attribution,
             tags=self.tags,
         )
         self.ledger.record(event, session=self.attribution.session)
+        return event

@@ -9,10 +9,12 @@ for, and whether the response finished.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokentrail.capture import completion_parts
 from tokentrail.events import ToolCall, args_hash
 from tokentrail.usage import (
     Usage,
@@ -67,7 +69,16 @@ def gemini_model_from_path(path: str) -> str | None:
     return None
 
 
+def _from_openai_any(raw: object) -> Usage:
+    """An OpenAI endpoint of unknown shape (the gateway's pass-through): responses-style
+    `input_tokens` or chat-style `prompt_tokens`, whichever the payload uses."""
+    if isinstance(raw, dict) and "input_tokens" in raw:
+        return from_openai_responses(raw)
+    return from_openai_chat(raw)
+
+
 _NORMALISERS: dict[str, Callable[[object], Usage]] = {
+    "openai_any": _from_openai_any,
     "openai_chat": from_openai_chat,
     "openai_embeddings": from_openai_chat,
     "openai_responses": from_openai_responses,
@@ -85,8 +96,12 @@ class Accumulator:
     usage_raw: Any = None
     complete: bool = False
     error_type: str | None = None
-    text_parts: list[str] = field(default_factory=list)
+    text_parts: list[str] = field(default_factory=list)  # the completion text, kept only with `capture`
+    capture: bool = False
     _tools: dict[Any, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model = _str(self.model)  # the request's model may come from a caller's JSON too
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -94,6 +109,8 @@ class Accumulator:
         """A whole (non-streamed) JSON response body."""
         if not isinstance(data, dict):
             return
+        if self.capture:
+            self.text_parts += completion_parts(self.route.flavor, data, streamed=False)
         self.complete = True
         flavor = self.route.flavor
         if "error" in data and data.get("error"):
@@ -123,8 +140,10 @@ class Accumulator:
         """One SSE event of a streamed response (data already JSON-decoded)."""
         if not isinstance(data, dict):
             return
+        if self.capture:
+            self.text_parts += completion_parts(self.route.flavor, data, streamed=True)
         flavor = self.route.flavor
-        if flavor == "openai_chat":
+        if flavor in ("openai_chat", "openai_any"):
             self._chat_chunk(data)
         elif flavor == "openai_responses":
             self._responses_event(data)
@@ -148,6 +167,16 @@ class Accumulator:
         except UsageProblem as e:
             return None, e.reason
 
+    def tool_call_texts(self) -> list[tuple[str, str]]:
+        """(name, arguments as text) of each tool call the model asked for (for content capture)."""
+        out = []
+        for t in self._tools.values():
+            if t.get("name"):
+                parts = t["args"]
+                text = "".join(p if isinstance(p, str) else json.dumps(p, default=str) for p in parts)
+                out.append((str(t["name"]), text))
+        return out
+
     def tool_calls(self) -> tuple[ToolCall, ...]:
         out = []
         for t in self._tools.values():
@@ -157,7 +186,8 @@ class Accumulator:
                 if isinstance(args, list) and len(args) == 1:
                     args = args[0]
                 # no arguments at all hash like {} so a streamed call matches its non-streamed twin
-                out.append(ToolCall(_str(t.get("id")), str(t["name"]), args_hash(args if args not in ("", []) else {})))
+                name = _str(t["name"]) if isinstance(t["name"], str) else str(t["name"])
+                out.append(ToolCall(_str(t.get("id")), name or "", args_hash(args if args not in ("", []) else {})))
         return tuple(out)
 
     # -- provider specifics -------------------------------------------------------------------
@@ -276,7 +306,14 @@ def _list(v: Any) -> list[Any]:
 
 
 def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) and v else None
+    """A non-empty string from the wire, as valid text: JSON may spell lone surrogates ("\\ud800"),
+    which no store (nor the spool) can encode, so they become U+FFFD here."""
+    if not isinstance(v, str) or not v:
+        return None
+    return _SURROGATE.sub("\ufffd", v) if _SURROGATE.search(v) else v
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SSEParser:

@@ -282,8 +282,8 @@ def m0006_budgets(d: Dialect) -> list[str]:
             hold_id {t} NOT NULL, counter_key {t} NOT NULL, nusd {n} NOT NULL, tokens {n} NOT NULL,
             expires_us {n} NOT NULL, session_id {t}, PRIMARY KEY (hold_id, counter_key))""",
         "CREATE INDEX budget_holds_counter ON budget_holds (counter_key, expires_us)",
-        "CREATE INDEX budget_holds_expiry ON budget_holds (expires_us)",
-        f"CREATE TABLE budget_window (counter_key {t} NOT NULL, ts_us {n} NOT NULL, nusd {n} NOT NULL, tokens {n} NOT NULL)",
+        f"""CREATE TABLE budget_window (
+            counter_key {t} NOT NULL, ts_us {n} NOT NULL, nusd {n} NOT NULL, tokens {n} NOT NULL)""",
         "CREATE INDEX budget_window_counter ON budget_window (counter_key, ts_us)",
         f"""CREATE TABLE alerts (
             alert_id {t} PRIMARY KEY, alert_key {t} NOT NULL UNIQUE, ts_us {n} NOT NULL, kind {t} NOT NULL,
@@ -308,6 +308,24 @@ def m0007_adjustments_index(d: Dialect) -> list[str]:
 
 MIGRATIONS.append(("0007_adjustments_index", m0007_adjustments_index))
 
+
+# -- server keys (tokentrail.server.keys) -----------------------------------------------------------
+
+
+def m0008_api_keys(d: Dialect) -> list[str]:
+    """Keys of `tokentrail serve` (`tokentrail keys create`): only a SHA-256 of each key and its
+    last 4 characters are kept; a virtual key names the environment variable holding the provider
+    key the server sends upstream, never the provider key itself."""
+    t, n = d.text, d.bigint
+    return [
+        f"""CREATE TABLE api_keys (
+            key_id {t} PRIMARY KEY, key_hash {t} NOT NULL UNIQUE, last4 {t} NOT NULL, role {t} NOT NULL,
+            name {t}, attribution {t} NOT NULL, provider_key_env {t}, created_us {n} NOT NULL, revoked_us {n})""",
+    ]
+
+
+MIGRATIONS.append(("0008_api_keys", m0008_api_keys))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -329,4 +347,6 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "budget_counters": ("SELECT", "INSERT", "UPDATE"),
     "budget_holds": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "budget_window": ("SELECT", "INSERT", "DELETE"),
+    # server keys: issued and revoked by the owner (`tokentrail keys create|revoke`); the server reads
+    "api_keys": ("SELECT",),
 }

@@ -349,9 +349,7 @@ class PostgresStore:
             schema = conn.execute("SELECT current_schema()").fetchone()
             if schema is None or schema[0] is None:
                 raise StoreError("no current schema: check the search_path of the ledger URL")
-            conn.execute(
-                pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema[0]), ident)
-            )
+            conn.execute(pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema[0]), ident))
             for table, privileges in APP_PRIVILEGES.items():
                 name = pg_sql.Identifier(table)
                 conn.execute(pg_sql.SQL("REVOKE ALL ON {} FROM {}").format(name, ident))

@@ -1,0 +1,205 @@
+"""The JSON API under /api/v1/: the CLI's reports over HTTP, for the dashboard and any client.
+
+The same filters as the CLI (`by`, `since`, `until`, `tz`, repeatable `where=KEY=VALUE`, `limit`)
+and the same report functions (tokentrail.reports). Every read is scoped by the caller's key: a
+team key reads only its team's rows, and asking for another team is a 403, never an empty
+answer that could be mistaken for "no spend".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tokentrail import reports
+from tokentrail.server.auth import AuthError
+from tokentrail.server.budget_view import alerts, budget_statuses
+from tokentrail.server.keys import ApiKey
+from tokentrail.server.state import auth_error, caller, error, state_of
+from tokentrail.timespec import parse_time, zone
+
+MAX_LIMIT = 1000
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _times(request: Request) -> tuple[datetime | None, datetime | None, str | None]:
+    q = request.query_params
+    tz = q.get("tz") or None
+    try:
+        zone(tz)
+    except ValueError as e:
+        raise BadRequest(f"tz: {e}") from None
+    now = datetime.now().astimezone()
+    out: list[datetime | None] = []
+    for name in ("since", "until"):
+        text: str | None = q.get(name)
+        try:
+            out.append(parse_time(text, tz=tz, now=now) if text else None)
+        except ValueError as e:
+            raise BadRequest(f"{name}: {e}") from None
+    return out[0], out[1], tz
+
+
+def _where(request: Request, key: ApiKey, extra: dict[str, str | None] | None = None) -> dict[str, list[str]]:
+    """`where=KEY=VALUE` items (the same key twice means either), plus the key's own scope."""
+    out: dict[str, list[str]] = {}
+    for item in request.query_params.getlist("where"):
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise BadRequest(f"where {item!r}: expected KEY=VALUE, e.g. where=team=legal")
+        out.setdefault(k.strip(), []).append(v.strip())
+    for k, given in (extra or {}).items():
+        if given is not None:
+            out.setdefault(k, []).append(given)
+    for dim, value in key.attribution.items():
+        asked = out.get(dim)
+        if asked is not None and value not in asked:
+            raise AuthError(403, f"this key reads only {dim}={value}")
+        out[dim] = [value]
+    return out
+
+
+def _limit(request: Request, default: int) -> int:
+    text = request.query_params.get("limit")
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def _endpoint(role: str) -> Callable[[Callable[..., Any]], Callable[[Request], Any]]:
+    """Wrap a handler (request, key) -> JSON-ready data: auth, 400s for bad input, work in a thread."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                key = caller(request, role)
+                data = await asyncio.to_thread(fn, request, key)
+            except AuthError as e:
+                return auth_error(e)
+            except BadRequest as e:
+                return error(400, str(e))
+            except LookupError as e:
+                if isinstance(e, (KeyError, IndexError)):
+                    raise
+                return error(404, str(e))
+            except ValueError as e:  # the report layer's word on a bad dimension, range, …
+                return error(400, str(e))
+            return JSONResponse(data)
+
+        endpoint.__name__ = fn.__name__
+        endpoint.__doc__ = fn.__doc__
+        return endpoint
+
+    return wrap
+
+
+@_endpoint("read")
+def report(request: Request, key: ApiKey) -> dict[str, Any]:
+    """Spend grouped by `by` (comma-separated dimensions, `tag.<key>`, `hour`, `day`)."""
+    since, until, tz = _times(request)
+    by = [p.strip() for p in request.query_params.get("by", "model").split(",") if p.strip()]
+    rep = reports.report(state_of(request).store, by=by, since=since, until=until, where=_where(request, key), tz=tz)
+    return rep.to_dict()
+
+
+@_endpoint("read")
+def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
+    """The newest sessions started in [since, until), with their totals."""
+    since, until, _ = _times(request)
+    q = request.query_params
+    where = _where(request, key, {"agent": q.get("agent"), "team": q.get("team"), "user": q.get("user")})
+    found = reports.sessions(state_of(request).store, since=since, until=until, where=where, limit=_limit(request, 50))
+    return {"sessions": [_session_dict(s) for s in found]}
+
+
+def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:
+    return {
+        "session_id": s.session_id,
+        "agent": s.agent,
+        "team": s.team,
+        "user": s.user,
+        "started": s.started.isoformat(),
+        "ended": s.ended.isoformat(),
+        "calls": s.calls,
+        "tool_calls": s.tool_calls,
+        "tokens": s.tokens,
+        "cost_usd": str(s.cost_usd),
+        "unpriced_calls": s.unpriced_calls,
+        "errors": s.errors,
+        "outcomes": dict(s.outcomes),
+    }
+
+
+@_endpoint("read")
+def session(request: Request, key: ApiKey) -> dict[str, Any]:
+    """One session as a call tree. A team key sees a session only when every event is its team's."""
+    sid = request.path_params["session_id"]
+    detail = reports.session_detail(state_of(request).store, sid)
+    for dim, value in key.attribution.items():
+        if any(getattr(e, dim, None) != value for e in detail.events):
+            raise LookupError(f"no session {sid!r} in the ledger")  # never reveal another team's session
+    return detail.to_dict()
+
+
+@_endpoint("read")
+def budgets(request: Request, key: ApiKey) -> dict[str, Any]:
+    """Each budget's current period: limit, posted, reserved, remaining, period end."""
+    rows = budget_statuses(state_of(request).ledger, key.team)
+    return {"budgets": [s.to_dict() for s in rows]}
+
+
+@_endpoint("read")
+def alert_list(request: Request, key: ApiKey) -> dict[str, Any]:
+    """Budget alerts, newest first."""
+    since, until, _ = _times(request)
+    found = alerts(
+        state_of(request).ledger,
+        key.team,
+        since=since,
+        until=until,
+        budget=request.query_params.get("budget"),
+        limit=_limit(request, 200),
+    )
+    return {"alerts": found}
+
+
+@_endpoint("read")
+def unpriced(request: Request, key: ApiKey) -> dict[str, Any]:
+    """Models with calls that have no price (admin and all-team keys only: models span teams)."""
+    if key.attribution:
+        raise AuthError(403, "unpriced models span teams: use a key of no team")
+    since, _, _ = _times(request)
+    found = reports.unpriced_models(state_of(request).store, since=since)
+    return {
+        "models": [
+            {
+                "provider": m.provider,
+                "model": m.model,
+                "calls": m.calls,
+                "first_seen": m.first_seen.isoformat(),
+                "last_seen": m.last_seen.isoformat(),
+            }
+            for m in found
+        ]
+    }
+
+
+@_endpoint("read")
+def me(request: Request, key: ApiKey) -> dict[str, Any]:
+    """Who the caller is: role and scope (the dashboard asks first)."""
+    return {
+        "role": key.role,
+        "team": key.team,
+        "attribution": dict(key.attribution),
+        "auth_required": state_of(request).keys.auth_required,
+    }

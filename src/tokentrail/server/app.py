@@ -1,0 +1,181 @@
+"""The server's ASGI app: the gateway on every path the server does not claim for itself.
+
+The server's own routes (`/`, `/healthz`, `/metrics`, `/v1/traces`, `/api/...`) are a Starlette
+app; every other path goes straight to the gateway, with no framework in between (it is the
+hot path), so no provider path is ever an unmetered hole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from tokentrail.server import api
+from tokentrail.server.auth import AuthError
+from tokentrail.server.gateway import DEFAULT_TIMEOUTS, Gateway, Receive, Scope, Send, Timeouts
+from tokentrail.server.ingest import ingest_events
+from tokentrail.server.keys import KeyRing
+from tokentrail.server.metrics import CountingLedger, Metrics
+from tokentrail.server.openapi import schema
+from tokentrail.server.otlp import receive_traces
+from tokentrail.server.state import State, auth_error, caller, error, state_of
+from tokentrail.server.upstreams import Upstreams
+
+log = logging.getLogger("tokentrail")
+_OWN = ("/api/", "/dashboard/")
+_OWN_EXACT = frozenset(("/", "/healthz", "/metrics", "/v1/traces", "/openapi.json", "/favicon.ico"))
+
+
+class TokentrailApp:
+    """The ASGI app of `tokentrail serve`. Owns the gateway's aiohttp session (opened at startup,
+    closed at shutdown); the ledger belongs to the caller."""
+
+    def __init__(self, own: Starlette, gateway: Gateway, state: State) -> None:
+        self.own = own
+        self.gateway = gateway
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path in _OWN_EXACT or path.startswith(_OWN):
+                await self._own(scope, receive, send, path)
+            else:
+                await self.gateway(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets: not served
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _own(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        status = 500
+        label = _label(path)
+
+        async def counting(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.own(scope, receive, counting)
+        finally:
+            self.state.metrics.request(label, status)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        """For ASGI servers that do not run the lifespan protocol."""
+        await self.gateway.start()
+
+
+def _label(path: str) -> str:
+    if path == "/v1/traces":
+        return "otlp"
+    if path == "/api/v1/events":
+        return "events"
+    if path.startswith("/api/"):
+        return "api"
+    return path.strip("/") or "dashboard"
+
+
+def create_app(
+    ledger: Any,
+    *,
+    upstreams: Mapping[str, str] | None = None,
+    admin_key: str | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    flush_timeout_s: float = 30.0,
+) -> TokentrailApp:
+    """The server over `ledger` (a tokentrail.Ledger). `upstreams`: provider -> base URL
+    (openai, anthropic, gemini; a trailing /v1 is fine). `admin_key` turns auth on."""
+    metrics = Metrics(ledger)
+    counted = CountingLedger(ledger, metrics)
+    keys = KeyRing(ledger.store, admin_key or None)
+    state = State(ledger=counted, keys=keys, metrics=metrics, flush_timeout_s=flush_timeout_s)
+    gateway = Gateway(counted, upstreams=Upstreams.of(upstreams), keys=keys, metrics=metrics, timeouts=timeouts)
+    routes = [
+        Route("/", dashboard),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route("/v1/traces", receive_traces, methods=["POST"]),
+        Route("/api/v1/events", ingest_events, methods=["POST"]),
+        Route("/api/v1/report", api.report),
+        Route("/api/v1/sessions", api.sessions),
+        Route("/api/v1/sessions/{session_id:path}", api.session),
+        Route("/api/v1/budgets", api.budgets),
+        Route("/api/v1/alerts", api.alert_list),
+        Route("/api/v1/unpriced", api.unpriced),
+        Route("/api/v1/me", api.me),
+        Route("/api/v1/openapi.json", openapi),
+        Route("/openapi.json", openapi),
+    ]
+    own = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal})
+    own.state.tokentrail = state
+    return TokentrailApp(own, gateway, state)
+
+
+_STARTED = time.time()
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "uptime_s": round(time.time() - _STARTED, 1)})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text format. With auth on: the admin key or a read key of no team (the metrics
+    carry every team's labels)."""
+    try:
+        key = caller(request, "read")
+    except AuthError as e:
+        return auth_error(e)
+    if key.attribution:
+        return error(403, "the metrics span every team: scrape with a read key of no team")
+    import asyncio
+
+    body = await asyncio.to_thread(state_of(request).metrics.exposition)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(schema())
+
+
+async def dashboard(request: Request) -> Response:
+    page = resources.files("tokentrail.server.dashboard").joinpath("index.html").read_bytes()
+    return Response(page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error(404, f"no route {request.url.path}")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("tokentrail: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse("internal error", status_code=500)

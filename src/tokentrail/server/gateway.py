@@ -1,0 +1,441 @@
+"""The metering gateway: an OpenAI-, Anthropic- and Gemini-compatible pass-through.
+
+A raw ASGI handler (no framework per request: this is the hot path) that reads the request,
+works out attribution and the caller's key, reserves budget through an `Exchange`, forwards
+the request upstream on one shared aiohttp session (keep-alive), and streams the response back
+chunk by chunk while the Exchange reads usage from it. The Exchange records exactly one event
+however the call ends; the caller's bytes are the upstream's, except OpenAI's usage chunk the
+gateway asked for on a caller's behalf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+
+from tokentrail.context import Attribution
+from tokentrail.events import bound_tags, bound_text
+from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable
+from tokentrail.integrations._exchange import Exchange
+from tokentrail.server.auth import KEY_HEADER
+from tokentrail.server.errors import provider_error
+from tokentrail.server.keys import PREFIX, ApiKey, KeyRing
+from tokentrail.server.metrics import Metrics
+from tokentrail.server.upstreams import Upstreams
+
+log = logging.getLogger("tokentrail")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Attribution headers (DESIGN §2) -> Attribution fields.
+ATTRIBUTION_HEADERS = {
+    "x-tokentrail-session": "session_id",
+    "x-tokentrail-agent": "agent",
+    "x-tokentrail-team": "team",
+    "x-tokentrail-org": "org",
+    "x-tokentrail-project": "project",
+    "x-tokentrail-user": "user",
+    "x-tokentrail-customer": "customer",
+    "x-tokentrail-workflow": "workflow",
+    "x-tokentrail-task-type": "task_type",
+    "x-tokentrail-step": "step",
+}
+TAG_PREFIX = "x-tokentrail-tag-"
+_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers")
+).union((b"transfer-encoding", b"upgrade", b"content-length", b"host"))
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+_JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts in seconds: connecting, between two reads of the response, and the whole
+    call (None: no limit; a long generation may legitimately take minutes)."""
+
+    connect_s: float = 10.0
+    read_s: float = 300.0
+    total_s: float | None = None
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+class Gateway:
+    """The ASGI gateway. `start()` on the server's loop before serving, `close()` after."""
+
+    def __init__(
+        self,
+        ledger: Any,
+        *,
+        upstreams: Upstreams,
+        keys: KeyRing,
+        metrics: Metrics,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_body_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.ledger = ledger
+        self.upstreams = upstreams
+        self.keys = keys
+        self.metrics = metrics
+        self.timeouts = timeouts
+        self.max_body_bytes = max_body_bytes
+        self.session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
+
+    async def start(self) -> None:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            # Bytes pass through as the upstream sent them (compressed or not); no cookies kept.
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._timeout,
+                skip_auto_headers=("User-Agent", "Content-Type"),
+            )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- one request ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        path: str = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or scope["path"]
+        query: str = scope.get("query_string", b"").decode("latin-1")
+        method: str = scope["method"]
+        provider = self.upstreams.provider_for(path, headers)
+        route = self.upstreams.route_for(provider, method, path)
+        label = route.operation if route is not None else "passthrough"
+        status = 500
+        try:
+            body = await self._body(headers, receive)
+            key, credential = self._caller(headers, query, provider)
+            attribution = _attribution(headers, key)
+            out_headers, query = self._forward_headers(raw_headers, provider, key, credential, query, route)
+            exchange = None
+            if route is not None:
+                exchange, body = self._begin(route, path, body, attribution)
+            status = await self._forward(
+                scope, receive, send, provider, method, path, query, out_headers, body, exchange, t0, label
+            )
+        except GatewayError as e:
+            status = e.status
+            await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)
+        finally:
+            self.metrics.request(label, status)
+            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
+
+    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise GatewayError(413, f"request body over the gateway's limit of {self.max_body_bytes} bytes")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(499, "client disconnected")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise GatewayError(413, f"request body over the gateway's limit of {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _caller(self, headers: dict[str, str], query: str, provider: str) -> tuple[ApiKey | None, str | None]:
+        """The caller's tokentrail key (if any) and, when that key stands in the provider
+        credential's place (a virtual key), the provider key the server sends instead."""
+        credential = _credential(headers, query)[1]
+        virtual = credential is not None and credential.startswith(PREFIX)
+        token = credential if virtual else headers.get(KEY_HEADER)
+        if not token:
+            if self.keys.auth_required:
+                raise GatewayError(401, "tokentrail: a key is required: send it in X-Tokentrail-Key")
+            return None, None
+        key = self.keys.lookup(token.strip())
+        if key is None:
+            raise GatewayError(401, "tokentrail: unknown or revoked tokentrail key")
+        if not key.allows("proxy"):
+            raise GatewayError(403, f"tokentrail: this key has the {key.role!r} role; the gateway needs 'proxy'")
+        if not virtual:
+            return key, None
+        env = key.provider_key_env
+        secret = os.environ.get(env) if env else None
+        if not secret:
+            raise GatewayError(
+                401,
+                "tokentrail: this key holds no provider key on this server: send your own provider key and the "
+                "tokentrail key in X-Tokentrail-Key",
+            )
+        return key, secret
+
+    def _forward_headers(
+        self,
+        raw: list[tuple[bytes, bytes]],
+        provider: str,
+        key: ApiKey | None,
+        credential: str | None,
+        query: str,
+        metered: Any,
+    ) -> tuple[list[tuple[str, str]], str]:
+        """The caller's headers minus hop-by-hop and tokentrail's own; a virtual key replaced by the
+        provider key it stands for. Metered calls ask for an uncompressed response (to read it)."""
+        out = []
+        for k, v in raw:
+            if k in _HOP or k.startswith(b"x-tokentrail-"):
+                continue
+            if credential is not None and k.decode("latin-1") in _CREDENTIAL_HEADERS:
+                continue
+            if metered is not None and k == b"accept-encoding":
+                continue
+            out.append((k.decode("latin-1"), v.decode("latin-1")))
+        if metered is not None:
+            out.append(("accept-encoding", "identity"))
+        if credential is not None:
+            # the provider key goes where the caller put the virtual key (a ?key= goes in a header)
+            where = _credential({k.decode("latin-1"): "" for k, _ in raw}, "")[0] or "x-goog-api-key"
+            out.append((where, f"Bearer {credential}" if where == "authorization" else credential))
+            if query:
+                query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
+        return out, query
+
+    def _begin(self, route: Any, path: str, body: bytes, attribution: Attribution) -> tuple[Exchange, bytes]:
+        """The Exchange of a metered call (its constructor reserves budget, or raises BudgetExceeded),
+        and the body to send upstream."""
+        parsed = None
+        if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+        try:
+            exchange = Exchange(self.ledger, route, parsed, path=path, raw_body=body, attribution=attribution)
+            prepared = exchange.prepared_body()
+        except BudgetThrottled as e:
+            retry = max(1, int(-(-e.retry_after // 1)))
+            raise GatewayError(429, str(e), [(b"retry-after", str(retry).encode())]) from None
+        except LedgerUnavailable as e:
+            raise GatewayError(503, str(e)) from None
+        except BudgetExceeded as e:
+            raise GatewayError(402, str(e), [(b"x-should-retry", b"false")]) from None
+        if prepared is not None:
+            body = json.dumps(prepared, separators=(",", ":"), ensure_ascii=False).encode()
+        return exchange, body
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        provider: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        exchange: Exchange | None,
+        t0: float,
+        label: str,
+    ) -> int:
+        session = self.session
+        assert session is not None, "Gateway.start() was not awaited"
+        url = self.upstreams.urls[provider] + path + (f"?{query}" if query else "")
+        overhead = time.perf_counter() - t0
+        try:
+            resp = await session.request(method, url, headers=headers, data=body or None, allow_redirects=False)
+        except asyncio.CancelledError:
+            if exchange is not None:
+                exchange.finish(cancelled=True)
+            raise
+        except Exception as e:
+            if exchange is not None:
+                exchange.finish(error=e)
+            timeout = isinstance(e, asyncio.TimeoutError)
+            what = "timed out" if timeout else f"failed: {type(e).__name__}"
+            raise GatewayError(504 if timeout else 502, f"tokentrail: the {provider} upstream {what}") from None
+        t_headers = time.perf_counter()
+        try:
+            return await self._relay(resp, receive, send, exchange, overhead, t_headers, label)
+        finally:
+            resp.release()
+
+    async def _relay(
+        self,
+        resp: aiohttp.ClientResponse,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange | None,
+        overhead: float,
+        t_headers: float,
+        label: str,
+    ) -> int:
+        ctype = resp.headers.get("content-type")
+        sse = ctype is not None and "text/event-stream" in ctype
+        status = resp.status
+        if exchange is not None:
+            exchange.response(status, ctype)
+        filtering = exchange is not None and sse and exchange.hide_usage_chunk
+        out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP]
+        length = resp.headers.get("content-length")
+        if length is not None and not filtering:
+            out_headers.append((b"content-length", length.encode()))
+        if not sse and length is not None:
+            # a whole body: read it, meter it, send it in one piece
+            try:
+                raw = await resp.read()
+            except BaseException as e:
+                _fail(exchange, e)
+                raise
+            if exchange is not None:
+                exchange.body_bytes(raw)
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
+            self.metrics.overhead.labels(label).observe(overhead + time.perf_counter() - t_headers)
+            await send({"type": "http.response.body", "body": raw})
+            if exchange is not None:
+                exchange.finish()
+            return status
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        self.metrics.overhead.labels(label).observe(overhead + time.perf_counter() - t_headers)
+        await self._stream(resp, receive, send, exchange)
+        return status
+
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, receive: Receive, send: Send, exchange: Exchange | None
+    ) -> None:
+        """Pass a streamed body through chunk by chunk. A client that goes away mid-stream closes
+        the upstream connection (the provider stops generating) and the call is recorded cancelled."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    resp.close()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            async for raw in resp.content.iter_any():
+                if gone.is_set():
+                    break
+                out = exchange.chunk(raw) if exchange is not None else raw
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if gone.is_set():
+                if exchange is not None:
+                    exchange.finish(cancelled=True)
+                return
+            tail = exchange.stream_tail() if exchange is not None else b""
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            if exchange is not None:
+                exchange.finish()
+        except asyncio.CancelledError:
+            if exchange is not None:
+                exchange.finish(cancelled=True)
+            raise
+        except Exception as e:
+            if gone.is_set():
+                if exchange is not None:
+                    exchange.finish(cancelled=True)
+                return
+            _fail(exchange, e)
+            log.warning("tokentrail: an upstream stream failed: %s", type(e).__name__)
+            # the status line is gone already: end the body so the client sees a cut stream
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+def _fail(exchange: Exchange | None, error: BaseException) -> None:
+    if exchange is None:
+        return
+    if isinstance(error, asyncio.CancelledError):
+        exchange.finish(cancelled=True)
+    else:
+        exchange.finish(error=error)
+
+
+def _credential(headers: dict[str, str], query: str) -> tuple[str | None, str | None]:
+    """Where the caller put its provider credential and what it is: a bearer token, x-api-key,
+    x-goog-api-key, api-key, or a ?key= query parameter (name "key")."""
+    auth = headers.get("authorization")
+    if auth is not None:
+        return "authorization", auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
+    for name in _CREDENTIAL_HEADERS[1:]:
+        value = headers.get(name)
+        if value is not None:
+            return name, value.strip()
+    if "key=" in query:
+        for k, v in parse_qsl(query):
+            if k == "key":
+                return None, v
+    return None, None
+
+
+def _attribution(headers: dict[str, str], key: ApiKey | None) -> Attribution:
+    """Attribution from the X-Tokentrail-* headers, with the key's own attribution authoritative:
+    a header that contradicts the key is refused (403), never silently obeyed."""
+    fields: dict[str, str | None] = {}
+    tags: dict[str, str] = {}
+    for name, value in headers.items():
+        if not name.startswith("x-tokentrail-"):
+            continue
+        attr = ATTRIBUTION_HEADERS.get(name)
+        if attr is not None:
+            fields[attr] = bound_text(value.strip()) or None
+        elif name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX):
+            tags[name[len(TAG_PREFIX) :]] = value.strip()
+    if key is not None:
+        for attr, value in key.attribution.items():
+            given = fields.get(attr)
+            if given is not None and given != value:
+                raise GatewayError(403, f"tokentrail: this key is for {attr}={value}, not {attr}={given}")
+            fields[attr] = value
+    if not fields and not tags:
+        return _EMPTY
+    return Attribution(**fields, tags=bound_tags(tags))  # type: ignore[arg-type]
+
+
+_EMPTY = Attribution()
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    if status == 499:
+        return  # the client is gone: nobody to answer
+    out = [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or [])]
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+    except Exception:
+        pass  # the response had already started (a failure mid-stream): nothing more to say

@@ -1,0 +1,184 @@
+"""The OpenAPI 3.1 description of the server's own routes (`GET /api/v1/openapi.json`).
+
+The gateway routes are the providers' APIs and are described by them, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokentrail.server.state import MAX_EVENTS_BODY_BYTES, MAX_EVENTS_PER_BATCH, MAX_OTLP_BODY_BYTES
+from tokentrail.server.validate import DIMENSIONS, MAX_NOTE, MAX_TOOL_CALLS, TOKEN_FIELDS
+
+_TEXT = {"type": "string", "maxLength": 256}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+        }
+    },
+}
+_FILTERS: list[dict[str, Any]] = [
+    {
+        "name": "since",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "30m, 12h, 7d, 4w, YYYY-MM-DD or ISO-8601",
+    },
+    {"name": "until", "in": "query", "schema": {"type": "string"}, "description": "exclusive; same forms as since"},
+    {"name": "tz", "in": "query", "schema": {"type": "string"}, "description": "IANA time zone (default UTC)"},
+    {
+        "name": "where",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$"}},
+        "style": "form",
+        "explode": True,
+        "description": "KEY=VALUE filter, repeatable (the same key twice means either value)",
+    },
+]
+_LIMIT: dict[str, Any] = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["event_id"],
+    "properties": {
+        "event_id": {"type": "string", "format": "uuid", "description": "client-generated (UUIDv7 recommended)"},
+        "kind": {"type": "string", "enum": ["llm", "embedding", "tool"], "default": "llm"},
+        "ts": {"type": "string", "format": "date-time", "description": "ISO-8601 with a UTC offset; default now"},
+        "status": {"type": "string", "enum": ["ok", "error", "cancelled"], "default": "ok"},
+        "provider": _TEXT,
+        "model": _TEXT,
+        "operation": _TEXT,
+        "latency_ms": {"type": "number", "minimum": 0},
+        "streamed": {"type": "boolean"},
+        **{n: {"type": "integer", "minimum": 0, "maximum": 1_000_000_000} for n in TOKEN_FIELDS},
+        "cost_usd": {
+            "oneOf": [{"type": "string"}, {"type": "number", "minimum": 0}],
+            "description": "decimal USD; omitted: priced from the price book",
+        },
+        **{n: _TEXT for n in DIMENSIONS},
+        "trace_id": _TEXT,
+        "span_id": _TEXT,
+        "parent_span_id": _TEXT,
+        "tags": {"type": "object", "maxProperties": 64, "additionalProperties": _TEXT},
+        "tool_name": _TEXT,
+        "tool_call_id": _TEXT,
+        "tool_args_hash": _TEXT,
+        "tool_calls": {
+            "type": "array",
+            "maxItems": MAX_TOOL_CALLS,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {"id": _TEXT, "name": _TEXT, "args_hash": _TEXT, "args": {}},
+            },
+        },
+        "note": {"type": "string", "maxLength": MAX_NOTE},
+    },
+}
+
+
+def _json(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def _get(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params or [],
+            "responses": {
+                "200": {"description": "OK", **_json()},
+                "400": {"description": "bad filter", **_json(_ERROR)},
+                "401": {"description": "no or unknown key", **_json(_ERROR)},
+                "403": {"description": "the key may not read this", **_json(_ERROR)},
+            },
+        }
+    }
+
+
+def schema() -> dict[str, Any]:
+    report_params = [
+        {"name": "by", "in": "query", "schema": {"type": "string"}, "description": "comma-separated dimensions"},
+        *_FILTERS,
+    ]
+    session_params = [
+        *_FILTERS,
+        _LIMIT,
+        *({"name": n, "in": "query", "schema": {"type": "string"}} for n in ("agent", "team", "user")),
+    ]
+    events = {
+        "post": {
+            "summary": f"Ingest a batch of usage events (at most {MAX_EVENTS_PER_BATCH} events, "
+            f"{MAX_EVENTS_BODY_BYTES} bytes)",
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "required": ["events"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
+                                },
+                            },
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                        ]
+                    }
+                ),
+            },
+            "responses": {
+                "200": {"description": "a result per event, in order", **_json()},
+                "400": {"description": "not a batch", **_json(_ERROR)},
+                "401": {"description": "no or unknown key", **_json(_ERROR)},
+                "413": {"description": "too large", **_json(_ERROR)},
+                "422": {"description": "every event was rejected (see results)", **_json()},
+                "503": {"description": "not durable in time: send again", **_json(_ERROR)},
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tokentrail", "version": "1", "description": "Token accounting for AI agents."},
+        "components": {
+            "schemas": {"Event": EVENT_SCHEMA, "Error": _ERROR},
+            "securitySchemes": {
+                "key": {"type": "apiKey", "in": "header", "name": "X-Tokentrail-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"key": []}, {"bearer": []}],
+        "paths": {
+            "/api/v1/events": events,
+            "/api/v1/report": _get("Spend grouped by any dimension", report_params),
+            "/api/v1/sessions": _get("The newest sessions", session_params),
+            "/api/v1/sessions/{session_id}": _get(
+                "One session as a call tree",
+                [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            ),
+            "/api/v1/budgets": _get("Budgets in their current period"),
+            "/api/v1/alerts": _get(
+                "Budget alerts",
+                [*_FILTERS[:3], _LIMIT, {"name": "budget", "in": "query", "schema": {"type": "string"}}],
+            ),
+            "/api/v1/unpriced": _get("Models with unpriced calls", _FILTERS[:1]),
+            "/api/v1/me": _get("The caller's role and scope"),
+            "/v1/traces": {
+                "post": {
+                    "summary": f"OTLP/HTTP trace export (protobuf or JSON, at most {MAX_OTLP_BODY_BYTES} bytes)",
+                    "requestBody": {"content": {"application/x-protobuf": {}, "application/json": {}}},
+                    "responses": {"200": {"description": "ExportTraceServiceResponse"}},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+        },
+    }

@@ -1,0 +1,114 @@
+"""`POST /v1/traces`: the OTLP/HTTP trace receiver (protobuf or JSON, gzip or not).
+
+GenAI spans become usage events (tokentrail.integrations.otlp); GenAI spans that cannot (no
+model, impossible usage, …) go to quarantine and are reported in the response's
+`partial_success`, as OTLP expects; other spans are ignored. The answer comes once the events
+are durable, so an exporter that sees a success never needs to send them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokentrail.exceptions import FlushTimeout
+from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, to_events
+from tokentrail.server.auth import AuthError
+from tokentrail.server.state import MAX_OTLP_BODY_BYTES, TooLarge, caller, read_body, state_of
+
+log = logging.getLogger("tokentrail")
+PROTOBUF = "application/x-protobuf"
+
+
+async def receive_traces(request: Request) -> Response:
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    as_json = ctype == "application/json"
+    if not as_json and ctype not in (PROTOBUF, "application/protobuf"):
+        return _status(415, "send application/x-protobuf or application/json", as_json=True)
+    try:
+        caller_key = caller(request, "ingest")
+    except AuthError as e:
+        return _status(e.status, e.message, as_json)
+    state = state_of(request)
+    try:
+        raw = await read_body(request, MAX_OTLP_BODY_BYTES)
+        raw = _decompress(raw, request.headers.get("content-encoding", ""))
+    except TooLarge:
+        return _status(413, f"the export is over {MAX_OTLP_BODY_BYTES} bytes: export smaller batches", as_json)
+    except OTLPError as e:
+        return _status(400, str(e), as_json)
+    try:
+        spans = decode_json(raw) if as_json else await asyncio.to_thread(decode_protobuf, raw)
+    except OTLPError as e:
+        return _status(400, str(e), as_json)
+    found, rejected = to_events(spans, state.ledger, dict(caller_key.attribution))
+    for r in rejected:
+        state.ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
+    for event in found:
+        state.ledger.record(event)
+    if found or rejected:
+        try:
+            await state.flush()
+        except FlushTimeout as timeout:
+            log.error("tokentrail: spans received over OTLP are not durable yet: %s", timeout)
+            return _status(503, "the ledger could not make the events durable in time", as_json)
+    message = "; ".join(sorted({r.reason for r in rejected}))[:2000]
+    return _success(len(rejected), message, as_json)
+
+
+def _decompress(raw: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise OTLPError(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+    d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    try:
+        out = d.decompress(raw, MAX_OTLP_BODY_BYTES + 1)
+    except zlib.error as e:
+        raise OTLPError(f"the {encoding} body is corrupt: {e}") from None
+    if len(out) > MAX_OTLP_BODY_BYTES:
+        raise TooLarge
+    return out
+
+
+def _success(rejected: int, message: str, as_json: bool) -> Response:
+    if as_json:
+        body: dict[str, object] = {}
+        if rejected:
+            body["partialSuccess"] = {"rejectedSpans": str(rejected), "errorMessage": message}
+        return Response(json.dumps(body), media_type="application/json")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    out = ExportTraceServiceResponse()
+    if rejected:
+        out.partial_success.rejected_spans = rejected
+        out.partial_success.error_message = message
+    return Response(out.SerializeToString(), media_type=PROTOBUF)
+
+
+def _status(code: int, message: str, as_json: bool) -> Response:
+    """An OTLP error: a google.rpc.Status, in the request's encoding."""
+    if as_json:
+        return Response(json.dumps({"code": code, "message": message}), code, media_type="application/json")
+    return Response(_rpc_status(code, message), code, media_type=PROTOBUF)
+
+
+def _rpc_status(code: int, message: str) -> bytes:
+    """google.rpc.Status {code = 1; message = 2}, encoded by hand (its module is not a dependency)."""
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)

@@ -1,0 +1,60 @@
+"""Helpers of the server tests: a FakeUpstream, a tokentrail server over a ledger, served on an
+ephemeral port in a thread (real HTTP), and reading what the ledger stored."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import tokentrail as tt
+from tokentrail.events import COLUMNS, UsageEvent, from_row
+from tokentrail.server import ServerThread, Timeouts, create_app
+from tokentrail.testing import FakeUpstream
+
+
+def upstreams(up: FakeUpstream) -> dict[str, str]:
+    return {"openai": up.openai_base_url, "anthropic": up.anthropic_base_url, "gemini": up.gemini_base_url}
+
+
+@contextmanager
+def serving(
+    ledger: tt.Ledger,
+    up: FakeUpstream | None = None,
+    *,
+    admin_key: str | None = None,
+    timeouts: Timeouts | None = None,
+    urls: dict[str, str] | None = None,
+) -> Iterator[ServerThread]:
+    app = create_app(
+        ledger,
+        upstreams=urls if urls is not None else upstreams(up) if up is not None else None,
+        admin_key=admin_key,
+        timeouts=timeouts or Timeouts(),
+    )
+    with ServerThread(app) as server:
+        yield server
+
+
+def stored(ledger: tt.Ledger) -> list[UsageEvent]:
+    ledger.flush()
+    return [from_row(r) for r in ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")]
+
+
+def quarantined(ledger: tt.Ledger) -> list[tuple[Any, ...]]:
+    ledger.flush()
+    return ledger.store.query("SELECT source, reason, payload FROM quarantine ORDER BY ts_us")
+
+
+@pytest.fixture(autouse=True)
+def _collect_clients() -> Iterator[None]:
+    """SDK clients a test drops hold sockets until collected: collect them here, where their
+    ResourceWarning is expected, not in whatever test the garbage collector next runs in."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

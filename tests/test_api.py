@@ -1,0 +1,142 @@
+"""The JSON API: the CLI's reports over HTTP, the OpenAPI schema, and team scoping: a team key
+never sees another team's rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+import tokentrail as tt
+from tests._server import _collect_clients  # noqa: F401 (an autouse fixture)
+from tokentrail import reports
+from tokentrail.server import create_app
+from tokentrail.server.keys import create_key
+
+ADMIN = "admin-key-for-tests-0123"
+
+
+def _event(team: str, agent: str, session: str, tokens: int) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": tokens,
+        "output_tokens": 10,
+        "team": team,
+        "agent": agent,
+        "session_id": session,
+    }
+
+
+@pytest.fixture
+def filled(ledger: tt.Ledger) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    keys = {
+        "legal": create_key(ledger.store, role="read", attribution={"team": "legal"})[0],  # type: ignore[arg-type]
+        "cx": create_key(ledger.store, role="read", attribution={"team": "cx"})[0],  # type: ignore[arg-type]
+        "all": create_key(ledger.store, role="read")[0],  # type: ignore[arg-type]
+    }
+    ledger.budgets.set("legal-month", scope={"team": "legal"}, period="month", limit_usd=100)
+    ledger.budgets.set("cx-month", scope={"team": "cx"}, period="month", limit_usd=100)
+    with TestClient(create_app(ledger, admin_key=ADMIN)) as c:
+        events = [_event("legal", "a1", "s-legal", 1000), _event("legal", "a2", "s-legal", 500)]
+        events += [
+            _event("cx", "b1", "s-cx", 3000),
+            _event("cx", "b1", "s-mixed", 1),
+            _event("legal", "a1", "s-mixed", 1),
+        ]
+        r = c.post("/api/v1/events", json=events, headers={"X-Tokentrail-Key": ADMIN})
+        assert r.json()["accepted"] == 5
+        yield c, keys
+
+
+def get(c: TestClient, key: str, path: str, **params: Any) -> Any:
+    return c.get(path, params=params, headers={"X-Tokentrail-Key": key})
+
+
+def test_report_is_the_cli_report(filled: tuple[TestClient, dict[str, str]], ledger: tt.Ledger) -> None:
+    c, keys = filled
+    r = get(c, keys["all"], "/api/v1/report", by="team,agent", since="7d")
+    assert r.status_code == 200
+    direct = reports.report(ledger.store, by=("team", "agent"), since=None)
+    assert r.json()["rows"] == [row.to_dict() | {} for row in _json(direct.rows)]
+    assert get(c, keys["all"], "/api/v1/report", by="nonsense").status_code == 400
+    assert get(c, keys["all"], "/api/v1/report", since="yesterday-ish").status_code == 400
+
+
+def _json(rows: Any) -> Any:
+    import json
+
+    from starlette.responses import JSONResponse
+
+    class Row:
+        def __init__(self, d: dict[str, Any]) -> None:
+            self.d = d
+
+        def to_dict(self) -> dict[str, Any]:
+            return self.d
+
+    return [Row(json.loads(JSONResponse(r.to_dict()).body)) for r in rows]
+
+
+def test_a_team_key_never_sees_another_teams_rows(filled: tuple[TestClient, dict[str, str]]) -> None:
+    c, keys = filled
+    legal = keys["legal"]
+    rows = get(c, legal, "/api/v1/report", by="team,agent").json()["rows"]
+    assert {r["team"] for r in rows} == {"legal"}
+    assert get(c, legal, "/api/v1/report", by="team").json()["totals"]["input_tokens"] == 1501
+    assert get(c, legal, "/api/v1/report", by="team", where="team=cx").status_code == 403
+    assert get(c, legal, "/api/v1/report", by="agent", where="agent=b1").json()["rows"] == []
+    sessions = get(c, legal, "/api/v1/sessions").json()["sessions"]
+    assert {s["session_id"] for s in sessions} <= {"s-legal", "s-mixed"}
+    assert all(s["team"] in ("legal", None) or s["session_id"] == "s-mixed" for s in sessions)
+    assert get(c, legal, "/api/v1/sessions/s-legal").status_code == 200
+    assert get(c, legal, "/api/v1/sessions/s-cx").status_code == 404  # never revealed
+    assert get(c, legal, "/api/v1/sessions/s-mixed").status_code == 404  # holds another team's calls
+    assert [b["budget"] for b in get(c, legal, "/api/v1/budgets").json()["budgets"]] == ["legal-month"]
+    assert get(c, legal, "/api/v1/unpriced").status_code == 403
+    everything = get(c, keys["all"], "/api/v1/report", by="team").json()
+    assert {r["team"] for r in everything["rows"]} == {"legal", "cx"}
+    assert get(c, keys["cx"], "/api/v1/sessions/s-cx").json()["totals"]["input_tokens"] == 3000
+    assert get(c, legal, "/metrics").status_code == 403  # metrics carry every team's labels
+
+
+def test_openapi_and_me(filled: tuple[TestClient, dict[str, str]]) -> None:
+    c, keys = filled
+    doc = c.get("/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/api/v1/events" in doc["paths"]
+    assert get(c, keys["legal"], "/api/v1/me").json() == {
+        "role": "read",
+        "team": "legal",
+        "attribution": {"team": "legal"},
+        "auth_required": True,
+    }
+    assert get(c, keys["all"], "/api/v1/alerts").json() == {"alerts": []}
+
+
+_param = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(
+        ["/api/v1/report", "/api/v1/sessions", "/api/v1/alerts", "/api/v1/sessions/x", "/api/v1/budgets"]
+    ),
+    params=st.dictionaries(
+        st.sampled_from(["by", "since", "until", "tz", "where", "limit", "agent"]), _param, max_size=4
+    ),
+)
+def test_property_no_500_and_clear_4xx(
+    filled: tuple[TestClient, dict[str, str]], path: str, params: dict[str, str]
+) -> None:
+    c, keys = filled
+    for key in (keys["legal"], keys["all"]):
+        r = get(c, key, path, **params)
+        assert r.status_code < 500, (path, params, r.text)
+        if r.status_code >= 400:
+            assert r.json()["error"]["message"]

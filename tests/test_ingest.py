@@ -1,0 +1,177 @@
+"""`POST /api/v1/events`: per-event results, mixed batches, idempotency, limits, quarantine, and a
+property test: whatever is sent, no 500, and every event is either stored or quarantined."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+import tokentrail as tt
+from tests._server import _collect_clients, quarantined, stored  # noqa: F401 (an autouse fixture)
+from tokentrail.pricing import PriceBook
+from tokentrail.server import create_app
+from tokentrail.server.keys import create_key
+from tokentrail.server.state import MAX_EVENTS_PER_BATCH
+
+
+@pytest.fixture
+def client(ledger: tt.Ledger) -> Iterator[TestClient]:
+    with TestClient(create_app(ledger)) as c:
+        yield c
+
+
+def good(**kw: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "cache_read_tokens": 400,
+        "ts": "2026-01-31T09:30:00+01:00",
+        "team": "legal",
+        "agent": "a1",
+        "session_id": "s1",
+        "tags": {"Customer": "acme"},
+        **kw,
+    }
+
+
+def test_a_batch_is_priced_attributed_and_stored(client: TestClient, ledger: tt.Ledger, prices: PriceBook) -> None:
+    tool = {"event_id": str(uuid.uuid4()), "kind": "tool", "tool_name": "web_search", "cost_usd": "0.002"}
+    priced = good(cost_usd=0.5, model="acme-private")
+    r = client.post("/api/v1/events", json={"events": [good(), tool, priced]})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 3
+    a, b, c = stored(ledger)
+    expected = tt.price(
+        provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=200, cache_read_tokens=400, book=prices
+    )
+    assert expected is not None and a.cost_usd == expected.total_usd.quantize(Decimal("1e-9"))
+    assert (a.team, a.agent, a.session_id, a.tags, a.ts.isoformat()) == (
+        "legal",
+        "a1",
+        "s1",
+        {"customer": "acme"},
+        "2026-01-31T08:30:00+00:00",
+    )
+    assert (b.kind, b.tool_name, b.cost_usd, b.price_source) == ("tool", "web_search", Decimal("0.002"), "caller")
+    assert (c.cost_usd, c.price_source) == (Decimal("0.5"), "caller")
+
+
+BAD = [
+    ({"provider": "openai", "model": "m"}, "event_id is required"),
+    (good(event_id="not-a-uuid"), "is not a UUID"),
+    (good(input_tokens=-1), "must not be negative"),
+    (good(input_tokens="5"), "must be a whole number"),
+    (good(input_tokens=5.0), "must be a whole number"),
+    (good(input_tokens=True), "must be a whole number"),
+    (good(cache_read_tokens=5000), "impossible usage: cache_exceeds_input"),
+    (good(ts="2026-01-31T09:30:00"), "has no UTC offset"),
+    (good(ts="yesterday"), "is not ISO-8601"),
+    (good(team="x" * 300), "the limit is 256"),
+    (good(tags={str(i): "v" for i in range(65)}), "the limit is 64"),
+    (good(tags={"a": 1}), "must be a string"),
+    (good(kind="adjustment"), "kind must be one of"),
+    (good(cost_usd="-1"), "must be between 0"),
+    (good(colour="red"), "unknown field"),
+    (good(model=None), "needs model"),
+    ({"event_id": str(uuid.uuid4()), "kind": "tool"}, "needs tool_name"),
+    ([1, 2], "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("event", "reason"), BAD)
+def test_a_bad_event_is_rejected_with_its_reason_and_quarantined(
+    client: TestClient, ledger: tt.Ledger, event: Any, reason: str
+) -> None:
+    ok = good()
+    r = client.post("/api/v1/events", json={"events": [event, ok]})
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["results"][0]["status"] == "rejected" and reason in body["results"][0]["reason"]
+    assert [e.event_id for e in stored(ledger)] == [ok["event_id"]]  # the good one of a mixed batch is kept
+    [(source, why, payload)] = quarantined(ledger)
+    assert source == "api" and reason in why and json.loads(payload) == event
+
+
+def test_idempotent_on_event_id(client: TestClient, ledger: tt.Ledger) -> None:
+    e = good()
+    first = client.post("/api/v1/events", json=[e, e]).json()
+    again = client.post("/api/v1/events", json=[e]).json()
+    assert [r["status"] for r in first["results"]] == ["accepted", "duplicate"]
+    assert again["results"][0]["status"] == "duplicate"
+    assert len(stored(ledger)) == 1
+
+
+def test_limits_and_shapes(client: TestClient) -> None:
+    assert client.post("/api/v1/events", content=b"{nope").status_code == 400
+    assert client.post("/api/v1/events", json={"event": []}).status_code == 400
+    assert client.post("/api/v1/events", json={"events": [{}] * (MAX_EVENTS_PER_BATCH + 1)}).status_code == 413
+    big = b'{"events": [' + b'"' + b"x" * (11 * 1024 * 1024) + b'"]}'
+    r = client.post("/api/v1/events", content=big)
+    assert r.status_code == 413 and "smaller batches" in r.json()["error"]["message"]
+    all_bad = client.post("/api/v1/events", json=[{"kind": "llm"}])
+    assert all_bad.status_code == 422 and all_bad.json()["rejected"] == 1
+
+
+def test_a_team_key_writes_only_its_team(ledger: tt.Ledger) -> None:
+    key, _ = create_key(ledger.store, role="ingest", attribution={"team": "legal"})  # type: ignore[arg-type]
+    with TestClient(create_app(ledger, admin_key="admin-key-123456")) as c:
+        assert c.post("/api/v1/events", json=[good()]).status_code == 401
+        h = {"X-Tokentrail-Key": key}
+        r = c.post("/api/v1/events", json=[good(team=None), good(team="cx")], headers=h).json()
+    assert [x["status"] for x in r["results"]] == ["accepted", "rejected"]
+    assert "writes only team=legal" in r["results"][1]["reason"]
+    assert [e.team for e in stored(ledger)] == ["legal"]
+
+
+# -- property test --------------------------------------------------------------------------------
+
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=300),
+)
+_field = st.sampled_from(
+    [
+        *("provider", "model", "input_tokens", "output_tokens", "cache_read_tokens", "kind", "ts", "team", "tags"),
+        *("cost_usd", "latency_ms", "streamed", "status", "tool_name", "tool_calls", "note", "whatever"),
+    ]
+)
+_event = st.one_of(
+    st.fixed_dictionaries(
+        {"event_id": st.uuids().map(str), "provider": st.just("openai"), "model": st.just("gpt-4o")},
+        optional={"input_tokens": st.integers(0, 5000), "output_tokens": st.integers(0, 5000)},
+    ).flatmap(lambda d: st.dictionaries(_field, _scalar, max_size=3).map(lambda extra: {**d, **extra})),
+    st.dictionaries(st.text(max_size=20), _scalar, max_size=5),
+    _scalar,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(_event, max_size=6))
+def test_property_no_500_and_nothing_accepted_is_lost(client: TestClient, ledger: tt.Ledger, batch: list[Any]) -> None:
+    before_events = len(stored(ledger))
+    before_quarantine = len(quarantined(ledger))
+    r = client.post("/api/v1/events", json={"events": batch})
+    assert r.status_code in (200, 422), r.text
+    body = r.json()
+    assert len(body["results"]) == len(batch)
+    for res in body["results"]:
+        assert res["status"] != "rejected" or res["reason"]
+    new = {e.event_id for e in stored(ledger)[before_events:]}
+    accepted = {res["event_id"] for res in body["results"] if res["status"] == "accepted"}
+    assert accepted == new
+    assert len(quarantined(ledger)) - before_quarantine == body["rejected"]
