@@ -398,7 +398,7 @@ def test_captured_content_is_stored_as_it_was_on_both_backends(up: FakeUpstream,
     ledger = tt.Ledger(db_url, prices=PriceBook(overrides=""), capture_content=True, spool=tmp_path / "spool")
     oai = tt.wrap(openai.OpenAI(base_url=up.openai_base_url, api_key="sk-x", max_retries=0), ledger=ledger)
     prompt = PROMPT + " ünïcødé \x00 end"
-    with capture_events() as events:
+    with oai, capture_events() as events:
         oai.chat.completions.create(model=GPT, messages=[{"role": "user", "content": prompt}])
     ledger.flush()
     row = ledger.store.get_event(events[0].event_id)

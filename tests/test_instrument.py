@@ -8,10 +8,10 @@ import json
 import logging
 import os
 import sqlite3
-import time
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -54,16 +54,34 @@ def instrumented_sdks() -> Iterator[None]:
     tt.uninstrument()
 
 
+# Clients made by a test are closed when it ends: an unclosed one's socket is found by the garbage
+# collector later, in whichever test runs then, as an unraisable ResourceWarning (an error here).
+_clients: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def oai(up: FakeUpstream, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=up.openai_base_url, api_key="sk-test", max_retries=0, **options)
+    c = openai.OpenAI(base_url=up.openai_base_url, api_key="sk-test", max_retries=0, **options)
+    _clients.append(c)
+    return c
 
 
 def claude(up: FakeUpstream) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=up.anthropic_base_url, api_key="sk-ant-test", max_retries=0)
+    c = anthropic.Anthropic(base_url=up.anthropic_base_url, api_key="sk-ant-test", max_retries=0)
+    _clients.append(c)
+    return c
 
 
 def gemini(up: FakeUpstream) -> genai.Client:
-    return genai.Client(api_key="g-test", http_options={"base_url": up.gemini_base_url})
+    c = genai.Client(api_key="g-test", http_options={"base_url": up.gemini_base_url})
+    _clients.append(c)
+    return c
 
 
 def call_all(up: FakeUpstream) -> None:
