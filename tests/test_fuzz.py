@@ -561,8 +561,9 @@ def batch_events(draw: st.DrawFn, pg: bool = False) -> tuple[UsageEvent, str]:
         "content": draw(st.none() | st.text(max_size=400)),
         "session_id": draw(st.none() | OK_TEXT),
     }
-    fates = ["keep", "keep", "keep", "null-kind", "overflow", "uuid", "naive", "lat"]
-    fate = draw(st.sampled_from(fates if pg else [*fates, "null-status"]))  # PostgreSQL: see the xfail below
+    fate = draw(
+        st.sampled_from(["keep", "keep", "keep", "null-kind", "null-status", "overflow", "uuid", "naive", "lat"])
+    )
     if fate == "null-kind":
         return UsageEvent(kind=None, **base), "refuse"  # type: ignore[arg-type]
     if fate == "null-status":
@@ -649,11 +650,9 @@ def test_a_lone_surrogate_from_the_wire_becomes_valid_text(capture_ledger: tt.Le
     assert e.event_id in _stored(capture_ledger, [e.event_id])
 
 
-# -- findings in code owned elsewhere (ledger.py, spool.py, store/postgres.py) -----------------------
-# Each is a strict xfail: it starts failing ("XPASS") the day the bug is fixed; then drop the mark.
+# -- findings of this fuzzing, fixed in ledger.py, spool.py and store/postgres.py ------------------
 
 
-@pytest.mark.xfail(strict=True, reason="record_llm/record_tool accept a latency or ts the writer cannot store")
 @pytest.mark.parametrize(
     "call",
     [
@@ -678,14 +677,12 @@ def test_finding_every_argument_is_refused_or_stored_as_given(fuzz_ledger: tt.Le
     assert lat is None or (math.isfinite(lat) and lat >= 0)
 
 
-@pytest.mark.xfail(strict=True, reason="record_llm stores provider/status/operation of any length")
 def test_finding_record_llm_bounds_every_string(fuzz_ledger: tt.Ledger) -> None:
     big = "y" * 10_000
     e = fuzz_ledger.record_llm(provider=big, model="m", operation=big, status=big)
     assert max(len(e.provider or ""), len(e.operation or ""), len(e.status)) <= MAX_TEXT
 
 
-@pytest.mark.xfail(strict=True, reason="build_call/record_tool merge session tags and call tags past MAX_TAGS")
 def test_finding_session_and_call_tags_together_stay_bounded(fuzz_ledger: tt.Ledger) -> None:
     with tt.session(tags={f"s{i}": "v" for i in range(MAX_TAGS)}, ledger=fuzz_ledger):
         e = fuzz_ledger.record_llm(provider="openai", model="m", tags={"extra": "v"})
@@ -695,28 +692,12 @@ def test_finding_session_and_call_tags_together_stay_bounded(fuzz_ledger: tt.Led
 def test_finding_a_lone_surrogate_recorded_directly_never_stops_the_writer(
     db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if db_url.startswith("postgres"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="PostgresStore.is_transient takes UnicodeEncodeError for an outage; the spool then "
-                "cannot encode the row either (Batch.to_bytes), and the writer thread dies",
-            )
-        )
     _one_bad_row_then_a_good_one(db_url, tmp_path, UsageEvent(provider="openai", model="bad\ud800text"))
 
 
 def test_finding_a_row_refused_by_a_non_database_error_is_quarantined(
     db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if db_url.startswith("postgres"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="PostgresStore.is_transient calls every non-psycopg error (here the rollup's "
-                "AttributeError on status=None) an outage: the row is retried and spooled, never quarantined",
-            )
-        )
     _one_bad_row_then_a_good_one(db_url, tmp_path, UsageEvent(status=None))  # type: ignore[arg-type]
 
 
@@ -756,9 +737,6 @@ class _Outage:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Spool.replay writes a batch whole: one row the store refuses blocks it for good"
-)
 def test_finding_a_spooled_row_the_store_refuses_does_not_block_the_spool(tmp_path: Path) -> None:
     store = _Outage(f"sqlite:///{tmp_path / 'l.db'}")
     ledger = tt.Ledger(store=store, spool=tmp_path / "spool")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -148,6 +149,9 @@ class Ledger:
             raise InvalidUsage(f"record_llm: kind must be 'llm' or 'embedding', not {kind!r}")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
             raise InvalidUsage("record_llm: provider and model must be non-empty strings")
+        _check_latency("record_llm", latency_ms)
+        if ts is not None and (not isinstance(ts, datetime) or ts.utcoffset() is None):
+            raise InvalidUsage(f"record_llm: ts must be a datetime with a time zone, not {ts!r}")
         try:
             usage = from_counts(
                 input_tokens=input_tokens,
@@ -203,8 +207,10 @@ class Ledger:
         `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost)."""
         a = attribution or ctx.current()
         ts = ts or datetime.now(UTC)
-        provider = canonical_provider(provider)
+        provider = bound_text(canonical_provider(provider)) or ""
         model = bound_text(model)
+        operation = bound_text(operation)
+        status = bound_text(status) or "ok"
         u = usage or Usage()
         cost: Decimal | None = None
         price = self.prices.lookup(provider, model, ts) if model else None
@@ -256,7 +262,7 @@ class Ledger:
             workflow=a.workflow,
             task_type=a.task_type,
             step=a.step,
-            tags={**a.tags, **bound_tags(tags)} if tags else a.tags,
+            tags=bound_tags({**a.tags, **bound_tags(tags)}) if tags else a.tags,
             tool_calls=tool_calls,
             request_hash=request_hash,
             content=content,
@@ -278,8 +284,7 @@ class Ledger:
         if not isinstance(name, str) or not name:
             raise InvalidUsage("record_tool: name must be a non-empty string")
         cost = _tool_cost(name, cost_usd)
-        if latency_ms is not None and (not isinstance(latency_ms, (int, float)) or latency_ms < 0):
-            raise InvalidUsage(f"record_tool({name}): latency_ms must be a non-negative number")
+        _check_latency(f"record_tool({name})", latency_ms)
         a = ctx.current()
         h = args_hash(args)
         parent = a.span_id
@@ -291,7 +296,7 @@ class Ledger:
         event = UsageEvent(
             kind="tool",
             latency_ms=latency_ms,
-            status=status,
+            status=bound_text(status) or "ok",
             cost_usd=cost,
             price_source="caller" if cost is not None else None,
             org=a.org,
@@ -307,7 +312,7 @@ class Ledger:
             workflow=a.workflow,
             task_type=a.task_type,
             step=a.step,
-            tags={**a.tags, **bound_tags(tags)} if tags else a.tags,
+            tags=bound_tags({**a.tags, **bound_tags(tags)}) if tags else a.tags,
             tool_name=bound_text(name),
             tool_call_id=bound_text(tool_call_id),
             tool_args_hash=h,
@@ -458,7 +463,7 @@ class Ledger:
         while True:
             try:
                 if self._spool is not None and self._spool.pending:
-                    self._spool.replay(self.store)  # older batches first, to keep the order
+                    self._spool.replay(self.store, self._write_isolating)  # older batches first: order kept
                 self._write_isolating(batch)
                 self.last_error = None
                 return
@@ -494,7 +499,7 @@ class Ledger:
             self._write_isolating(Batch(batch.events[:mid], batch.outcomes, batch.quarantine))
             self._write_isolating(Batch(batch.events[mid:], [], []))
             return
-        reason = f"the store refused it: {type(error).__name__}: {error}"[:1000]
+        reason = f"the store refused it: {type(error).__name__}: {_error_text(error)}"[:1000]
         rows = [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.events]
         rows += [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.outcomes]
         log.error("tokentrail: quarantined %d row(s): %s", len(rows), reason)
@@ -505,7 +510,7 @@ class Ledger:
         if spool is None or not spool.pending or time.monotonic() < self._replay_at:
             return
         try:
-            n = spool.replay(self.store)
+            n = spool.replay(self.store, self._write_isolating)
             if n:
                 log.warning("tokentrail: replayed %d spooled batch(es) into %s", n, self.display_url)
             self.last_error = None
@@ -534,10 +539,25 @@ def _quarantine_row(source: str, reason: str, payload: str) -> tuple[Any, ...]:
     return (new_event_id(), int(time.time() * 1_000_000), source, reason[:1000], payload[:1_000_000])
 
 
+def _error_text(error: BaseException) -> str:
+    """An error's message without the row it may quote (PostgreSQL's 'Failing row contains …')."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else str(error).split("\nDETAIL:")[0]
+
+
 def _transient(store: Store, error: BaseException) -> bool:
     """Whether an error may pass (the store is down, locked or full) rather than refuse the data."""
     check = getattr(store, "is_transient", None)
     return True if check is None else bool(check(error))
+
+
+def _check_latency(where: str, latency_ms: object) -> None:
+    if latency_ms is None:
+        return
+    ok = isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool)
+    if not ok or not math.isfinite(latency_ms) or latency_ms < 0:  # type: ignore[arg-type,operator]
+        raise InvalidUsage(f"{where}: latency_ms must be a finite non-negative number, not {latency_ms!r}")
 
 
 def _tool_cost(name: str, cost_usd: object) -> Decimal | None:

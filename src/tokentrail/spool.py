@@ -19,7 +19,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,11 @@ class Batch:
             {"events": self.events, "outcomes": self.outcomes, "quarantine": self.quarantine},
             separators=(",", ":"),
             ensure_ascii=False,
-        ).encode()
+        ).encode("utf-8", "surrogatepass")  # a lone surrogate is kept, not a reason to fail
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Batch:
-        d = json.loads(data)
+        d = json.loads(data.decode("utf-8", "surrogatepass"))
         return cls(
             [tuple(r) for r in d.get("events", [])],
             [tuple(r) for r in d.get("outcomes", [])],
@@ -69,6 +69,9 @@ class Batch:
         store.write_events(self.events)
         store.write_outcomes(self.outcomes)
         store.write_quarantine(self.quarantine)
+
+
+Writer = Callable[[Batch], None]
 
 
 def read_records(path: Path) -> Iterator[Batch]:
@@ -128,10 +131,12 @@ class Spool:
 
     # -- replay -------------------------------------------------------------------------------
 
-    def replay(self, store: Store) -> int:
+    def replay(self, store: Store, write: Writer | None = None) -> int:
         """Write every spooled batch we may take (ours, and files no live process holds) to the
-        store, oldest first, removing each file once it is all written. Returns the batches
-        written; raises the store's error when it is still unavailable (nothing is lost)."""
+        store, oldest first, removing each file once it is all written. `write` writes one batch
+        (default: Batch.write_to; the ledger passes one that quarantines rows refused for good).
+        Returns the batches written; raises the store's error while it is unavailable."""
+        write = write or (lambda batch: batch.write_to(store))
         written = 0
         for path in self._files():
             own = path == self._path
@@ -140,7 +145,7 @@ class Spool:
                 continue  # a live process owns it and will replay it itself
             try:
                 for batch in read_records(path):
-                    batch.write_to(store)
+                    write(batch)
                     written += 1
                 if own:
                     self._close_own()

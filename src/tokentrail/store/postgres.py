@@ -447,13 +447,13 @@ class PostgresStore:
 
     @staticmethod
     def is_transient(error: BaseException) -> bool:
-        """A lost or refused connection, a pool timeout, a server shutting down may pass; data the
-        server refuses (a bad value, a constraint) never will."""
-        if isinstance(error, (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)):
-            return False
+        """Only connection-level trouble may pass (a lost or refused connection, a pool timeout, a
+        server shutting down or out of disk); anything else refuses the data for good."""
         if isinstance(error, StoreError):
             return "not a UUID" not in str(error)
-        return True
+        if isinstance(error, psycopg.errors.OperationalError):  # includes disk full, admin shutdown
+            return True
+        return isinstance(error, (psycopg.InterfaceError, PoolTimeout, ConnectionError, TimeoutError))
 
     # -- reads ------------------------------------------------------------------------------------
 
