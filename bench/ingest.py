@@ -35,8 +35,7 @@ from urllib.parse import quote
 
 import tokentrail as tt
 from tokentrail.events import COLUMNS, GENESIS_HASH, UsageEvent, chain_hash, new_event_id, to_row
-from tokentrail import ledger as tt_ledger
-from tokentrail.ledger import MAX_BATCH
+from tokentrail.writer import MAX_BATCH
 from tokentrail.store import open_store, sqlite_path
 
 Row = tuple[Any, ...]
@@ -176,17 +175,9 @@ def main() -> None:
         default=None,
         help=f"rows per transaction in the baseline (default: 10000 for COPY, {MAX_BATCH} for SQLite)",
     )
-    ap.add_argument(
-        "--ledger-batch",
-        type=int,
-        default=None,
-        help=f"override tokentrail.ledger.MAX_BATCH, the writer's batch size (default {MAX_BATCH})",
-    )
     ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL schemas / SQLite files afterwards")
     args = ap.parse_args()
 
-    if args.ledger_batch:
-        tt_ledger.MAX_BATCH = args.ledger_batch
     events = make_events(args.events)
     rows = chained([to_row(e) for e in events])
     n = len(events)

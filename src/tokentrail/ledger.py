@@ -8,14 +8,12 @@ thread drains the queue in batches, one durable transaction per batch (group com
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -32,32 +30,20 @@ from tokentrail.events import (
     bound_text,
     new_event_id,
     quantize_usd,
-    to_row,
 )
 from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
-from tokentrail.spool import Batch, Spool, default_dir, folder_for
+from tokentrail.spool import Spool, default_dir, folder_for
 from tokentrail.store import open_store
 from tokentrail.types import Store
 from tokentrail.usage import Usage, UsageProblem, from_counts
+from tokentrail.writer import Side, Writer, quarantine_row
 
 log = logging.getLogger("tokentrail")
 
-MAX_BATCH = 2000
-_RETRY_MAX_S = 2.0
-_REPLAY_EVERY_S = 1.0  # how often a spool waiting for the store tries again
 
 # Process-wide listeners (capture_events): called with every event any ledger records.
 _listeners: list[Callable[[UsageEvent], None]] = []
-
-
-class _Marker:
-    """A flush marker in the queue: set once every item before it is durable."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
 
 
 class Ledger:
@@ -86,17 +72,11 @@ class Ledger:
         # `redact` replaces the default redactor (capture.redact_text), which it may call itself
         self.capture_content: bool = capture.enabled_from_env() if capture_content is None else bool(capture_content)
         self.redact: Callable[[str], str] = redact if redact is not None else capture.redact_text
-        self._queue: deque[Any] = deque()
-        self._wake = threading.Event()
-        self._idle = False
         self._closed = False
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
-        self.last_error: BaseException | None = None
         self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
-        self._spool = self._open_spool()
-        self._replay_at = 0.0
-        self._start_writer()
+        self._writer = self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)
 
@@ -109,9 +89,7 @@ class Ledger:
             raise ConfigError(f"the ledger {self.display_url} is closed")
         if self._pid != os.getpid():
             self._after_fork()
-        self._queue.append(event)
-        if self._idle:
-            self._wake.set()
+        self._writer.put(event)
         s = session or ctx.current().session
         if s is not None and s.session_id == event.session_id:
             s.add(event)
@@ -339,8 +317,7 @@ class Ledger:
             a.workflow,
             a.task_type,
         )
-        self._queue.append(_Side("outcomes", row))
-        self._wake.set()
+        self._writer.put(Side("outcomes", row))
 
     # -- durability ---------------------------------------------------------------------------
 
@@ -348,10 +325,7 @@ class Ledger:
         """Return once every event recorded so far is durable; else raise FlushTimeout."""
         if self._pid != os.getpid():
             self._after_fork()
-        marker = _Marker()
-        self._queue.append(marker)
-        self._wake.set()
-        if not marker.done.wait(timeout):
+        if not self._writer.flush(timeout):
             why = f" (last error: {self.last_error})" if self.last_error else ""
             raise FlushTimeout(
                 f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
@@ -360,7 +334,12 @@ class Ledger:
     @property
     def pending(self) -> int:
         """Events queued and not yet durable."""
-        return sum(1 for item in list(self._queue) if isinstance(item, UsageEvent))
+        return self._writer.pending
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """Why the store last refused a write, while it still does (None once writes succeed)."""
+        return self._writer.last_error
 
     def close(self, timeout: float = 30) -> None:
         """Flush, stop the writer and close the store. Events that cannot be made durable in
@@ -372,10 +351,7 @@ class Ledger:
         except FlushTimeout as e:
             log.error("tokentrail: closing with events not durable: %s", e)
         self._closed = True
-        self._wake.set()
-        self._writer.join(timeout=5)
-        if self._spool is not None:
-            self._spool.close()
+        self._writer.stop()
         self.store.close()
         _live_ledgers.discard(self)
 
@@ -396,160 +372,23 @@ class Ledger:
 
     # -- the writer ---------------------------------------------------------------------------
 
-    def _start_writer(self) -> None:
-        self._writer = threading.Thread(target=self._write_loop, name="tokentrail-writer", daemon=True)
-        self._writer.start()
-
-    def _open_spool(self) -> Spool | None:
-        return None if self._spool_root is None else Spool(folder_for(self._spool_root, self.url))
+    def _start_writer(self) -> Writer:
+        spool = None if self._spool_root is None else Spool(folder_for(self._spool_root, self.url))
+        return Writer(self.store, spool, self.display_url)
 
     @property
     def spool(self) -> Spool | None:
-        return self._spool
+        return self._writer.spool
 
     def _after_fork(self) -> None:
         """A forked child has no writer thread and must not share the parent's connections or spool file."""
         self._pid = os.getpid()
-        self._queue = deque()
-        self._wake = threading.Event()
         self.store = open_store(self.url)
-        self._spool = self._open_spool()
-        self._start_writer()
-
-    def _write_loop(self) -> None:
-        queue = self._queue
-        limit = getattr(self.store, "max_batch", MAX_BATCH)  # COPY-based stores like bigger batches
-        while True:
-            if not queue:
-                if self._closed:
-                    return
-                self._idle = True
-                if not queue:  # re-check after announcing idleness (see record())
-                    self._wake.wait(0.5)
-                self._idle = False
-                self._wake.clear()
-                self._replay_when_due()
-                continue
-            batch, markers = self._take(queue, limit)
-            if batch.events or batch.outcomes or batch.quarantine:
-                self._commit(batch)
-            for m in markers:
-                m.done.set()
-
-    def _take(self, queue: deque[Any], limit: int) -> tuple[Batch, list[_Marker]]:
-        """The next batch: items up to the first flush marker after some data (so a marker is
-        set only once everything before it is durable), at most `limit` events."""
-        batch, markers = Batch([], [], []), []
-        while queue and len(batch.events) < limit:
-            item = queue[0]
-            if isinstance(item, _Marker):
-                if batch.events or batch.outcomes or batch.quarantine:
-                    break
-                markers.append(queue.popleft())
-                continue
-            queue.popleft()
-            if isinstance(item, _Side):
-                (batch.outcomes if item.table == "outcomes" else batch.quarantine).append(item.row)
-                continue
-            try:
-                batch.events.append(to_row(item))
-            except Exception as e:  # an event that cannot even be serialised is kept, not lost
-                batch.quarantine.append(_quarantine_row("ledger", f"unserialisable event: {e}", repr(item)))
-        return batch, markers
-
-    def _commit(self, batch: Batch) -> None:
-        """Make a batch durable: in the store, else fsynced in the spool; else keep retrying."""
-        delay = 0.05
-        while True:
-            try:
-                if self._spool is not None and self._spool.pending:
-                    self._spool.replay(self.store, self._write_isolating)  # older batches first: order kept
-                self._write_isolating(batch)
-                self.last_error = None
-                return
-            except Exception as e:
-                if self.last_error is None or type(e) is not type(self.last_error):
-                    log.warning("tokentrail: cannot write to %s: %s", self.display_url, e)
-                self.last_error = e
-                self._replay_at = time.monotonic() + _REPLAY_EVERY_S
-            if self._spool is not None:
-                try:
-                    self._spool.append(batch)
-                    return
-                except OSError as e:
-                    log.error("tokentrail: cannot spool to %s either: %s", self._spool.folder, e)
-            if self._closed:
-                log.error("tokentrail: ledger closed with %d event(s) not durable", len(batch.events))
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
-
-    def _write_isolating(self, batch: Batch) -> None:
-        """Write a batch. A store that refuses some rows for good (not a transient outage) gets
-        them split off and quarantined with its reason, so one bad row never blocks the rest."""
-        try:
-            batch.write_to(self.store)
-            return
-        except Exception as e:
-            if _transient(self.store, e):
-                raise
-            error = e
-        if len(batch.events) > 1:
-            mid = len(batch.events) // 2
-            self._write_isolating(Batch(batch.events[:mid], batch.outcomes, batch.quarantine))
-            self._write_isolating(Batch(batch.events[mid:], [], []))
-            return
-        reason = f"the store refused it: {type(error).__name__}: {_error_text(error)}"[:1000]
-        rows = [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.events]
-        rows += [_quarantine_row("store", reason, json.dumps(r, default=str)) for r in batch.outcomes]
-        log.error("tokentrail: quarantined %d row(s): %s", len(rows), reason)
-        self.store.write_quarantine([*batch.quarantine, *rows])
-
-    def _replay_when_due(self) -> None:
-        spool = self._spool
-        if spool is None or not spool.pending or time.monotonic() < self._replay_at:
-            return
-        try:
-            n = spool.replay(self.store, self._write_isolating)
-            if n:
-                log.warning("tokentrail: replayed %d spooled batch(es) into %s", n, self.display_url)
-            self.last_error = None
-        except Exception as e:
-            self.last_error = e
-            self._replay_at = time.monotonic() + _REPLAY_EVERY_S
+        self._writer = self._start_writer()
 
     def quarantine(self, source: str, reason: str, payload: str) -> None:
         """Keep something submitted from outside that failed validation, with the reason why."""
-        self._queue.append(_Side("quarantine", _quarantine_row(source, reason, payload)))
-        if self._idle:
-            self._wake.set()
-
-
-class _Side:
-    """A row for a side table (outcomes, quarantine) travelling through the writer's queue."""
-
-    __slots__ = ("row", "table")
-
-    def __init__(self, table: str, row: tuple[Any, ...]) -> None:
-        self.table = table
-        self.row = row
-
-
-def _quarantine_row(source: str, reason: str, payload: str) -> tuple[Any, ...]:
-    return (new_event_id(), int(time.time() * 1_000_000), source, reason[:1000], payload[:1_000_000])
-
-
-def _error_text(error: BaseException) -> str:
-    """An error's message without the row it may quote (PostgreSQL's 'Failing row contains …')."""
-    diag = getattr(error, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    return str(primary) if primary else str(error).split("\nDETAIL:")[0]
-
-
-def _transient(store: Store, error: BaseException) -> bool:
-    """Whether an error may pass (the store is down, locked or full) rather than refuse the data."""
-    check = getattr(store, "is_transient", None)
-    return True if check is None else bool(check(error))
+        self._writer.put(Side("quarantine", quarantine_row(source, reason, payload)))
 
 
 def _check_latency(where: str, latency_ms: object) -> None:
