@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[sdks]'
+	$(BIN)/pip install -q -e '.[sdks,server]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python

@@ -79,7 +79,7 @@ def test_reports_include_adjustments(led: tt.Ledger) -> None:
     adjust(led, unpriced.event_id, new_cost_usd="0.01", reason="priced by hand")
     r = reports.report(led.store)
     assert r.totals.cost_usd == Decimal("0.0075") + Decimal("0.0005") + Decimal("0.01")
-    assert r.totals.calls == 3  # adjustments are not calls
+    assert (r.totals.calls, r.totals.tool_runs) == (2, 1)  # adjustments are neither
     assert r.totals.unpriced_calls == 1  # the call itself still had no price
     by_model = {row.value("model"): row.cost_usd for row in reports.report(led.store, by=["model"]).rows}
     assert by_model == {"gpt-4o": Decimal("0.008"), None: Decimal("0"), "house-llm": Decimal("0.01")}
@@ -87,7 +87,7 @@ def test_reports_include_adjustments(led: tt.Ledger) -> None:
     detail = reports.session_detail(led.store, "sess-a")
     assert detail.totals.cost_usd == r.totals.cost_usd
     [s] = reports.sessions(led.store)
-    assert s.cost_usd == r.totals.cost_usd and s.calls == 3
+    assert s.cost_usd == r.totals.cost_usd and (s.calls, s.tool_calls) == (2, 1)
 
 
 def test_new_cost_counts_earlier_adjustments(led: tt.Ledger) -> None:
@@ -109,8 +109,8 @@ def test_bad_adjustments(led: tt.Ledger) -> None:
         ({"cost_usd": 0.1}, "floats are inexact"),
         ({"cost_usd": "NaN"}, "finite"),
         ({"cost_usd": "1e9"}, "1,000,000"),
-        ({"cost_usd": "0"}, "changes nothing"),
-        ({"new_cost_usd": "0.0075"}, "changes nothing"),
+        ({"cost_usd": "0"}, "rounds to"),
+        ({"new_cost_usd": "0.0075"}, "rounds to"),
         ({}, "not both"),
         ({"cost_usd": "1", "new_cost_usd": "1"}, "not both"),
     ):
@@ -169,3 +169,13 @@ def test_an_adjustment_through_build_call_is_still_priced_once(led: tt.Ledger) -
     adjust(led, e.event_id, cost_usd="0.5", reason="x")
     t = reports.report(led.store).totals
     assert (t.input_tokens, t.output_tokens, t.calls) == (100, 10, 1)
+
+
+def test_a_correction_below_zero_or_below_a_nano_dollar_is_refused(led: tt.Ledger) -> None:
+    call, _, _ = seed(led)
+    with pytest.raises(tt.InvalidUsage, match="below zero"):
+        adjust(led, call.event_id, cost_usd="-5", reason="refund")
+    with pytest.raises(tt.InvalidUsage, match="rounds to"):
+        adjust(led, call.event_id, cost_usd="0.0000000001", reason="dust")
+    refund = adjust(led, call.event_id, cost_usd="-5", reason="credit note", allow_negative=True)
+    assert refund.cost_usd == Decimal("-5")

@@ -262,7 +262,7 @@ def test_an_unresolved_reservation_expires_and_its_money_returns(any_ledger: tt.
         one(any_ledger, "0.5")
     time.sleep(0.6)
     assert one(any_ledger, "0.5") is not None
-    assert b._backend().sweep(int(time.time() * 1e6)) >= 1
+    assert b._backend().sweep_now(int(time.time() * 1e6)) >= 1
 
 
 def test_live_reservations_are_renewed(ledger: tt.Ledger) -> None:
@@ -283,7 +283,7 @@ def test_fail_open_and_fail_closed(ledger: tt.Ledger, monkeypatch: pytest.Monkey
     def down(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("the ledger is down")
 
-    monkeypatch.setattr(b._backend(), "reserve", down)
+    monkeypatch.setattr(b._backend(), "transaction", down)
     h = one(ledger, "5")  # fail-open: goes ahead, nothing reserved
     assert h is not None and not h.reserved
     b.configure(fail_closed=True)

@@ -79,14 +79,15 @@ def test_report_csv_and_json_are_machine_readable(ledger_url: str) -> None:
     code, out, err = run("report", "--by", "team", "--format", "csv", "--db", ledger_url)
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert {r["team"]: int(r["calls"]) for r in rows} == {"legal": 2, "cx": 1, "": 1}
+    assert {r["team"]: int(r["calls"]) for r in rows} == {"legal": 1, "cx": 1, "": 0}
+    assert {r["team"]: int(r["tool_runs"]) for r in rows} == {"legal": 1, "cx": 0, "": 1}
     assert Decimal(next(r for r in rows if r["team"] == "legal")["cost_usd"]) == Decimal("0.00925")
     assert "no price" in err  # notes go to stderr, so stdout stays clean
     code, out, _ = run("report", "--by", "tag.customer", "--format", "json", "--db", ledger_url)
     data = json.loads(out)
     assert data["by"] == ["tag.customer"]
     assert data["totals"]["cost_usd"] == "0.009250100"
-    assert {r["tag.customer"]: r["calls"] for r in data["rows"]} == {"acme": 2, None: 2}
+    assert {r["tag.customer"]: r["calls"] + r["tool_runs"] for r in data["rows"]} == {"acme": 2, None: 2}
 
 
 def test_report_filters_and_time_range(ledger_url: str) -> None:
@@ -99,7 +100,8 @@ def test_report_filters_and_time_range(ledger_url: str) -> None:
     assert [(r["day"], r["calls"]) for r in data["rows"]] == [("2026-01-05T00:00:00+01:00", 1)]
     assert data["where"] == {"team": ["legal"]}
     code, out, _ = run("report", "--since", "2026-01-05T10:30:00+00:00", "--format", "json", "--db", ledger_url)
-    assert json.loads(out)["totals"]["calls"] == 3  # house-llm at 11:00, ocr at 12:00, web_search (no ts=: now)
+    totals = json.loads(out)["totals"]
+    assert totals["calls"] + totals["tool_runs"] == 3  # house-llm at 11:00, ocr at 12:00, web_search (now)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +150,7 @@ def test_sessions_list(ledger_url: str) -> None:
     code, out, _ = run("sessions", "--team", "legal", "--format", "json", "--db", ledger_url)
     [only] = json.loads(out)
     assert only["session_id"] == "sess-1"
-    assert (only["calls"], only["tool_calls"], only["cost_usd"]) == (2, 1, "0.009250000")
+    assert (only["calls"], only["tool_calls"], only["cost_usd"]) == (1, 1, "0.009250000")
     assert only["outcomes"] == {"contract_reviewed": 1}
     code, out, _ = run("sessions", "--agent", "nobody", "--db", ledger_url)
     assert code == 0 and "No sessions" in out

@@ -133,3 +133,25 @@ def test_a_missing_source_is_an_error(cli: typer.Typer, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no ledger at" in result.output
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_budgets_keys_alerts_and_quarantine_travel_with_the_ledger(tmp_path: Path) -> None:
+    from tokentrail.cli.copy import copy_ledger
+    from tokentrail.store import open_store
+
+    src_url, dst_url = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    with tt.Ledger(src_url) as led:
+        led.budgets.set("legal-monthly", scope={"team": "legal"}, period="month", limit_usd=500)
+        led.quarantine("api", "bad event", "{}")
+        led.flush()
+    src, dst = open_store(src_url), open_store(dst_url)
+    try:
+        first = copy_ledger(src, dst)
+        again = copy_ledger(src, dst)
+    finally:
+        src.close()
+        dst.close()
+    assert (first["budgets"], first["quarantine"]) == (1, 1)
+    assert (again["budgets"], again["quarantine"]) == (0, 0)  # twice: nothing twice
+    with tt.Ledger(dst_url) as led:
+        assert [b.name for b in led.budgets.list()] == ["legal-monthly"]

@@ -28,6 +28,13 @@ def client(ledger: tt.Ledger) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def any_client(any_ledger: tt.Ledger) -> Iterator[TestClient]:
+    """A client of a server over each backend in turn (the stored row is read back to compare)."""
+    with TestClient(create_app(any_ledger)) as c:
+        yield c
+
+
 def good(**kw: Any) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()),
@@ -111,6 +118,95 @@ def test_idempotent_on_event_id(client: TestClient, ledger: tt.Ledger) -> None:
     assert [r["status"] for r in first["results"]] == ["accepted", "duplicate"]
     assert again["results"][0]["status"] == "duplicate"
     assert len(stored(ledger)) == 1
+
+
+def test_an_identical_repost_is_a_duplicate_whatever_the_server_filled_in(
+    any_client: TestClient, any_ledger: tt.Ledger
+) -> None:
+    """No ts, no span_id, no cost: the server fills them in at ingestion (now, a new span, the
+    price); re-sending the very same JSON later is still the same event."""
+    e = good()
+    del e["ts"]
+    tool = {"event_id": str(uuid.uuid4()), "kind": "tool", "tool_name": "web_search", "cost_usd": "0.002"}
+    first = any_client.post("/api/v1/events", json=[e, tool]).json()
+    assert [r["status"] for r in first["results"]] == ["accepted"] * 2
+    again = any_client.post("/api/v1/events", json=[e, tool, dict(e, tags={"customer": "acme"})]).json()
+    assert [r["status"] for r in again["results"]] == ["duplicate"] * 3  # tag keys are stored lower-cased
+    assert (again["accepted"], again["duplicate"], again["rejected"]) == (0, 3, 0)
+    assert len(stored(any_ledger)) == 2 and quarantined(any_ledger) == []
+    changed = any_client.post("/api/v1/events", json=[{**e, "agent": "a2"}]).json()
+    assert changed["results"][0] == {
+        "index": 0,
+        "status": "rejected",
+        "reason": "event_id already used with different content",
+        "event_id": e["event_id"],
+        "fields": ["agent"],
+    }
+    assert [why for _, why, _ in quarantined(any_ledger)] == ["event_id already used with different content"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_tokens": 1001},
+        {"model": "gpt-4o-mini"},
+        {"team": "cx"},
+        {"team": None},
+        {"ts": "2026-01-31T09:30:01+01:00"},
+        {"tags": {"customer": "globex"}},
+        {"cost_usd": "0.5"},
+        {"status": "error"},
+        {"span_id": "another-span"},
+    ],
+)
+def test_a_repost_with_different_content_is_rejected_and_quarantined(
+    client: TestClient, ledger: tt.Ledger, change: dict[str, Any]
+) -> None:
+    e = good(span_id="span-1")
+    assert client.post("/api/v1/events", json=[e]).json()["accepted"] == 1
+    changed = {**e, **change}
+    r = client.post("/api/v1/events", json={"events": [changed, good()]})
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (1, 0, 1)
+    res = body["results"][0]
+    assert res["status"] == "rejected" and res["reason"] == "event_id already used with different content"
+    assert res["event_id"] == e["event_id"] and res["fields"]
+    [(source, why, payload)] = quarantined(ledger)
+    assert (source, why, json.loads(payload)) == ("api", "event_id already used with different content", changed)
+    first = stored(ledger)[0]
+    assert (first.event_id, first.input_tokens, first.model, first.team) == (e["event_id"], 1000, "gpt-4o", "legal")
+    alone = client.post("/api/v1/events", json=[changed])  # every event of the batch rejected: 422
+    assert alone.status_code == 422 and alone.json()["results"][0]["reason"] == res["reason"]
+
+
+def test_a_conflict_inside_one_batch_keeps_the_first(client: TestClient, ledger: tt.Ledger) -> None:
+    e = good()
+    body = client.post("/api/v1/events", json=[e, e, {**e, "output_tokens": 1}]).json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "duplicate", "rejected"]
+    assert body["results"][2]["fields"] == ["output_tokens"]
+    assert [x.output_tokens for x in stored(ledger)] == [200]
+    assert [why for _, why, _ in quarantined(ledger)] == ["event_id already used with different content"]
+
+
+def test_a_repost_priced_by_a_newer_price_book_is_a_duplicate(ledger: tt.Ledger, tmp_path: Any) -> None:
+    """The price is filled in by the server: a re-post after the price book changed is the same
+    event (the stored cost stands), but a caller's own cost_usd is content."""
+    e = good()
+    with TestClient(create_app(ledger)) as c:
+        assert c.post("/api/v1/events", json=[e]).json()["accepted"] == 1
+    book = tmp_path / "prices.toml"
+    book.write_text('[[prices]]\nprovider = "openai"\nmodel = "gpt-4o"\ninput_mtok = 99\noutput_mtok = 99\n')
+    other = tt.Ledger(ledger.url, prices=PriceBook(overrides=book))
+    try:
+        with TestClient(create_app(other)) as c:
+            r = c.post("/api/v1/events", json=[e, {**e, "cost_usd": "0.01"}]).json()
+    finally:
+        other.close()
+    assert [x["status"] for x in r["results"]] == ["duplicate", "rejected"]
+    assert r["results"][1]["fields"] == ["cost_nusd", "price_source", "price_version", "unit_prices"]
+    [first] = stored(ledger)
+    assert first.price_source != "caller" and first.cost_usd is not None and first.cost_usd < Decimal("0.01")
 
 
 def test_limits_and_shapes(client: TestClient) -> None:

@@ -107,10 +107,11 @@ def test_totals_equal_the_sum_over_raw_events(led: tt.Ledger) -> None:
     )
     rep = reports.report(led.store, by=("team",), since=at(30), until=at(180))
     assert rep.source == "rollup"
-    assert rep.totals.calls == sum(1 for r in rows if r[0] != "adjustment")
+    assert rep.totals.calls == sum(1 for r in rows if r[0] in ("llm", "embedding"))
+    assert rep.totals.tool_runs == sum(1 for r in rows if r[0] == "tool")
     assert rep.totals.cost_usd == sum((Decimal(r[1]) for r in rows if r[1] is not None), Decimal(0)).scaleb(-9)
     assert rep.totals.input_tokens == sum(r[2] for r in rows)
-    assert sum((r.cost_usd for r in rep.rows), Decimal(0)) == rep.totals.cost_usd
+    assert sum((r.cost_usd or Decimal(0) for r in rep.rows), Decimal(0)) == rep.totals.cost_usd
 
 
 def test_since_and_until_cut_an_hour_in_two(led: tt.Ledger) -> None:
@@ -119,11 +120,11 @@ def test_since_and_until_cut_an_hour_in_two(led: tt.Ledger) -> None:
     led.flush()
     inside = reports.report(led.store, by=("team",), since=at(30), until=at(105))  # 10:30-11:45
     assert inside.source == "events"  # no whole hour inside: both edges from events
-    assert inside.totals.calls == 2
+    assert inside.totals.tool_runs == 2
     assert inside.totals.cost_usd == Decimal("0.002")
     wide = reports.report(led.store, by=("team",), since=at(30), until=at(150))  # 10:30-12:30, 11-12 whole
     assert wide.source == "rollup"
-    assert wide.totals.calls == 3
+    assert wide.totals.tool_runs == 3
     assert wide.totals.cost_usd == Decimal("0.003")
     assert wide.totals == reports.report(led.store, by=("team",), since=at(30), until=at(150), rollup=False).totals
 
@@ -133,7 +134,7 @@ def test_since_is_inclusive_and_until_exclusive(led: tt.Ledger) -> None:
         led.record(tool(at(minute), "0.5"))
     led.flush()
     rep = reports.report(led.store, since=at(60), until=at(120))
-    assert rep.totals.calls == 1
+    assert rep.totals.tool_runs == 1
     assert rep.totals.cost_usd == Decimal("0.5")
 
 
@@ -171,10 +172,10 @@ def test_group_by_tag(led: tt.Ledger) -> None:
     led.flush()
     rep = reports.report(led.store, by=("tag.customer",))
     assert rep.source == "events"
-    assert {r.value("tag.customer"): r.calls for r in rep.rows} == {"acme": 2, "globex": 1, None: 1}
+    assert {r.value("tag.customer"): r.tool_runs for r in rep.rows} == {"acme": 2, "globex": 1, None: 1}
     assert rep.rows[0].value("tag.customer") == "acme"  # most expensive first
     only = reports.report(led.store, where={"tag.customer": "globex"})
-    assert only.totals.calls == 1
+    assert only.totals.tool_runs == 1
 
 
 def test_where_filters(led: tt.Ledger) -> None:
@@ -189,7 +190,7 @@ def test_where_filters(led: tt.Ledger) -> None:
     assert unset.totals.errors == unset.totals.calls > 0
     parts = (legal.totals, ops.totals, unset.totals)
     assert sum(m.calls for m in parts) == everything.totals.calls
-    assert sum((m.cost_usd for m in parts), Decimal(0)) == everything.totals.cost_usd
+    assert sum((m.cost_usd or Decimal(0) for m in parts), Decimal(0)) == everything.totals.cost_usd
     either = reports.report(led.store, where={"team": ["legal", "ops"]})
     assert either.totals.calls == legal.totals.calls + ops.totals.calls
     gpt = reports.report(led.store, where={"team": "legal", "model": "gpt-4o"})
@@ -221,19 +222,19 @@ def test_hour_and_day_buckets_follow_the_time_zone(led: tt.Ledger) -> None:
         led.record(tool(ts, "1"))
     led.flush()
     utc = reports.report(led.store, by=("day",))
-    assert [(r.value("day"), r.calls) for r in utc.rows] == [
+    assert [(r.value("day"), r.tool_runs) for r in utc.rows] == [
         (datetime(2026, 1, 5, tzinfo=UTC), 2),
         (datetime(2026, 1, 6, tzinfo=UTC), 1),
     ]
     kolkata = reports.report(led.store, by=("day",), tz="Asia/Kolkata")
     assert kolkata.source == "events"  # a half-hour offset cannot be cut from hourly rollups
-    assert [(r.value("day").isoformat(), r.calls) for r in kolkata.rows] == [  # type: ignore[union-attr]
+    assert [(r.value("day").isoformat(), r.tool_runs) for r in kolkata.rows] == [  # type: ignore[union-attr]
         ("2026-01-05T00:00:00+05:30", 1),
         ("2026-01-06T00:00:00+05:30", 2),
     ]
     paris = reports.report(led.store, by=("hour",), tz="Europe/Paris")
     assert paris.source == "rollup"
-    assert [(r.value("hour").isoformat(), r.calls) for r in paris.rows] == [  # type: ignore[union-attr]
+    assert [(r.value("hour").isoformat(), r.tool_runs) for r in paris.rows] == [  # type: ignore[union-attr]
         ("2026-01-05T19:00:00+01:00", 2),
         ("2026-01-06T01:00:00+01:00", 1),
     ]
@@ -261,7 +262,7 @@ def test_unpriced_and_invalid_calls_are_counted_not_costed(led: tt.Ledger) -> No
         rep = reports.report(led.store, by=("model",), rollup=fast)
         by_model = {r.value("model"): r for r in rep.rows}
         assert by_model["secret-model"].unpriced_calls == 3
-        assert by_model["secret-model"].cost_usd == 0
+        assert by_model["secret-model"].cost_usd is None  # unpriced, never $0
         assert by_model["gpt-4o"].invalid_calls == 1
         assert by_model["gpt-4o"].unpriced_calls == 0
         assert rep.totals.unpriced_calls == 3 and rep.totals.invalid_calls == 1
@@ -281,7 +282,7 @@ def test_adjustments_change_cost_not_calls(led: tt.Ledger) -> None:
     for fast in (True, False):
         rep = reports.report(led.store, by=("team",), rollup=fast)
         [row] = rep.rows
-        assert (row.calls, row.cost_usd) == (1, Decimal("0.0075"))
+        assert (row.tool_runs, row.cost_usd) == (1, Decimal("0.0075"))  # the adjustment is no run
     by_kind = {r.value("kind"): r for r in reports.report(led.store, by=("kind",)).rows}
     assert by_kind["adjustment"].calls == 0
     assert by_kind["adjustment"].cost_usd == Decimal("-0.0025")
@@ -306,7 +307,7 @@ def test_sessions_newest_first_with_totals_and_outcomes(led: tt.Ledger) -> None:
     newest = found[0]
     assert (newest.agent, newest.team, newest.user) == ("alpha", "legal", "u-2")
     assert (newest.started, newest.ended) == (at(120), at(122))
-    assert (newest.calls, newest.tool_calls, newest.unpriced_calls, newest.errors) == (3, 1, 1, 0)
+    assert (newest.calls, newest.tool_calls, newest.unpriced_calls, newest.errors) == (2, 1, 1, 0)
     assert newest.tokens == 1502
     assert newest.cost_usd == Decimal("0.0095")
     assert newest.outcomes == (("contract_reviewed", 1),)
@@ -315,7 +316,7 @@ def test_sessions_newest_first_with_totals_and_outcomes(led: tt.Ledger) -> None:
     assert [s.session_id for s in reports.sessions(led.store, since=at(30), until=at(121))] == [ids[2], ids[1]]
     # a filter picks sessions, the totals stay whole
     [filtered] = reports.sessions(led.store, where={"model": "secret"})
-    assert filtered.calls == 3
+    assert filtered.calls == 2
     with pytest.raises(ValueError, match="limit"):
         reports.sessions(led.store, limit=0)
 

@@ -3,6 +3,7 @@ durable, and they are replayed in order, exactly once, when the store is back.""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -161,3 +162,22 @@ def test_spool_cli_status_and_replay(tmp_path: Path) -> None:
     assert "empty" in again.output
     with tt.Ledger(url, spool=False) as led:
         assert led.store.query("SELECT count(*) FROM events")[0][0] == 4
+
+
+def test_quarantine_cli_lists_and_shows_with_the_reason(ledger: tt.Ledger) -> None:
+    from typer.testing import CliRunner
+
+    from tokentrail.cli import _load, app
+
+    _load()
+    ledger.quarantine("api", "input_tokens: -3 is negative", '{"input_tokens": -3}')
+    ledger.flush()
+    url = ledger.url
+    runner = CliRunner()
+    listed = runner.invoke(app, ["quarantine", "list", "--db", url, "--json"])
+    assert listed.exit_code == 0
+    [item] = json.loads(listed.output)
+    assert (item["source"], item["reason"]) == ("api", "input_tokens: -3 is negative")
+    shown = runner.invoke(app, ["quarantine", "show", item["id"], "--db", url])
+    assert shown.exit_code == 0 and '"input_tokens": -3' in shown.output
+    assert runner.invoke(app, ["quarantine", "show", "nope", "--db", url]).exit_code == 1

@@ -341,12 +341,13 @@ def _raw_rollup_sql() -> str:
         return f"CAST(SUM({expr}) AS BIGINT)"
 
     measures = [
-        total("CASE WHEN kind <> 'adjustment' THEN 1 ELSE 0 END"),
+        total("CASE WHEN kind IN ('llm', 'embedding') THEN 1 ELSE 0 END"),
         total("CASE WHEN kind <> 'adjustment' AND status <> 'ok' THEN 1 ELSE 0 END"),
         *(total(c) for c in ROLLUP_MEASURES[2:7]),
         total("COALESCE(cost_nusd, 0)"),
         total(f"CASE WHEN {llm} AND status NOT LIKE 'invalid_usage%' THEN 1 ELSE 0 END"),
         total(f"CASE WHEN {llm} AND status LIKE 'invalid_usage%' THEN 1 ELSE 0 END"),
+        total("CASE WHEN kind = 'tool' THEN 1 ELSE 0 END"),
     ]
     keys = ", ".join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))
     return (

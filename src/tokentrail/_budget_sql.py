@@ -1,31 +1,34 @@
 """The budget tables' SQL, on SQLite and PostgreSQL (the schema is migration 0006_budgets).
 
-A reservation is one transaction: lock every counter it touches (creating those that do not exist
-yet), read what each has posted and what live holds reserve on it, let the caller decide, then
-insert the holds (all or none) and commit.
+The statements the budget engine (tokentrail.budget_engine) runs inside one write transaction per
+batch: lock every counter the batch touches (creating those that do not exist yet), read what each
+has posted and what live holds reserve on it, then write the holds, counters, window rows and
+alerts the batch decided.
 
-- SQLite: `BEGIN IMMEDIATE` takes the database's write lock first, so no two reservations (of
-  any process) interleave; threads of one process take turns on one connection. Reservations and
-  voids commit with `synchronous=NORMAL` (no fsync: a power cut that loses one also killed the
-  call it guarded), posts with `synchronous=FULL`: one fsync per metered call.
-- PostgreSQL: each counter row is locked by an upsert in ascending key order (`INSERT … ORDER BY
-  counter_key ON CONFLICT DO UPDATE`), by reservations and posts alike, so two transactions never
-  wait on each other in a cycle: no deadlocks.
+- SQLite: `BEGIN IMMEDIATE` takes the database's write lock first, so no two batches (of any
+  process) interleave. A batch of reservations and voids commits with `synchronous=NORMAL` (no
+  fsync: a power cut that loses one also killed the call it guarded); a batch with a post with
+  `synchronous=FULL`: one fsync for every call of the batch.
+- PostgreSQL: each counter row is locked by an upsert in ascending key order (`INSERT … ON
+  CONFLICT DO UPDATE` over keys sorted in the VALUES list), the first statement of every batch,
+  so two transactions never wait on each other in a cycle: no deadlocks.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tokentrail.alerts import ALERT_COLUMNS
 
 Row = tuple[Any, ...]
-FOREVER_US = 2**62
+T = TypeVar("T")
+FOREVER_US = 2**62  # blocked "until the session ends": a session counter is never used again
+_ROWS = 500  # rows (or keys) per statement: well under either backend's limit on parameters
 
 
 @dataclass(slots=True)
@@ -50,9 +53,10 @@ class Counter:
 
 
 class BudgetSQL:
-    """Shared logic; subclasses provide `_txn` (a transaction yielding an execute function)."""
+    """Shared logic; subclasses provide `_txn` (a transaction yielding an `Exec`)."""
 
     param = "?"
+    for_update = ""  # row locks where the backend has them
 
     # -- definitions ----------------------------------------------------------------------------
 
@@ -92,7 +96,14 @@ class BudgetSQL:
             if not found:
                 return False
             x(f"DELETE FROM budgets WHERE name = {p}", (name,))
-            keys = [r[0] for r in x(f"SELECT counter_key FROM budget_counters WHERE budget = {p}", (name,))]
+            # its counters are locked first, in key order, as a batch would lock them
+            keys = [
+                r[0]
+                for r in x(
+                    f"SELECT counter_key FROM budget_counters WHERE budget = {p} ORDER BY counter_key{self.for_update}",
+                    (name,),
+                )
+            ]
             for key in keys:
                 x(f"DELETE FROM budget_holds WHERE counter_key = {p}", (key,))
                 x(f"DELETE FROM budget_window WHERE counter_key = {p}", (key,))
@@ -119,159 +130,103 @@ class BudgetSQL:
                 x("UPDATE budget_meta SET version = version + 1 WHERE id = 1", ())
         return bool(found)
 
-    # -- the hot path -----------------------------------------------------------------------------
+    # -- the engine's statements: one write transaction per batch (tokentrail.budget_engine) ----------
 
-    def reserve(
-        self,
-        counters: list[Counter],
-        hold_id: str,
-        nusd: int,
-        tokens: int,
-        expires_us: int,
-        session_id: str | None,
-        now_us: int,
-        decide: Callable[[list[Counter]], object],
-    ) -> object:
-        """Lock and read `counters`, ask `decide`; if it returns None, reserve (nusd, tokens) on each
-        of them under `hold_id`, else roll back and return its refusal."""
-        counters = sorted(counters, key=lambda c: c.key)
-        try:
-            self._reserve(counters, hold_id, nusd, tokens, expires_us, session_id, now_us, decide)
-        except _Refused as r:
-            return r.refusal
-        return None
-
-    def _reserve(
-        self,
-        counters: list[Counter],
-        hold_id: str,
-        nusd: int,
-        tokens: int,
-        expires_us: int,
-        session_id: str | None,
-        now_us: int,
-        decide: Callable[[list[Counter]], object],
-    ) -> None:
+    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> list[Row]:
+        """Lock `counters` (sorted by key; those that do not exist are created) and return their
+        stored rows: (counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, created).
+        PostgreSQL: a no-op upsert takes each row lock in the order of the VALUES list (a row it
+        inserted has no xmax)."""
         p = self.param
-        with self._txn(durable=False) as x:
-            rows = self._lock_counters(x, counters, now_us)
-            _fill(counters, rows)
-            self._read_live(x, counters, now_us)
-            refusal = decide(counters)
-            if refusal is not None:
-                raise _Refused(refusal)
+        rows: list[Row] = []
+        for part in _chunks(counters, _ROWS):
+            rows += x(
+                "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
+                f"updated_us) VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(part))} "
+                "ON CONFLICT (counter_key) DO UPDATE SET updated_us = excluded.updated_us "
+                "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, xmax = 0",
+                [v for c in part for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
+            )
+        return rows
+
+    def drop_counters(self, x: Exec, keys: Sequence[str]) -> None:
+        """Delete counters this transaction created and then did not use (a refused reservation
+        leaves no trace)."""
+        p = self.param
+        for part in _chunks(keys, _ROWS):
+            x(f"DELETE FROM budget_counters WHERE counter_key IN ({', '.join([p] * len(part))})", tuple(part))
+
+    def reserved(self, x: Exec, keys: Sequence[str], now_us: int) -> list[Row]:
+        """(counter_key, nusd, tokens) that live holds reserve on each of `keys` (none: no row)."""
+        p = self.param
+        rows: list[Row] = []
+        for part in _chunks(keys, _ROWS):
+            rows += x(
+                "SELECT counter_key, COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_holds "
+                f"WHERE counter_key IN ({', '.join([p] * len(part))}) AND expires_us > {p} GROUP BY counter_key",
+                (*part, now_us),
+            )
+        return rows
+
+    def window(self, x: Exec, key: str, window_us: int, now_us: int) -> tuple[int, int, int | None]:
+        """(nusd, tokens, oldest ts_us) posted on a rolling counter within its window."""
+        p = self.param
+        n, t, oldest = x(
+            "SELECT COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0), MIN(ts_us) FROM budget_window "
+            f"WHERE counter_key = {p} AND ts_us > {p}",
+            (key, now_us - window_us),
+        )[0]
+        return int(n), int(t), oldest
+
+    def live_holds(self, x: Exec, hold_ids: Sequence[str], now_us: int) -> list[Row]:
+        """(hold_id, counter_key, nusd, tokens) of those of `hold_ids` that still count."""
+        p = self.param
+        rows: list[Row] = []
+        for part in _chunks(hold_ids, _ROWS):
+            rows += x(
+                "SELECT hold_id, counter_key, nusd, tokens FROM budget_holds "
+                f"WHERE hold_id IN ({', '.join([p] * len(part))}) AND expires_us > {p}",
+                (*part, now_us),
+            )
+        return rows
+
+    def insert_holds(self, x: Exec, rows: Sequence[Row]) -> None:
+        """Rows of (hold_id, counter_key, nusd, tokens, expires_us, session_id)."""
+        p = self.param
+        for part in _chunks(rows, _ROWS):
             x(
                 "INSERT INTO budget_holds (hold_id, counter_key, nusd, tokens, expires_us, session_id) "
-                f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))}",
-                [v for c in counters for v in (hold_id, c.key, nusd, tokens, expires_us, session_id)],
+                f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(part))}",
+                [v for r in part for v in r],
             )
 
-    def _lock_counters(self, x: Any, counters: list[Counter], now_us: int) -> list[Row]:
-        """Lock `counters` (creating those that do not exist) in key order; their stored rows.
-        PostgreSQL: a no-op upsert takes each row lock in the order of the VALUES list."""
+    def delete_holds(self, x: Exec, hold_ids: Sequence[str]) -> None:
         p = self.param
-        return x(  # type: ignore[no-any-return]
-            "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, updated_us) "
-            f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))} "
-            "ON CONFLICT (counter_key) DO UPDATE SET updated_us = excluded.updated_us "
-            "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted",
-            [v for c in counters for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
+        for part in _chunks(hold_ids, _ROWS):
+            x(f"DELETE FROM budget_holds WHERE hold_id IN ({', '.join([p] * len(part))})", tuple(part))
+
+    def update_counters(self, x: Exec, rows: Sequence[Row]) -> None:
+        """Rows of (posted_nusd, posted_tokens, blocked_until_us, alerted, updated_us, counter_key),
+        the new values of counters this transaction locked."""
+        p = self.param
+        x.many(
+            f"UPDATE budget_counters SET posted_nusd = {p}, posted_tokens = {p}, blocked_until_us = {p}, "
+            f"alerted = {p}, updated_us = {p} WHERE counter_key = {p}",
+            rows,
         )
 
-    def _read_live(self, x: Any, counters: list[Counter], now_us: int) -> None:
+    def add_window(self, x: Exec, key: str, now_us: int, nusd: int, tokens: int, window_us: int) -> None:
+        """Post (nusd, tokens) at now_us on a rolling counter and drop what left its window."""
         p = self.param
-        marks = ", ".join([p] * len(counters))
-        by_key = {c.key: c for c in counters}
-        for key, n, t in x(
-            "SELECT counter_key, COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_holds "
-            f"WHERE counter_key IN ({marks}) AND expires_us > {p} GROUP BY counter_key",
-            (*by_key, now_us),
-        ):
-            c = by_key[key]
-            c.reserved_nusd, c.reserved_tokens = int(n), int(t)
-        for c in counters:
-            if c.window_us:
-                n, t, oldest = x(
-                    "SELECT COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0), MIN(ts_us) FROM budget_window "
-                    f"WHERE counter_key = {p} AND ts_us > {p}",
-                    (c.key, now_us - c.window_us),
-                )[0]
-                c.posted_nusd, c.posted_tokens, c.oldest_us = int(n), int(t), oldest
+        x(
+            f"INSERT INTO budget_window (counter_key, ts_us, nusd, tokens) VALUES ({p}, {p}, {p}, {p})",
+            (key, now_us, nusd, tokens),
+        )
+        x(f"DELETE FROM budget_window WHERE counter_key = {p} AND ts_us <= {p}", (key, now_us - window_us))
 
-    def post(
-        self,
-        counters: list[Counter],
-        hold_id: str | None,
-        nusd: int,
-        tokens: int,
-        now_us: int,
-        blocks: dict[str, int],
-        alerts_for: Callable[[Counter], list[tuple[Row, int]]],
-    ) -> list[Row]:
-        """Add (nusd, tokens) to each counter (setting `blocks[key]` as its blocked-until when
-        given), drop the hold, and insert the alerts `alerts_for` says are due; return the alert
-        rows this call inserted (those it must deliver)."""
-        counters = sorted(counters, key=lambda c: c.key)
-        p = self.param
-        fired: list[Row] = []
-        with self._txn(durable=True) as x:
-            rows = x(
-                "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
-                "posted_nusd, posted_tokens, blocked_until_us, updated_us) "
-                f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})'] * len(counters))} "
-                "ON CONFLICT (counter_key) DO UPDATE SET "
-                "posted_nusd = budget_counters.posted_nusd + excluded.posted_nusd, "
-                "posted_tokens = budget_counters.posted_tokens + excluded.posted_tokens, "
-                "blocked_until_us = CASE WHEN excluded.blocked_until_us IS NULL "
-                "THEN budget_counters.blocked_until_us "
-                "WHEN budget_counters.blocked_until_us IS NULL "
-                "OR budget_counters.blocked_until_us < excluded.blocked_until_us "
-                "THEN excluded.blocked_until_us ELSE budget_counters.blocked_until_us END, "
-                "updated_us = excluded.updated_us "
-                "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted",
-                [
-                    v
-                    for c in counters
-                    for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, nusd, tokens, blocks.get(c.key), now_us)
-                ],
-            )
-            _fill(counters, rows)
-            for c in counters:
-                if c.window_us:
-                    x(
-                        f"INSERT INTO budget_window (counter_key, ts_us, nusd, tokens) VALUES ({p}, {p}, {p}, {p})",
-                        (c.key, now_us, nusd, tokens),
-                    )
-                    x(
-                        f"DELETE FROM budget_window WHERE counter_key = {p} AND ts_us <= {p}",
-                        (c.key, now_us - c.window_us),
-                    )
-                    n, t = x(
-                        "SELECT COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_window "
-                        f"WHERE counter_key = {p}",
-                        (c.key,),
-                    )[0]
-                    c.posted_nusd, c.posted_tokens = int(n), int(t)
-                due = alerts_for(c)
-                bits = 0
-                for alert_row, bit in due:
-                    if self._insert_alert(x, alert_row):
-                        fired.append(alert_row)
-                    bits |= bit
-                if bits & ~c.alerted:
-                    x(
-                        f"UPDATE budget_counters SET alerted = alerted | {p} WHERE counter_key = {p}",
-                        (bits, c.key),
-                    )
-            if hold_id is not None:
-                x(f"DELETE FROM budget_holds WHERE hold_id = {p}", (hold_id,))
-        return fired
-
-    def insert_alert(self, row: Row) -> bool:
-        with self._txn(durable=True) as x:
-            return self._insert_alert(x, row)
-
-    def _insert_alert(self, x: Any, row: Row) -> bool:
+    def insert_alert(self, x: Exec, row: Row) -> bool:
+        """Insert an alert row unless its alert_key exists; True if this call inserted it (and so
+        must deliver it)."""
         p = self.param
         got = x(
             f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join([p] * len(ALERT_COLUMNS))}) "
@@ -280,29 +235,26 @@ class BudgetSQL:
         )
         return bool(got)
 
-    def void(self, hold_ids: Sequence[str]) -> None:
-        if not hold_ids:
-            return
+    def renew(self, x: Exec, hold_ids: Sequence[str], expires_us: int, now_us: int) -> None:
+        """Push back the expiry of holds that still count (one that expired stays expired: its
+        money may already be reserved by someone else)."""
         p = self.param
-        with self._txn(durable=False) as x:
-            x(f"DELETE FROM budget_holds WHERE hold_id IN ({', '.join([p] * len(hold_ids))})", tuple(hold_ids))
-
-    def renew(self, hold_ids: Sequence[str], expires_us: int) -> None:
-        if not hold_ids:
-            return
-        p = self.param
-        with self._txn(durable=False) as x:
+        for part in _chunks(hold_ids, _ROWS):
             x(
-                f"UPDATE budget_holds SET expires_us = {p} WHERE hold_id IN ({', '.join([p] * len(hold_ids))})",
-                (expires_us, *hold_ids),
+                f"UPDATE budget_holds SET expires_us = {p} WHERE hold_id IN ({', '.join([p] * len(part))}) "
+                f"AND expires_us > {p}",
+                (expires_us, *part, now_us),
             )
 
-    def sweep(self, now_us: int) -> int:
+    def sweep(self, x: Exec, now_us: int) -> int:
         """Delete holds that expired (they already count for nothing); return how many."""
         p = self.param
+        return len(x(f"DELETE FROM budget_holds WHERE expires_us <= {p} RETURNING hold_id", (now_us,)))
+
+    def sweep_now(self, now_us: int) -> int:
+        """sweep() in a transaction of its own."""
         with self._txn(durable=False) as x:
-            rows = x(f"DELETE FROM budget_holds WHERE expires_us <= {p} RETURNING hold_id", (now_us,))
-        return len(rows)
+            return self.sweep(x, now_us)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -321,111 +273,121 @@ class BudgetSQL:
         """Fill reserved (and, for rolling windows, posted) of `counters` without locking."""
         if not counters:
             return
+        by_key = {c.key: c for c in counters}
         with self._txn(read=True) as x:
-            self._read_live(x, counters, now_us)
-
-    def holds(self, now_us: int) -> list[Row]:
-        """Every live hold: (hold_id, counter_key, nusd, tokens, expires_us, session_id)."""
-        p = self.param
-        with self._txn(read=True) as x:
-            return x(
-                "SELECT hold_id, counter_key, nusd, tokens, expires_us, session_id FROM budget_holds "
-                f"WHERE expires_us > {p}",
-                (now_us,),
-            )
+            for key, n, t in self.reserved(x, list(by_key), now_us):
+                by_key[key].reserved_nusd, by_key[key].reserved_tokens = int(n), int(t)
+            for c in counters:
+                if c.window_us:
+                    c.posted_nusd, c.posted_tokens, c.oldest_us = self.window(x, c.key, c.window_us, now_us)
 
     # -- to implement -------------------------------------------------------------------------------
 
     @contextmanager
-    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Callable[[str, Sequence[Any]], list[Row]]]:
+    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
+        """A transaction: read-only, or a write that commits durably (fsync) or not."""
         raise NotImplementedError
         yield  # pragma: no cover
+
+    def transaction(self, *, durable: bool) -> AbstractContextManager[Exec]:
+        """A write transaction for the engine's statements above."""
+        return self._txn(durable=durable)
 
     def close(self) -> None:
         pass
 
 
-def _fill(counters: list[Counter], rows: list[Row]) -> None:
-    by_key = {c.key: c for c in counters}
-    for key, posted, tokens, blocked, alerted in rows:
-        c = by_key[key]
-        c.posted_nusd, c.posted_tokens, c.blocked_until_us, c.alerted = int(posted), int(tokens), blocked, int(alerted)
+def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
 
 
-class _Refused(Exception):
-    def __init__(self, refusal: object) -> None:
-        super().__init__("refused")
-        self.refusal = refusal
+class Exec:
+    """Runs statements inside one transaction: `x(sql, params)` returns the rows, `x.many` runs one
+    statement for each row of parameters."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def __call__(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        cur = self._cur.execute(sql, params)
+        return cur.fetchall() if cur.description is not None else []
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(sql, rows)
+
+
+class _PgExec(Exec):
+    __slots__ = ()
+
+    def __call__(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        cur = self._cur
+        cur.execute(sql, params if params else None)  # no parameters: no %-placeholder parsing
+        return cur.fetchall() if cur.description is not None else []
 
 
 class SQLiteBudgetSQL(BudgetSQL):
-    """One connection per process, shared by its threads in turn (a lock), in its own file handle."""
+    """One connection per process, in its own file handle, shared by its threads in turn (a lock).
+    Writes come from the process's budget engine, one batch at a time."""
 
     param = "?"
 
     def __init__(self, path: str, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
         self._lock = threading.Lock()
-        # one connection (its page cache stays warm): reservations and voids commit without fsync
-        # (synchronous=NORMAL), posts with one (FULL)
+        # one connection (its page cache stays warm): batches of reservations and voids commit
+        # without fsync (synchronous=NORMAL), batches with a post with one (FULL)
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
         self._conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._sync = ""
-        self.owner: int | None = None  # the thread inside a transaction, if any
+        self._x = Exec(self._conn)
 
     @contextmanager
-    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Callable[[str, Sequence[Any]], list[Row]]]:
+    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
         c = self._conn
-
-        def x(sql: str, params: Sequence[Any]) -> list[Row]:
-            return c.execute(sql, params).fetchall()
-
         with self._lock:
-            self.owner = threading.get_ident()
+            if read:
+                c.execute("BEGIN")
+            else:
+                mode = "FULL" if durable else "NORMAL"
+                if mode != self._sync:
+                    c.execute(f"PRAGMA synchronous = {mode}")
+                    self._sync = mode
+                c.execute("BEGIN IMMEDIATE")
             try:
-                if read:
-                    c.execute("BEGIN")
-                else:
-                    mode = "FULL" if durable else "NORMAL"
-                    if mode != self._sync:
-                        c.execute(f"PRAGMA synchronous = {mode}")
-                        self._sync = mode
-                    c.execute("BEGIN IMMEDIATE")
-                try:
-                    yield x
-                except BaseException:
-                    if c.in_transaction:
-                        c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
-            finally:
-                self.owner = None
+                yield self._x
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
 
-    def _lock_counters(self, x: Any, counters: list[Counter], now_us: int) -> list[Row]:
+    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> list[Row]:
         """BEGIN IMMEDIATE already holds the database's write lock: read the counters, and create
         the missing ones (a new period or bucket) without rewriting the others' pages."""
-        marks = ", ".join("?" * len(counters))
-        sql = (
-            "SELECT counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted FROM budget_counters "
-            f"WHERE counter_key IN ({marks})"
-        )
-        rows: list[Row] = x(sql, [c.key for c in counters])
+        rows: list[Row] = []
+        for part in _chunks(counters, _ROWS):
+            rows += x(
+                "SELECT counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, 0 FROM budget_counters "
+                f"WHERE counter_key IN ({', '.join('?' * len(part))})",
+                [c.key for c in part],
+            )
         if len(rows) < len(counters):
             have = {r[0] for r in rows}
-            x(
-                "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, updated_us) "
-                f"VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * (len(counters) - len(have)))}",
-                [
-                    v
-                    for c in counters
-                    if c.key not in have
-                    for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)
-                ],
-            )
-            rows = x(sql, [c.key for c in counters])
+            missing = [c for c in counters if c.key not in have]
+            for part in _chunks(missing, _ROWS):
+                x(
+                    "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
+                    f"updated_us) VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(part))}",
+                    [v for c in part for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
+                )
+            rows += [(c.key, 0, 0, None, 0, 1) for c in missing]
         return rows
 
     def close(self) -> None:
@@ -437,25 +399,31 @@ class PostgresBudgetSQL(BudgetSQL):
     """Connections from the store's pool, one short transaction each."""
 
     param = "%s"
+    for_update = " FOR UPDATE"
 
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-        self.owner: int | None = None
+    def __init__(self, store: Any) -> None:
+        self.store = store
 
     @contextmanager
-    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Callable[[str, Sequence[Any]], list[Row]]]:
-        with self._pool.connection() as conn, conn.transaction():
+    def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
+        with self.store.connection() as conn, conn.transaction():
             cur = conn.cursor()
             if not durable and not read:
-                # a reservation or a void need not wait for the WAL flush: if the server crashes
-                # before it, the reservation is lost (and expires anyway); a post waits for it
+                # a batch of reservations and voids need not wait for the WAL flush: if the server
+                # crashes before it, the reservations are lost (and would expire anyway); posts wait
                 cur.execute("SET LOCAL synchronous_commit = off")
+            yield _PgExec(cur)
 
-            def x(sql: str, params: Sequence[Any]) -> list[Row]:
-                cur.execute(sql, params if params else None)
-                return cur.fetchall() if cur.description is not None else []
-
-            yield x
+    def sweep(self, x: Exec, now_us: int) -> int:
+        """Rows another transaction holds are left for the next sweep, so a sweep never waits and
+        never takes part in a deadlock."""
+        return len(
+            x(
+                "DELETE FROM budget_holds WHERE ctid IN (SELECT ctid FROM budget_holds WHERE expires_us <= %s "
+                "FOR UPDATE SKIP LOCKED) RETURNING hold_id",
+                (now_us,),
+            )
+        )
 
 
 def backend_for(store: Any) -> BudgetSQL | None:
@@ -463,6 +431,6 @@ def backend_for(store: Any) -> BudgetSQL | None:
     name = getattr(getattr(store, "dialect", None), "name", None)
     if name == "sqlite" and getattr(store, "path", None) is not None:
         return SQLiteBudgetSQL(str(store.path))
-    if name == "postgresql" and getattr(store, "_pool", None) is not None:
-        return PostgresBudgetSQL(store._pool)
+    if name == "postgresql" and callable(getattr(store, "connection", None)):
+        return PostgresBudgetSQL(store)
     return None

@@ -44,7 +44,7 @@ _TAG_KEY = re.compile(r"[^'\"\\\x00-\x1f]{1,256}")
 INVALID = "SUBSTR(status, 1, 13) = 'invalid_usage'"
 NO_PRICE = "cost_nusd IS NULL AND kind IN ('llm', 'embedding')"
 RAW_MEASURES: dict[str, str] = {
-    "calls": "SUM(CASE WHEN kind <> 'adjustment' THEN 1 ELSE 0 END)",
+    "calls": "SUM(CASE WHEN kind IN ('llm', 'embedding') THEN 1 ELSE 0 END)",
     "errors": "SUM(CASE WHEN kind <> 'adjustment' AND status <> 'ok' THEN 1 ELSE 0 END)",
     "input_tokens": "SUM(input_tokens)",
     "output_tokens": "SUM(output_tokens)",
@@ -54,17 +54,22 @@ RAW_MEASURES: dict[str, str] = {
     "cost_nusd": "SUM(cost_nusd)",
     "unpriced_calls": f"SUM(CASE WHEN {NO_PRICE} AND NOT ({INVALID}) THEN 1 ELSE 0 END)",
     "invalid_calls": f"SUM(CASE WHEN {NO_PRICE} AND {INVALID} THEN 1 ELSE 0 END)",
+    "tool_runs": "SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END)",
 }
 RAW_SUMS = tuple(RAW_MEASURES[m] for m in ROLLUP_MEASURES)
 ROLLUP_SUMS = tuple(f"SUM({m})" for m in ROLLUP_MEASURES)
 COST = ROLLUP_MEASURES.index("cost_nusd")
 CALLS = ROLLUP_MEASURES.index("calls")
+UNPRICED = ROLLUP_MEASURES.index("unpriced_calls")
+TOOLS = ROLLUP_MEASURES.index("tool_runs")
 
 
 @dataclass(frozen=True, slots=True)
 class Measures:
-    """What a group of events used and cost. `calls` excludes adjustments; `cost_usd` includes
-    them. `unpriced_calls` had no price; `invalid_calls` reported impossible usage (no cost)."""
+    """What a group of events used and cost. `calls` counts model calls, `tool_runs` tool runs;
+    `cost_usd` includes adjustments, and is None when every call had no price and nothing was
+    spent (unpriced, never $0). `unpriced_calls` had no price; `invalid_calls` reported
+    impossible usage (no cost); `errors` counts failed calls and tool runs."""
 
     calls: int = 0
     errors: int = 0
@@ -73,9 +78,10 @@ class Measures:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)
     unpriced_calls: int = 0
     invalid_calls: int = 0
+    tool_runs: int = 0
 
     @property
     def tokens(self) -> int:
@@ -86,7 +92,8 @@ class Measures:
     def from_sums(cls, sums: Sequence[Any]) -> Measures:
         """From sums in ROLLUP_MEASURES order (cost in integer nano-dollars; None counts as 0)."""
         values: list[Any] = [int(v or 0) for v in sums]
-        values[COST] = nano_to_usd(values[COST])
+        everything_unpriced = values[CALLS] and values[UNPRICED] == values[CALLS] and not values[TOOLS]
+        values[COST] = None if everything_unpriced and values[COST] == 0 else nano_to_usd(values[COST])
         return cls(*values)
 
     def measures(self) -> dict[str, Any]:
@@ -174,13 +181,14 @@ def check_range(since: datetime | None, until: datetime | None) -> tuple[int | N
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, Decimals, datetimes and tuples as JSON-ready values (Decimal as string)."""
+    """Dataclasses, Decimals, datetimes and tuples as JSON-ready values (Decimal as a fixed-point
+    string: "0.000000000", never "0E-9")."""
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if hasattr(value, "__dataclass_fields__"):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping):

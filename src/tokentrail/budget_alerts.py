@@ -6,13 +6,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._budget_sql import FOREVER_US, BudgetSQL, Counter
+from tokentrail._budget_sql import FOREVER_US, Counter
 from tokentrail.alerts import Alert, overage_message, threshold_message
 from tokentrail.budget_defs import Rule
 from tokentrail.events import from_micros, nano_to_usd, new_event_id, ts_micros
 
 if TYPE_CHECKING:
-    from tokentrail.budgets import Budgets, Hold
+    from tokentrail.budget_engine import Hold
 
 
 def alerts_for(
@@ -96,7 +96,8 @@ def alerts_for(
     return out
 
 
-def cap_overage(budgets: Budgets, sql: BudgetSQL, r: Rule, hold: Hold, nusd: int, tokens: int, now: datetime) -> None:
+def cap_overage(r: Rule, hold: Hold, nusd: int, tokens: int, now: datetime) -> tuple[Any, ...]:
+    """The alert row of a call that cost more than a per-call budget (`period="call"`) allows."""
     b = r.budget
     bucket = b.scope_text
     alert = Alert(
@@ -126,5 +127,4 @@ def cap_overage(budgets: Budgets, sql: BudgetSQL, r: Rule, hold: Hold, nusd: int
             until=None,
         ),
     )
-    if sql.insert_alert(alert.to_row(f"{b.name}\x1fcall-overage\x1f{hold.hold_id}")):
-        budgets.alerts.dispatch([alert])
+    return alert.to_row(f"{b.name}\x1fcall-overage\x1f{hold.hold_id}")

@@ -305,6 +305,8 @@ class Rule:
     zone: tzinfo
     limit_nusd: int | None
     limit_tokens: int | None
+    # the current calendar period's bounds and each bucket's key prefix, computed once
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def enforce(self) -> bool:
@@ -321,17 +323,27 @@ class Rule:
         )
 
     def counter(
-        self, bucket: tuple[tuple[str, str], ...], session_id: str | None, now: datetime
+        self, bucket: tuple[tuple[str, str], ...], session_id: str | None, now_us: int
     ) -> tuple[str, int | None, int | None]:
         """(counter key, period start, period end) of the counter this call charges."""
-        b = self.budget
-        where = json.dumps(bucket, separators=(",", ":"))
+        memo = self.memo
+        prefix = memo.get(bucket)
+        if prefix is None:
+            if len(memo) > _MEMO_MAX:
+                memo.clear()
+            prefix = memo[bucket] = f"{self.budget.name}\x1f{json.dumps(bucket, separators=(',', ':'))}\x1f"
         if self.period.calendar:
-            start, end = bounds(self.period, now, self.zone)
-            return f"{b.name}\x1f{where}\x1f{start}", start, end
+            span = memo.get(_SPAN)
+            if span is None or not span[0] <= now_us < span[1]:
+                span = memo[_SPAN] = bounds(self.period, from_micros(now_us), self.zone)
+            return f"{prefix}{span[0]}", span[0], span[1]
         if self.period.kind == "session":
-            return f"{b.name}\x1f{where}\x1fsession:{session_id}", None, None
-        return f"{b.name}\x1f{where}\x1f{self.period.text}", None, None
+            return f"{prefix}session:{session_id}", None, None
+        return f"{prefix}{self.period.text}", None, None
+
+
+_SPAN = "span"  # the memo's key for the current period's bounds (every other key is a bucket tuple)
+_MEMO_MAX = 10_000
 
 
 def utc_now() -> datetime:

@@ -10,11 +10,16 @@ whose scope it falls in, atomically (all or none): refused, it raises `BudgetExc
 `BudgetThrottled`) and nothing is sent. After the call its actual cost is posted and the rest of
 the reservation returns; a call that fails or is cancelled posts what it consumed, or nothing.
 A reservation nobody resolves (the process was killed) stops counting at its expiry; live ones
-are renewed by a background thread while their call runs.
+are renewed by the budget thread while their call runs (tokentrail.budget_keeper).
 
 Overage: a call that cost more than it reserved is posted in full and recorded as an overage
 alert, and the budget's counter then refuses every call until its period ends. That is the only
 way posted spend can pass a limit.
+
+Reservations, posts and voids of one process go through its budget engine
+(tokentrail.budget_engine), which applies whatever is pending in one transaction: one commit for
+many concurrent calls. Coroutines (the gateway) reserve with `areserve_call`, which never blocks
+the event loop; a post or void from a thread running an event loop is queued, not waited for.
 
 A process with no budgets pays one monotonic-clock comparison per call: the definitions are
 cached and re-read only when the ledger's budget version moves (checked at most every
@@ -23,6 +28,7 @@ cached and re-read only when the ledger's budget version moves (checked at most 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
@@ -30,17 +36,14 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tokentrail import context as ctx
-from tokentrail._budget_sql import FOREVER_US, BudgetSQL, Counter, backend_for
+from tokentrail._budget_sql import BudgetSQL, Counter, backend_for
 from tokentrail.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
-from tokentrail.budget_alerts import alerts_for, cap_overage
 from tokentrail.budget_defs import (
     DEFAULT_ALERT_AT,
     Budget,
@@ -52,10 +55,13 @@ from tokentrail.budget_defs import (
     normalise_scope,
     scope_text,
 )
+from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
+from tokentrail.budget_keeper import Keeper
+from tokentrail.budget_refusals import check_cap, suspended
 from tokentrail.budget_status import BudgetStatus
 from tokentrail.estimate import Estimate, estimate
-from tokentrail.events import from_micros, nano_to_usd, new_event_id, ts_micros, usd_to_nano
-from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, ConfigError, LedgerUnavailable
+from tokentrail.events import from_micros, new_event_id, ts_micros, usd_to_nano
+from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
 from tokentrail.periods import parse_duration_s
 
 if TYPE_CHECKING:
@@ -67,30 +73,7 @@ __all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_S = 1.0
-_SWEEP_EVERY_S = 60.0
-_POST_RETRY_FOR_S = 3600.0
-
-
-@dataclass(eq=False, slots=True)
-class Hold:
-    """A reservation: what one call may spend, on every budget counter it charges."""
-
-    hold_id: str
-    counters: list[Counter]
-    call_rules: list[Rule]
-    nusd: int
-    tokens: int
-    session_id: str | None
-    expires_us: int
-    reserved: bool  # rows were written (some budget enforces); False: post-only (alert budgets)
-    estimate: Estimate | None = None
-    settled: bool = False
-    renewed_at: float = field(default_factory=time.monotonic)
-    finalizer: Any = None
-
-    @property
-    def cost_usd(self) -> Decimal:
-        return nano_to_usd(self.nusd) or Decimal(0)
+_running_loop = asyncio._get_running_loop  # a C function: is this thread running an event loop?
 
 
 def _env_flag(name: str) -> bool:
@@ -125,11 +108,9 @@ class Budgets:
         self._version = -1
         self._next_check = 0.0
         self._refresh_lock = threading.RLock()
-        self._live: dict[str, Hold] = {}
-        self._deferred: deque[tuple[str, Hold, int, int]] = deque()
-        self._retry: deque[tuple[float, Hold, int, int]] = deque()
-        self._keeper: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._live: dict[str, Hold] = {}  # reserved, unsettled holds of this process (renewed)
+        self._engine: Engine | None = None
+        self._keeper: Keeper | None = None
         self._closed = False
         self._warned_at = 0.0
 
@@ -179,7 +160,7 @@ class Budgets:
             self._sql = None
             self._live.clear()
             self.store = self.ledger.store
-            self._keeper = None
+            self._engine = self._keeper = None
         if self._sql is None:
             sql = backend_for(self.store)
             if sql is None:
@@ -314,14 +295,41 @@ class Budgets:
         """Reserve the most a call with this request can cost on every budget it falls in, or raise
         BudgetExceeded / BudgetThrottled / LedgerUnavailable. None: no budget applies. `owner`: an
         object whose death without a settle() voids the hold (the Exchange)."""
-        if not self._active():
+        hold = self._call_hold(provider, model, body, kind, attribution)
+        if hold is None:
             return None
-        a = attribution or ctx.current()
-        rules = self._applicable(a, provider, model)
-        if not rules:
+        op = None
+        if hold.enforced:
+            try:
+                op = self._engine_of().call(Op(RESERVE, hold))
+            except Exception as e:
+                self._unreachable(e, "reserve budget in")
+        return self._reserved(hold, op, owner)
+
+    async def areserve_call(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        body: Any,
+        kind: str = "llm",
+        attribution: ctx.Attribution | None = None,
+        owner: object | None = None,
+    ) -> Hold | None:
+        """reserve_call() for a coroutine: the event loop runs on while the budget thread decides."""
+        hold = self._call_hold(provider, model, body, kind, attribution)
+        if hold is None:
             return None
-        est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
-        return self._reserve(rules, est.cost_nusd, est.tokens, a, owner, est)
+        op = None
+        if hold.enforced:
+            try:
+                op = await self._engine_of().acall(Op(RESERVE, hold))
+            except asyncio.CancelledError:
+                self._engine_of().submit(Op(VOID, hold))  # after the reservation, should it land
+                raise
+            except Exception as e:
+                self._unreachable(e, "reserve budget in")
+        return self._reserved(hold, op, owner)
 
     def reserve(
         self,
@@ -341,7 +349,27 @@ class Budgets:
         if not rules:
             return None
         nusd = usd_to_nano(Decimal(str(cost_usd))) or 0
-        return self._reserve(rules, nusd, int(tokens), a, None, None)
+        hold = self._hold(rules, nusd, int(tokens), a, None)
+        op = None
+        if hold.enforced:
+            try:
+                op = self._engine_of().call(Op(RESERVE, hold))
+            except Exception as e:
+                self._unreachable(e, "reserve budget in")
+        return self._reserved(hold, op, None)
+
+    def _call_hold(
+        self, provider: str, model: str | None, body: Any, kind: str, attribution: ctx.Attribution | None
+    ) -> Hold | None:
+        """The hold a metered call needs (per-call caps checked), or None: no budget applies."""
+        if not self._active():
+            return None
+        a = attribution or ctx.current()
+        rules = self._applicable(a, provider, model)
+        if not rules:
+            return None
+        est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
+        return self._hold(rules, est.cost_nusd, est.tokens, a, est)
 
     def _active(self) -> bool:
         try:
@@ -375,14 +403,7 @@ class Budgets:
         dims = call_dims(a, provider, model)
         for s in self._suspended:
             if matches(s.scope, dims, a.tags) is not None:
-                e = BudgetExceeded(
-                    f"scope {s.scope_text} is suspended (kill switch{': ' + s.reason if s.reason else ''}); "
-                    f"every call in it is refused until `tokentrail budget resume --scope "
-                    f"{','.join(f'{k}={v}' for k, v in s.scope)}`" + _session_note(a.session_id),
-                    budget=None,
-                )
-                e.scope = s.scope_text  # type: ignore[attr-defined]
-                raise e
+                raise suspended(s, a.session_id)
         out = []
         for r in self._rules:
             bucket = matches(r.budget.scope, dims, a.tags)
@@ -391,30 +412,25 @@ class Budgets:
             out.append((r, bucket))
         return out
 
-    def _reserve(
-        self,
-        rules: builtins.list[tuple[Rule, Any]],
-        nusd: int,
-        tokens: int,
-        a: ctx.Attribution,
-        owner: object | None,
-        est: Estimate | None,
+    def _hold(
+        self, rules: builtins.list[tuple[Rule, Any]], nusd: int, tokens: int, a: ctx.Attribution, est: Estimate | None
     ) -> Hold:
-        now = datetime.now(UTC)
-        now_us = ts_micros(now)
+        """A hold on the counters these rules charge; raises the refusal of a per-call cap."""
+        now_us = ts_micros(datetime.now(UTC))
         counters: builtins.list[Counter] = []
         caps: builtins.list[Rule] = []
         for r, bucket in rules:
             if r.period.kind == "call":
                 if r.enforce:
-                    self._check_cap(r, bucket, nusd, tokens, a, est)
+                    check_cap(r, bucket, nusd, tokens, a.session_id, estimated=est is not None)
                 caps.append(r)
                 continue
-            key, start, end = r.counter(bucket, a.session_id, now)
+            key, start, end = r.counter(bucket, a.session_id, now_us)
             counters.append(
                 Counter(key, r.budget.name, scope_text(bucket), start, end, r.period.window_us, r.enforce, extra=r)
             )
-        hold = Hold(
+        counters.sort(key=lambda c: c.key)
+        return Hold(
             hold_id=new_event_id(),
             counters=counters,
             call_rules=caps,
@@ -425,93 +441,23 @@ class Budgets:
             reserved=False,
             estimate=est,
         )
-        enforced = [c for c in counters if c.enforce]
-        if enforced:
-            refusal: object = None
-            try:
-                self._drain()
-                refusal = self._backend().reserve(
-                    enforced,
-                    hold.hold_id,
-                    nusd,
-                    tokens,
-                    hold.expires_us,
-                    a.session_id,
-                    now_us,
-                    lambda cs: self._decide(cs, nusd, tokens, now_us, a.session_id),
-                )
-            except Exception as e:
-                self._unreachable(e, "reserve budget in")
-                return hold  # fail-open: nothing reserved, the spend is still posted afterwards
-            if isinstance(refusal, BaseException):
-                raise refusal
-            hold.reserved = True
+
+    def _reserved(self, hold: Hold, op: Op | None, owner: object | None) -> Hold:
+        """The hold once the engine answered `op` (None: nothing to reserve, or the ledger could
+        not be reached and the call goes ahead unbudgeted; its spend is still posted)."""
+        if op is not None:
+            if op.error is not None:
+                self._unreachable(op.error, "reserve budget in")
+            elif op.result is not None:
+                raise op.result
+            elif not op.done:
+                self._unreachable(RuntimeError("the budget engine is busy in this thread"), "reserve budget in")
         if owner is not None:
             hold.finalizer = weakref.finalize(owner, self._abandoned, hold)
         if hold.reserved:
             self._live[hold.hold_id] = hold
             self._start_keeper()
         return hold
-
-    def _check_cap(
-        self, r: Rule, bucket: Any, nusd: int, tokens: int, a: ctx.Attribution, est: Estimate | None
-    ) -> None:
-        over_usd = r.limit_nusd is not None and nusd > r.limit_nusd
-        over_tokens = r.limit_tokens is not None and tokens > r.limit_tokens
-        if over_usd or over_tokens:
-            hint = " (set max_tokens to bound the call)" if est is not None else ""
-            e = BudgetExceeded(
-                f"Budget '{r.budget.name}' ({scope_text(bucket)}, call) refused the call: it may cost up to "
-                f"{_amounts(nusd, tokens, r)}, over the per-call limit of {_limits(r)}{hint}"
-                + _session_note(a.session_id),
-                budget=r.budget.name,
-            )
-            e.scope = scope_text(bucket)  # type: ignore[attr-defined]
-            raise e
-
-    def _decide(
-        self, counters: builtins.list[Counter], nusd: int, tokens: int, now_us: int, session_id: str | None
-    ) -> object:
-        for c in counters:
-            r: Rule = c.extra
-            b = r.budget
-            head = f"Budget '{b.name}' ({c.bucket}, {b.period})"
-            if c.blocked_until_us is not None and now_us < c.blocked_until_us:
-                until = "the session ends" if c.blocked_until_us >= FOREVER_US else from_micros(c.blocked_until_us)
-                msg = (
-                    f"{head} refused the call: an earlier call went past its reservation (overage), so the "
-                    f"budget refuses every call until {until}; limit {_limits(r)}, "
-                    f"spent {_amounts(c.posted_nusd, c.posted_tokens, r)}"
-                )
-                return self._refusal(r, c, msg + _session_note(session_id), now_us, never_fits=False)
-            over_usd = r.limit_nusd is not None and c.posted_nusd + c.reserved_nusd + nusd > r.limit_nusd
-            over_tokens = r.limit_tokens is not None and c.posted_tokens + c.reserved_tokens + tokens > r.limit_tokens
-            if over_usd or over_tokens:
-                never = (r.limit_nusd is not None and nusd > r.limit_nusd) or (
-                    r.limit_tokens is not None and tokens > r.limit_tokens
-                )
-                msg = (
-                    f"{head} refused the call: limit {_limits(r)}, spent {_amounts(c.posted_nusd, c.posted_tokens, r)}"
-                    f" + reserved {_amounts(c.reserved_nusd, c.reserved_tokens, r)}, this call may cost up to "
-                    f"{_amounts(nusd, tokens, r)}"
-                )
-                return self._refusal(r, c, msg + _session_note(session_id), now_us, never_fits=never)
-        return None
-
-    def _refusal(self, r: Rule, c: Counter, msg: str, now_us: int, *, never_fits: bool) -> BudgetExceeded:
-        e: BudgetExceeded
-        if r.budget.action == "throttle" and not never_fits:
-            if r.period.rolling:
-                retry = (c.oldest_us + r.period.window_us - now_us) / 1e6 if c.oldest_us is not None else 1.0
-            else:
-                retry = ((c.end_us or now_us) - now_us) / 1e6
-            retry = max(0.05, retry)
-            e = BudgetThrottled(f"{msg}; retry after {retry:.1f}s", budget=r.budget.name, retry_after=retry)
-        else:
-            e = BudgetExceeded(msg, budget=r.budget.name)
-        e.scope = c.bucket  # type: ignore[attr-defined]
-        e.period = r.budget.period  # type: ignore[attr-defined]
-        return e
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -532,7 +478,9 @@ class Budgets:
     def post(
         self, hold: Hold | None, *, cost_usd: Decimal | None = None, nusd: int | None = None, tokens: int = 0
     ) -> None:
-        """Post what a call really cost (`cost_usd`, or nano-dollars `nusd`) and used; the rest returns."""
+        """Post what a call really cost (`cost_usd`, or nano-dollars `nusd`) and used; the rest returns.
+        Waits until it is durable, except in a thread running an event loop (queued: the loop must
+        not wait for a commit). Never raises: a post the store refuses is retried in the background."""
         if hold is None or hold.settled:
             return
         hold.settled = True
@@ -540,136 +488,84 @@ class Budgets:
             hold.finalizer.detach()
         self._live.pop(hold.hold_id, None)
         amount = nusd if nusd is not None else (usd_to_nano(cost_usd) or 0)
-        sql = self._sql
-        if sql is not None and getattr(sql, "owner", None) == threading.get_ident():
-            # called back inside our own transaction (a stream's __del__ run by the GC): later
-            self._deferred.append(("post", hold, amount, tokens))
-            self._start_keeper()
+        if not hold.reserved and not (hold.counters or hold.call_rules):
             return
+        if not hold.reserved and not (amount or tokens):
+            return  # nothing reserved, nothing spent
+        op = Op(POST if amount or tokens else VOID, hold, amount, tokens)
         try:
-            self._post(hold, amount, tokens)
+            engine = self._engine_of()
+            if _running_loop() is not None:
+                engine.submit(op)
+                self._start_keeper()
+            else:
+                engine.call(op)
         except Exception as e:
-            log.warning("tokentrail: could not post a call's spend to its budgets (will retry): %s", e)
-            self._retry.append((time.monotonic() + _POST_RETRY_FOR_S, hold, amount, tokens))
-            self._start_keeper()
-
-    def _post(self, hold: Hold, nusd: int, tokens: int) -> None:
-        sql = self._backend()
-        now = datetime.now(UTC)
-        now_us = ts_micros(now)
-        for r in hold.call_rules:
-            if (r.limit_nusd is not None and nusd > r.limit_nusd) or (
-                r.limit_tokens is not None and tokens > r.limit_tokens
-            ):
-                cap_overage(self, sql, r, hold, nusd, tokens, now)
-        if not hold.counters or (nusd == 0 and tokens == 0):
-            if hold.reserved:
-                sql.void([hold.hold_id])
-            return
-        blocks: dict[str, int] = {}
-        for c in hold.counters:
-            r = c.extra
-            if c.enforce and (
-                (r.limit_nusd is not None and nusd > hold.nusd) or (r.limit_tokens is not None and tokens > hold.tokens)
-            ):
-                blocks[c.key] = _block_until(c, now_us)
-        fired = sql.post(
-            hold.counters,
-            hold.hold_id if hold.reserved else None,
-            nusd,
-            tokens,
-            now_us,
-            blocks,
-            lambda c: alerts_for(c, hold, nusd, tokens, now, blocks),
-        )
-        if fired:
-            self.alerts.dispatch([Alert.from_row(row) for row in fired])
+            log.warning("tokentrail: could not post a call's spend to its budgets: %s", e)
 
     def _abandoned(self, hold: Hold) -> None:
         """The call's Exchange died without settling (a refused retry, a stream never read): void
-        the hold later, from the keeper thread (this runs inside the garbage collector)."""
+        the hold later, in a batch (this runs inside the garbage collector: no lock may be taken)."""
         if not hold.settled:
             hold.settled = True
             self._live.pop(hold.hold_id, None)
-            self._deferred.append(("void", hold, 0, 0))
-            self._wake.set()
+            engine = self._engine
+            if engine is not None and hold.reserved:
+                engine.submit(Op(VOID, hold), wake=False)
 
-    # -- the keeper: renews live holds, runs deferred work, sweeps expired holds ------------------------
+    # -- the engine and its thread ------------------------------------------------------------------
+
+    def _engine_of(self) -> Engine:
+        self._backend()  # a forked child gets an engine of its own
+        engine = self._engine
+        if engine is None:
+            with self._refresh_lock:
+                if self._engine is None:
+                    self._engine = Engine(self._backend, lambda: self.hold_timeout, self._deliver)
+                engine = self._engine
+        return engine
+
+    def _deliver(self, alerts: builtins.list[Alert]) -> None:
+        self.alerts.dispatch(alerts)
 
     def _start_keeper(self) -> None:
-        if self._keeper is not None and self._keeper.is_alive():
-            if self._deferred:
-                self._wake.set()
-            return
-        with self._refresh_lock:
-            if self._keeper is None or not self._keeper.is_alive():
-                self._keeper = threading.Thread(target=self._keep, name="tokentrail-budgets", daemon=True)
-                self._keeper.start()
-
-    def _keep(self) -> None:
-        next_sweep = time.monotonic() + _SWEEP_EVERY_S
-        while not self._closed and not getattr(self.ledger, "_closed", False):
-            self._wake.wait(max(0.05, min(self.hold_timeout / 4, 10.0)))
-            self._wake.clear()
-            try:
-                self._drain()
-                now = time.monotonic()
-                due = [h for h in list(self._live.values()) if now - h.renewed_at > self.hold_timeout / 3]
-                if due:
-                    self._backend().renew([h.hold_id for h in due], _now_us() + int(self.hold_timeout * 1e6))
-                    for h in due:
-                        h.renewed_at = now
-                if self._retry:
-                    self._retry_posts()
-                if now >= next_sweep:
-                    next_sweep = now + _SWEEP_EVERY_S
-                    self._backend().sweep(_now_us())
-            except Exception as e:
-                log.debug("tokentrail: budget upkeep failed: %s", e)
-
-    def _drain(self) -> None:
-        """Run posts and voids that had to wait (deferred from a finalizer or our own transaction)."""
-        while self._deferred:
-            try:
-                what, hold, nusd, tokens = self._deferred.popleft()
-            except IndexError:
-                return
-            try:
-                if what == "void":
-                    if hold.reserved:
-                        self._backend().void([hold.hold_id])
-                else:
-                    self._post(hold, nusd, tokens)
-            except Exception as e:
-                log.warning("tokentrail: could not resolve a budget reservation (it will expire): %s", e)
-
-    def _retry_posts(self) -> None:
-        for _ in range(len(self._retry)):
-            deadline, hold, nusd, tokens = self._retry.popleft()
-            try:
-                self._post(hold, nusd, tokens)
-            except Exception:
-                if time.monotonic() < deadline:
-                    self._retry.append((deadline, hold, nusd, tokens))
-                else:
-                    log.error("tokentrail: gave up posting a call's spend to its budgets")
+        keeper = self._keeper
+        if keeper is None:
+            with self._refresh_lock:
+                if self._keeper is None:
+                    self._keeper = Keeper(
+                        self._engine_of(),
+                        self._live,
+                        lambda: self.hold_timeout,
+                        lambda: self._closed or getattr(self.ledger, "_closed", False),
+                    )
+                keeper = self._keeper
+        keeper.start()
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Finish deferred posts and voids, and deliver queued alerts (tests, shutdown)."""
-        self._drain()
-        if self._retry:
-            self._retry_posts()
+        """Wait until every post and void queued so far is applied (those the store refused are
+        retried once more), and deliver queued alerts (tests, shutdown)."""
+        engine = self._engine
+        if engine is not None and self._pid == os.getpid():
+            if engine.retry:
+                engine.retry_due()
+            engine.call(Op(BARRIER))
         self.alerts.flush(timeout)
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
+        """Give back the reservations of this process's calls still running (they are over), finish
+        the queued work and alerts, and stop the budget thread."""
+        if self._closed:
+            return
+        for hold in list(self._live.values()):
+            self.void(hold)
         try:
             self.flush(5.0)
         except Exception:
             log.debug("tokentrail: flushing budgets at close failed", exc_info=True)
-        for hold in list(self._live.values()):  # this process's calls are over: give their money back
-            self.void(hold)
+        self._closed = True
+        if self._keeper is not None:
+            self._keeper.join(5.0)
         if self._sql is not None:
             self._sql.close()
             self._sql = None
@@ -680,42 +576,10 @@ class Budgets:
         """Each budget's current period (each bucket of a `*` budget): limit, posted, reserved."""
         from tokentrail.budget_status import status
 
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.call(Op(BARRIER))  # this process's queued posts and voids count
         return status(self, name)
 
 
 def _now_us() -> int:
     return ts_micros(datetime.now(UTC))
-
-
-def _block_until(c: Counter, now_us: int) -> int:
-    if c.end_us is not None:
-        return c.end_us
-    if c.window_us:
-        return now_us + c.window_us
-    return FOREVER_US  # a session: until it ends (its counter is never used again)
-
-
-def _limits(r: Rule) -> str:
-    from tokentrail.alerts import money
-
-    parts = []
-    if r.budget.limit_usd is not None:
-        parts.append(money(r.budget.limit_usd))
-    if r.limit_tokens is not None:
-        parts.append(f"{r.limit_tokens:,} tokens")
-    return " / ".join(parts)
-
-
-def _amounts(nusd: int, tokens: int, r: Rule) -> str:
-    from tokentrail.alerts import money
-
-    parts = []
-    if r.limit_nusd is not None:
-        parts.append(money(nano_to_usd(nusd) or Decimal(0)))
-    if r.limit_tokens is not None:
-        parts.append(f"{tokens:,} tokens")
-    return " / ".join(parts)
-
-
-def _session_note(session_id: str | None) -> str:
-    return f" (session {session_id})" if session_id else " (no session)"

@@ -102,6 +102,7 @@ class Session:
         self._cost = Decimal(0)
         self._tokens = 0
         self._calls = 0
+        self._tool_runs = 0
         self._unpriced = 0
         self._token: contextvars.Token[Attribution] | None = None
         # tool calls the model asked for, so record_tool can link a tool run to its request
@@ -119,7 +120,12 @@ class Session:
 
     @property
     def calls(self) -> int:
+        """Model calls so far (tool runs are counted in `tool_runs`)."""
         return self._calls
+
+    @property
+    def tool_runs(self) -> int:
+        return self._tool_runs
 
     @property
     def unpriced_calls(self) -> int:
@@ -128,8 +134,11 @@ class Session:
     def add(self, event: UsageEvent) -> None:
         """Count one recorded event into the running totals."""
         with self._lock:
-            if event.kind != "adjustment":
+            if event.kind in ("llm", "embedding"):
                 self._calls += 1
+            elif event.kind == "tool":
+                self._tool_runs += 1
+            if event.kind != "adjustment":
                 self._tokens += event.input_tokens + event.output_tokens
             if event.cost_usd is not None:
                 self._cost += event.cost_usd

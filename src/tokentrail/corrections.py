@@ -34,13 +34,15 @@ def adjust(
     reason: str,
     cost_usd: Decimal | int | str | None = None,
     new_cost_usd: Decimal | int | str | None = None,
+    allow_negative: bool = False,
     timeout: float = 30,
 ) -> UsageEvent:
     """Correct the cost of a stored event and return the adjustment, once durable.
 
     `cost_usd` is the signed delta to add; `new_cost_usd` is what the event should cost in all
     (the delta is computed against its cost plus the adjustments so far). Give one of them.
-    LookupError for an unknown event; InvalidUsage (a ValueError) for bad input."""
+    A correction that would leave the event costing less than zero is refused unless
+    `allow_negative`. LookupError for an unknown event; InvalidUsage (a ValueError) for bad input."""
     if (cost_usd is None) == (new_cost_usd is None):
         raise InvalidUsage("adjust: give the delta (cost_usd) or the corrected cost (new_cost_usd), not both")
     if not isinstance(reason, str) or not reason.strip():
@@ -57,15 +59,24 @@ def adjust(
         delta = parse_usd(cost_usd, "cost_usd")
     else:
         delta = parse_usd(new_cost_usd, "new_cost_usd") - effective_cost(ledger.store, event)
+    delta = quantize_usd(delta) or Decimal(0)  # the ledger keeps nano-dollars: less is nothing
     if delta == 0:
-        raise InvalidUsage(f"adjust: event {event.event_id} already costs that; an adjustment of $0 changes nothing")
+        raise InvalidUsage(
+            f"adjust: the change to event {event.event_id} rounds to $0 (the ledger keeps costs to $0.000000001)"
+        )
+    total = effective_cost(ledger.store, event) + delta
+    if total < 0 and not allow_negative:
+        raise InvalidUsage(
+            f"adjust: event {event.event_id} would cost {total} USD, below zero (a refund larger than the "
+            "cost?); pass allow_negative=True (--allow-negative) if that is what you mean"
+        )
     adjustment = UsageEvent(
         kind="adjustment",
         ts=event.ts,
         provider=event.provider,
         model=event.model,
         operation=event.operation,
-        cost_usd=quantize_usd(delta),
+        cost_usd=delta,
         org=event.org,
         team=event.team,
         project=event.project,

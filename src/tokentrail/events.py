@@ -176,7 +176,7 @@ class UsageEvent:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Decimal):
-                v = str(v)
+                v = format(v, "f")
             elif isinstance(v, datetime):
                 v = v.isoformat()
             elif f.name == "tool_calls":

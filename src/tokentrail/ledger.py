@@ -199,6 +199,8 @@ class Ledger:
                 problem = e.reason
         if problem is not None:
             status, cost = f"invalid_usage:{problem}", None
+        elif price is None and status != "ok" and u.total_tokens == 0:
+            cost = Decimal(0)  # a failed call that used nothing cost nothing, price or not
         elif price is None and model and (provider, model) not in self._warned_unpriced:
             self._warned_unpriced.add((provider, model))
             log.warning(

@@ -316,6 +316,8 @@ class PriceBook:
         return price  # type: ignore[return-value]
 
     def _resolve(self, provider: str, model: str, at: datetime) -> Price | None:
+        if not provider:  # unknown provider: the one genai-prices knows the model by, so its overrides apply
+            provider = _genai_provider(model) or ""
         override = self._override(provider, model, at.astimezone(UTC).date())
         base = self._genai(provider, model, at)
         if override is None or not override.prices:
@@ -328,7 +330,7 @@ class PriceBook:
         units, exact, shown = _compile(model_price)
         effective = override.effective.isoformat() if override.effective else "always"
         return Price(
-            provider=provider,
+            provider=provider or override.provider or "",
             model=model,
             source="override",
             version=f"override/{override.file_hash}/{override.model}/{effective}",
@@ -445,6 +447,16 @@ class PriceBook:
             if p is not None and (not out or out[-1].version != p.version):
                 out.append(p)
         return out
+
+
+def _genai_provider(model: str) -> str | None:
+    from genai_prices import data_snapshot
+
+    try:
+        gp_provider, _ = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+    except LookupError:
+        return None
+    return str(gp_provider.id)
 
 
 def _with_metadata(base: Price, override: Override) -> Price:

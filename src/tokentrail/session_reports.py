@@ -30,9 +30,9 @@ _CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
-    """One session. `calls` counts every model and tool call (adjustments excluded),
-    `tool_calls` how many of them were tool runs; `tokens` is input plus output; `cost_usd`
-    includes adjustments. `outcomes` are (name, count) pairs, for cost per action."""
+    """One session. `calls` counts model calls, `tool_calls` tool runs; `tokens` is input plus
+    output; `cost_usd` includes adjustments and is None when no call had a price (unpriced,
+    never $0). `outcomes` are (name, count) pairs, for cost per action."""
 
     session_id: str
     agent: str | None
@@ -43,7 +43,7 @@ class SessionSummary:
     calls: int
     tool_calls: int
     tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
     unpriced_calls: int
     errors: int
     outcomes: tuple[tuple[str, int], ...] = ()
@@ -134,7 +134,9 @@ def sessions(
     inner = " AND ".join(c for c in ["session_id IS NOT NULL", *conds, cond] if c)
     having, hparams = time_sql(store, lo, hi, "MIN(ts_us)")
     sql = (
-        "SELECT session_id, MIN(ts_us), MAX(ts_us), MAX(agent), MAX(team), MAX(user_id), "
+        # an event's ts is when its call ended: the session started when its first call began
+        "SELECT session_id, CAST(MIN(ts_us - COALESCE(latency_ms, 0) * 1000) AS BIGINT), MAX(ts_us), "
+        "MAX(agent), MAX(team), MAX(user_id), "
         f"{RAW_MEASURES['calls']}, SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), "
         f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
         f"{RAW_MEASURES['errors']} FROM events WHERE session_id IN (SELECT session_id FROM events WHERE {inner}) "
@@ -154,7 +156,7 @@ def sessions(
             calls=int(r[6]),
             tool_calls=int(r[7]),
             tokens=int(r[8]),
-            cost_usd=nano_to_usd(int(r[9] or 0)) or Decimal(0),
+            cost_usd=None if r[9] is None and int(r[10]) else nano_to_usd(int(r[9] or 0)),
             unpriced_calls=int(r[10]),
             errors=int(r[11]),
             outcomes=outcomes.get(r[0], ()),

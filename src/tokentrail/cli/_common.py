@@ -95,6 +95,21 @@ def user_errors() -> Iterator[None]:
         fail(f"cannot read the ledger: {e}")
 
 
+def require_extra(extra: str, *modules: str) -> None:
+    """Exit with the install command when an optional extra is missing (not a traceback)."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except ModuleNotFoundError:  # its parent package is missing too
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        fail(f"this needs {', '.join(missing)}: install it with  pip install 'tokentrail[{extra}]'")
+
+
 # -- the ledger -------------------------------------------------------------------------------
 
 
@@ -194,8 +209,18 @@ def emit_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for row in rows:
-        w.writerow(["" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row])
+        w.writerow([_cell(v) for v in row])
     typer.echo(buf.getvalue(), nl=False)
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return format(v, "f")  # fixed point, never 0E-9
+    return v
 
 
 def note(message: str, *, to_stderr: bool = False) -> None:

@@ -31,6 +31,9 @@ def adjust_command(
             "--new-cost-usd", help="What the event should cost in all (the delta is computed).", show_default=False
         ),
     ] = None,
+    allow_negative: Annotated[
+        bool, typer.Option("--allow-negative", help="Allow a correction that leaves the cost below zero.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Append an adjustment of an event's cost: reports and `session ID` include it; the event is unchanged."""
@@ -45,7 +48,14 @@ def adjust_command(
     with user_errors():
         ledger = Ledger(url, prices=PriceBook(overrides=""))
         try:
-            made = adjust(ledger, event, reason=reason, cost_usd=cost_usd, new_cost_usd=new_cost_usd)
+            made = adjust(
+                ledger,
+                event,
+                reason=reason,
+                cost_usd=cost_usd,
+                new_cost_usd=new_cost_usd,
+                allow_negative=allow_negative,
+            )
         except FlushTimeout as e:
             fail(f"the adjustment was recorded but is not durable yet: {e}", code=1)
         finally:

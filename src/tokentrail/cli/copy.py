@@ -106,7 +106,40 @@ def copy_ledger(
         if progress is not None and otask is not None:
             progress.advance(otask, len(page))
         last = page[-1][0]
+    for table in _SIDE_TABLES:
+        counts[table] = _copy_table(source, dest, table)
+    if counts.get("budgets") or counts.get("budget_suspensions"):
+        dest.execute_write("UPDATE budget_meta SET version = version + 1 WHERE id = 1")  # processes re-read
     return counts
+
+
+# Tables moved along with the events (small: definitions, kept history, the spend of current
+# budget periods). Reservations in flight and rolling-window posts are not: they expire in minutes.
+_SIDE_TABLES = ("quarantine", "budgets", "budget_suspensions", "budget_counters", "alerts", "api_keys")
+
+
+def _columns(store: Store, table: str) -> list[str]:
+    if store.dialect.name == "sqlite":
+        return [r[1] for r in store.query(f"PRAGMA table_info({table})")]
+    rows = store.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+        "AND table_schema = current_schema() ORDER BY ordinal_position",
+        (table,),
+    )
+    return [r[0] for r in rows]
+
+
+def _copy_table(source: Store, dest: Store, table: str) -> int:
+    """Rows of `table` the destination does not hold yet (by primary key); 0 if the source has none."""
+    cols = _columns(source, table)
+    if not cols:
+        return 0  # an older source without this table
+    p = dest.dialect.param
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))}) ON CONFLICT DO NOTHING"
+    copied = 0
+    for row in source.query(f"SELECT {', '.join(cols)} FROM {table}"):
+        copied += max(dest.execute_write(sql, tuple(row)), 0)
+    return copied
 
 
 def copy_command(
@@ -155,6 +188,9 @@ def copy_command(
         + ".",
         soft_wrap=True,
     )
+    moved = [f"{counts[t]:,} {t.replace('_', ' ')}" for t in _SIDE_TABLES if counts.get(t)]
+    if moved:
+        out.print("Also copied: " + ", ".join(moved) + ".", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

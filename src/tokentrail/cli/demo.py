@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from tokentrail import reports
-from tokentrail.cli._common import console, num, usd, user_errors
+from tokentrail.cli._common import console, num, require_extra, usd, user_errors
 from tokentrail.cli.report import print_report
 from tokentrail.cli.sessions import print_sessions
 
@@ -44,6 +44,9 @@ def demo_command(
 
     Seven agents of three teams work through the real openai, anthropic and google-genai SDKs
     against a local fake provider; one of them is stuck in a tool loop."""
+    require_extra("sdks", "openai", "anthropic", "google.genai", "aiohttp")
+    if via_gateway:
+        require_extra("server", "starlette", "uvicorn", "prometheus_client")
     import tokentrail as tt
     from tokentrail.cli._fleet import FLEET, Fleet, responder, set_budgets, total_sessions
     from tokentrail.testing import FakeUpstream
@@ -124,7 +127,7 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     out.print(
         Text.assemble(
             ("Runaway: ", "bold red"),
-            f"{busiest.agent} made {num(busiest.calls - busiest.tool_calls)} model calls and {num(busiest.tool_calls)} "
+            f"{busiest.agent} made {num(busiest.calls)} model calls and {num(busiest.tool_calls)} "
             "tool runs in one session "
             f"for {usd(busiest.cost_usd)}, re-running the same tool while its context grew.",
         )

@@ -63,7 +63,7 @@ def prices_command(
         emit_json({"price": _price_dict(today), "history": [_price_dict(p) for p in history]})
         return
     out = console()
-    head = Text(f"{today.provider}/{today.model}", style="bold")
+    head = Text(f"{today.provider}/{today.model}" if today.provider else f"{today.model} (any provider)", style="bold")
     head.append(f"  {today.source} · {today.version}", style="dim")
     if today.context_window:
         head.append(f"\ncontext window {num(today.context_window)} tokens")

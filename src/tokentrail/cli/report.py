@@ -42,6 +42,7 @@ MEASURES = (
     "cost_usd",
     "unpriced_calls",
     "invalid_calls",
+    "tool_runs",
 )
 # (header, measure) of the table; errors and invalid calls show only when there are some
 _TABLE = (
@@ -99,6 +100,8 @@ def print_report(rep: reports.Report) -> None:
     if rep.where:
         title += " · " + ", ".join(f"{d}={'|'.join(v)}" for d, v in rep.where)
     columns = list(_TABLE)
+    if rep.totals.tool_runs:
+        columns.insert(1, ("tools", "tool_runs"))
     if rep.totals.errors:
         columns.insert(1, ("errors", "errors"))
     if rep.totals.invalid_calls:
@@ -110,7 +113,7 @@ def print_report(rep: reports.Report) -> None:
         table.add_column(header, justify="right", no_wrap=True)
     for row in rep.rows if rep.by else ():  # without groups the totals line says it all
         groups = [_group(row.value(d), d, rep.tz) for d in rep.by]
-        table.add_row(*groups, *(_cell(getattr(row, m), m, row=row) for _, m in columns))
+        table.add_row(*groups, *(_cell(getattr(row, m), m) for _, m in columns))
     if rep.rows and rep.by:
         table.add_section()
     label = [Text("total", style="bold")] + [Text("")] * (len(rep.by) - 1) if rep.by else []
@@ -126,8 +129,8 @@ def _group(value: object, dimension: str, tz: str | None) -> Text:
     return Text(str(value))
 
 
-def _cell(value: object, measure: str, *, bold: bool = False, row: reports.Measures | None = None) -> Text:
-    if measure == "cost_usd" and row is not None and row.calls and row.unpriced_calls == row.calls:
+def _cell(value: object, measure: str, *, bold: bool = False) -> Text:
+    if measure == "cost_usd" and value is None:
         return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
     text = usd(value) if measure == "cost_usd" else num(value)  # type: ignore[arg-type]
     style = "bold" if bold else ""
@@ -140,7 +143,7 @@ def _notes(totals: reports.Measures, *, machine: bool) -> None:
     if totals.unpriced_calls:
         n = totals.unpriced_calls
         note(
-            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price and count $0 above: "
+            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price (not counted in the cost): "
             "see `tokentrail prices --unpriced`",
             to_stderr=machine,
         )

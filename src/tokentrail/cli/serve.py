@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tokentrail.cli._common import DbOption, fail, user_errors
+from tokentrail.cli._common import DbOption, fail, require_extra, user_errors
 
 
 def serve_command(
@@ -39,6 +39,7 @@ def serve_command(
     /api/v1/events, /v1/traces (OTLP), the JSON API, the dashboard (/) and /metrics.
 
     Setting TOKENTRAIL_ADMIN_KEY turns auth on (see `tokentrail keys`)."""
+    require_extra("server", "starlette", "uvicorn", "aiohttp", "prometheus_client")
     import tokentrail as tt
     from tokentrail.server import Timeouts, create_app, serve
 

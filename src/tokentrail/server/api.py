@@ -133,7 +133,7 @@ def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:
         "calls": s.calls,
         "tool_calls": s.tool_calls,
         "tokens": s.tokens,
-        "cost_usd": str(s.cost_usd),
+        "cost_usd": None if s.cost_usd is None else format(s.cost_usd, "f"),  # None: unpriced, never $0
         "unpriced_calls": s.unpriced_calls,
         "errors": s.errors,
         "outcomes": dict(s.outcomes),
@@ -153,9 +153,24 @@ def session(request: Request, key: ApiKey) -> dict[str, Any]:
 
 @_endpoint("read")
 def budgets(request: Request, key: ApiKey) -> dict[str, Any]:
-    """Each budget's current period: limit, posted, reserved, remaining, period end."""
-    rows = budget_statuses(state_of(request).ledger, key.team)
-    return {"budgets": [s.to_dict() for s in rows]}
+    """Each budget's current period: limit, posted, reserved, remaining, period end, and whether
+    an overage locked it (`locked`, until `blocked_until`); and the kill switches in force
+    (`suspensions`). A team key sees only those about its team."""
+    ledger = state_of(request).ledger
+    rows = [s.to_dict() for s in budget_statuses(ledger, key.team)]
+    for row in rows:
+        row["locked"] = row.get("blocked_until") is not None
+    found = ledger.budgets.suspensions()
+    suspensions = [
+        {
+            "scope": s.scope_text,
+            "reason": s.reason,
+            "since": s.created.isoformat() if s.created else None,
+        }
+        for s in found
+        if key.team is None or dict(s.scope).get("team") == key.team
+    ]
+    return {"budgets": rows, "suspensions": suspensions}
 
 
 @_endpoint("read")

@@ -4,8 +4,11 @@ Body: `{"events": [...]}` (or a bare array), at most MAX_EVENTS_PER_BATCH events
 MAX_EVENTS_BODY_BYTES bytes (413 past either). Each event is checked on its own
 (tokentrail.server.validate): good events of a mixed batch are kept, bad ones go to the
 `quarantine` table with their reason, and the answer lists a result per event, in order.
-`event_id` makes a batch safe to send again: an id already stored is reported as a duplicate
-and counted once. The answer comes only once the accepted events are durable.
+`event_id` makes a batch safe to send again: an id already stored (or sent earlier in the batch)
+with the same content is reported as a duplicate and counted once; with different content (in
+anything but what the server fills in: see validate.differences) it is rejected, its result
+naming the differing `fields`, and quarantined like any other reject, never silently dropped.
+The answer comes only once the accepted events are durable.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokentrail.events import UsageEvent
+from tokentrail.events import COLUMNS, UsageEvent, to_row
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.server.auth import AuthError
 from tokentrail.server.state import (
@@ -30,7 +33,7 @@ from tokentrail.server.state import (
     read_body,
     state_of,
 )
-from tokentrail.server.validate import Invalid, build, check
+from tokentrail.server.validate import CONFLICT, Checked, Invalid, build, check, differences
 
 log = logging.getLogger("tokentrail")
 _ID_CHUNK = 500
@@ -58,24 +61,30 @@ async def ingest_events(request: Request) -> Response:
     fixed = dict(key.attribution)
     ledger = state.ledger
     results: list[dict[str, Any]] = []
-    good: list[tuple[int, UsageEvent]] = []
+    good: list[tuple[int, UsageEvent, Checked]] = []
     for i, item in enumerate(items):
         try:
-            event = build(ledger, check(item, fixed=fixed))
+            checked = check(item, fixed=fixed)
+            event = build(ledger, checked)
         except Invalid as e:
             results.append({"index": i, "status": "rejected", "reason": str(e), **_id_of(item)})
-            ledger.quarantine("api", str(e), json.dumps(item, ensure_ascii=False, default=str))
+            ledger.quarantine("api", str(e), _payload(item))
             continue
         results.append({"index": i, "status": "accepted", "event_id": event.event_id})
-        good.append((i, event))
-    stored = await _stored_ids(state.store, [e.event_id for _, e in good])
-    seen: set[str] = set()
-    for i, event in good:
-        if event.event_id in stored or event.event_id in seen:
+        good.append((i, event, checked))
+    known = await _stored_rows(state.store, [e.event_id for _, e, _ in good])
+    for i, event, checked in good:
+        prior = known.get(event.event_id)
+        if prior is None:
+            known[event.event_id] = to_row(event)
+            ledger.record(event)
+            continue
+        differ = differences(prior, event, checked)
+        if not differ:
             results[i]["status"] = "duplicate"
             continue
-        seen.add(event.event_id)
-        ledger.record(event)
+        results[i].update(status="rejected", reason=CONFLICT, fields=differ)
+        ledger.quarantine("api", CONFLICT, _payload(items[i]))
     try:
         await state.flush()
     except FlushTimeout as e:
@@ -92,23 +101,27 @@ def _id_of(item: Any) -> dict[str, Any]:
     return {}
 
 
-async def _stored_ids(store: Any, ids: list[str]) -> set[str]:
-    """Which of these event ids the ledger already holds."""
+def _payload(item: Any) -> str:
+    return json.dumps(item, ensure_ascii=False, default=str)
+
+
+async def _stored_rows(store: Any, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored rows (tokentrail.events.COLUMNS) of those of these event ids the ledger holds."""
     if not ids:
-        return set()
+        return {}
     import asyncio
 
-    return await asyncio.to_thread(_query_ids, store, ids)
+    return await asyncio.to_thread(_query_rows, store, ids)
 
 
-def _query_ids(store: Any, ids: list[str]) -> set[str]:
+def _query_rows(store: Any, ids: list[str]) -> dict[str, tuple[Any, ...]]:
     p = store.dialect.param
-    found: set[str] = set()
-    for i in range(0, len(ids), _ID_CHUNK):
-        chunk = ids[i : i + _ID_CHUNK]
-        if store.dialect.name == "postgresql":
-            sql = f"SELECT event_id::text FROM event_ids WHERE event_id IN ({', '.join(f'{p}::uuid' for _ in chunk)})"
-        else:
-            sql = f"SELECT event_id FROM events WHERE event_id IN ({', '.join(p for _ in chunk)})"
-        found.update(str(r[0]) for r in store.query(sql, chunk))
+    cast = "::uuid" if store.dialect.name == "postgresql" else ""
+    found: dict[str, tuple[Any, ...]] = {}
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), _ID_CHUNK):
+        chunk = unique[i : i + _ID_CHUNK]
+        sql = f"SELECT {', '.join(COLUMNS)} FROM events WHERE event_id IN ({', '.join(f'{p}{cast}' for _ in chunk)})"
+        for r in store.query(sql, chunk):
+            found.setdefault(str(r[0]), tuple(r))
     return found

@@ -7,16 +7,27 @@ truncated, so whatever is accepted is stored exactly as sent.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tokentrail.context import Attribution
-from tokentrail.events import MAX_TAGS, MAX_TEXT, ToolCall, UsageEvent, args_hash, bound_tags, quantize_usd
+from tokentrail.events import (
+    COLUMNS,
+    MAX_TAGS,
+    MAX_TEXT,
+    ToolCall,
+    UsageEvent,
+    args_hash,
+    bound_tags,
+    quantize_usd,
+    to_row,
+)
 from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 
 DIMENSIONS = ("org", "team", "project", "agent", "session_id", "user", "customer", "workflow", "task_type", "step")
@@ -32,6 +43,12 @@ MAX_TOOL_CALLS = 128
 MAX_COST_USD = Decimal(1_000_000)
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _FUTURE = timedelta(days=1)
+CONFLICT = "event_id already used with different content"
+# Columns of the stored row the server fills whatever the caller sent, and those it fills when the
+# caller left something out (see `differences`).
+_SERVER_COLUMNS = frozenset(("context_window_tokens", "request_hash", "content"))
+_PRICE_COLUMNS = frozenset(("cost_nusd", "price_source", "price_version", "unit_prices"))
+_JSON_COLUMNS = frozenset(("unit_prices", "tags", "tool_calls"))
 
 
 class Invalid(ValueError):
@@ -161,6 +178,41 @@ def build(ledger: Any, c: Checked) -> UsageEvent:
     if c.cost_usd is not None:
         event = replace(event, cost_usd=c.cost_usd, price_source="caller", price_version=None, unit_prices=None)
     return event
+
+
+def differences(stored: Sequence[Any], event: UsageEvent, c: Checked) -> list[str]:
+    """The columns in which `stored` (an events row with the same event_id) and `event` (built
+    from the submitted `c`) differ, leaving out what the server fills in at ingestion: the price
+    (unless the caller gave cost_usd), the context window, a `ts` or `span_id` the caller left
+    out. Empty: a re-post of the same event (a duplicate); else a conflict."""
+    new = to_row(event)
+    skip = set(_SERVER_COLUMNS)
+    if c.data.get("ts") is None:
+        skip.add("ts_us")
+    if c.data.get("span_id") is None:
+        skip.add("span_id")
+    if c.cost_usd is None:
+        skip |= _PRICE_COLUMNS  # priced by the server, perhaps from a price book updated since
+    out = [
+        name
+        for i, name in enumerate(COLUMNS)
+        if name not in skip and _comparable(name, stored[i]) != _comparable(name, new[i])
+    ]
+    if c.cost_usd is None and stored[COLUMNS.index("price_source")] == "caller":
+        out.append("cost_usd")  # the stored event carried the caller's own cost; this one none
+    return out
+
+
+def _comparable(column: str, v: Any) -> Any:
+    """A column value as every backend reads it back (PostgreSQL keeps no NUL in text)."""
+    if isinstance(v, str):
+        v = v.replace("\x00", "\ufffd")
+        if column in _JSON_COLUMNS:
+            try:
+                return json.loads(v)
+            except ValueError:
+                return v
+    return v
 
 
 # -- field checks -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def aggregate(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             m = acc[key] = [0] * N_MEASURES
         kind, status, cost = r[_KIND], r[_STATUS], r[_COST]
         if kind != "adjustment":
-            m[0] += 1
+            m[10 if kind == "tool" else 0] += 1  # tool runs apart from model calls
             if status != "ok":
                 m[1] += 1
         for j, i in enumerate(_TOKENS, 2):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 ROLLUP_DIMENSIONS = ("org", "team", "project", "agent", "provider", "model", "task_type", "kind")
 HOUR_US = 3_600_000_000
 DAY_US = 86_400_000_000
-ROLLUP_MEASURES = (
+# The rollup measures as the first rollup migrations made them (frozen: released migrations never change).
+_MEASURES_V1 = (
     "calls",
     "errors",
     "input_tokens",
@@ -26,6 +27,8 @@ ROLLUP_MEASURES = (
     "unpriced_calls",
     "invalid_calls",
 )
+# `calls` counts model calls (llm, embedding), `tool_runs` the tool runs (migration 0009).
+ROLLUP_MEASURES = (*_MEASURES_V1, "tool_runs")
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def postgres_append_only_triggers(table: str, label: str, *, row_triggers: bool 
 def m0002_rollups(d: Dialect) -> list[str]:
     """Hourly rollup by the common report dimensions (empty string stands for 'none')."""
     dims = ", ".join(f"{c} {d.text} NOT NULL" for c in ROLLUP_DIMENSIONS)
-    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in ROLLUP_MEASURES)
+    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in _MEASURES_V1)
     key = ", ".join(("hour_us", *ROLLUP_DIMENSIONS))
     return [
         f"CREATE TABLE rollup_hourly (hour_us {d.bigint} NOT NULL, {dims}, {measures}, PRIMARY KEY ({key}))",
@@ -205,14 +208,14 @@ def m0004_rollup_daily(d: Dialect) -> list[str]:
     """Daily rollup (UTC days), the same dimensions as the hourly one, backfilled from it: a
     month's report reads ~30x fewer rows."""
     dims = ", ".join(f"{c} {d.text} NOT NULL" for c in ROLLUP_DIMENSIONS)
-    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in ROLLUP_MEASURES)
+    measures = ", ".join(f"{c} {d.bigint} NOT NULL DEFAULT 0" for c in _MEASURES_V1)
     key = ", ".join(("day_us", *ROLLUP_DIMENSIONS))
     cols = ", ".join(ROLLUP_DIMENSIONS)
-    sums = ", ".join(f"SUM({m})" for m in ROLLUP_MEASURES)
+    sums = ", ".join(f"SUM({m})" for m in _MEASURES_V1)
     day = f"(hour_us / {DAY_US}) * {DAY_US}"
     return [
         f"CREATE TABLE rollup_daily (day_us {d.bigint} NOT NULL, {dims}, {measures}, PRIMARY KEY ({key}))",
-        f"INSERT INTO rollup_daily (day_us, {cols}, {', '.join(ROLLUP_MEASURES)}) "
+        f"INSERT INTO rollup_daily (day_us, {cols}, {', '.join(_MEASURES_V1)}) "
         f"SELECT {day}, {cols}, {sums} FROM rollup_hourly GROUP BY {day}, {cols}",
     ]
 
@@ -325,6 +328,20 @@ def m0008_api_keys(d: Dialect) -> list[str]:
 
 
 MIGRATIONS.append(("0008_api_keys", m0008_api_keys))
+
+
+def m0009_tool_runs(d: Dialect) -> list[str]:
+    """Tool runs get their own rollup measure, so `calls` counts model calls only."""
+    out = []
+    for table in ("rollup_hourly", "rollup_daily"):
+        out += [
+            f"ALTER TABLE {table} ADD COLUMN tool_runs {d.bigint} NOT NULL DEFAULT 0",
+            f"UPDATE {table} SET tool_runs = calls, calls = 0 WHERE kind = 'tool'",
+        ]
+    return out
+
+
+MIGRATIONS.append(("0009_tool_runs", m0009_tool_runs))
 
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the

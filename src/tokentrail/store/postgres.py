@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -194,6 +195,11 @@ class PostgresStore:
         self._pool.open(wait=False)
 
     # -- connections ----------------------------------------------------------------------------
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """`with store.connection() as conn:` a connection from the store's pool (autocommit: open a
+        transaction with `conn.transaction()`), given back to the pool when the block ends."""
+        return self._pool.connection()
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)

@@ -1,0 +1,78 @@
+"""The budget thread of a process: it runs what coroutines and finalizers queue on the engine,
+renews the reservations of calls still running, retries posts the store refused, and sweeps
+expired reservations away.
+
+A reservation counts until its expiry (`hold_timeout`, default 120 s); a call that runs longer
+keeps its hold alive because this thread pushes the expiry back every third of the timeout. A
+killed process renews nothing, so its reservations stop counting on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from tokentrail.budget_engine import RENEW, SWEEP, Engine, Hold, Op
+
+log = logging.getLogger("tokentrail")
+
+SWEEP_EVERY_S = 60.0
+
+
+class Keeper:
+    """Runs `engine`'s queue when woken, and its upkeep every few seconds, until `stopped()`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        live: dict[str, Hold],
+        hold_timeout: Callable[[], float],
+        stopped: Callable[[], bool],
+    ) -> None:
+        self.engine = engine
+        self.live = live
+        self.hold_timeout = hold_timeout
+        self.stopped = stopped
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="tokentrail-budgets", daemon=True)
+                self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self.engine.wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        engine = self.engine
+        next_sweep = time.monotonic() + SWEEP_EVERY_S
+        while not self.stopped():
+            engine.wake.wait(max(0.05, min(self.hold_timeout() / 4, 10.0)))
+            engine.wake.clear()
+            try:
+                engine.run_queued()
+                self._renew()
+                if engine.retry:
+                    engine.retry_due()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + SWEEP_EVERY_S
+                    engine.call(Op(SWEEP))
+                elif engine.pending:
+                    engine.run_queued()
+            except Exception as e:
+                log.debug("tokentrail: budget upkeep failed: %s", e)
+
+    def _renew(self) -> None:
+        now = time.monotonic()
+        due = [h for h in list(self.live.values()) if now - h.renewed_at > self.hold_timeout() / 3]
+        if due:
+            self.engine.call(Op(RENEW, holds=due))

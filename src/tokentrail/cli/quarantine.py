@@ -1,0 +1,84 @@
+"""`tokentrail quarantine list|show`: what was kept aside instead of recorded, and why."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from tokentrail.cli._common import DbOption, SinceOption, console, emit_json, fail, reader, time_range, user_errors
+from tokentrail.events import from_micros, ts_micros
+
+quarantine_app = typer.Typer(
+    help="Events that failed validation (event API, OTLP) or that a store refused, kept with the reason.",
+    no_args_is_help=True,
+)
+
+
+@quarantine_app.command("list")
+def list_command(
+    since: SinceOption = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source (api, otlp, store, …).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    db: DbOption = None,
+) -> None:
+    """The newest quarantined items: when, from where, and why."""
+    with user_errors():
+        start, _ = time_range(since, None, None)
+    with reader(db) as store:
+        p = store.dialect.param
+        conds, params = [], []
+        if start is not None:
+            conds.append(f"ts_us >= {p}")
+            params.append(ts_micros(start))
+        if source is not None:
+            conds.append(f"source = {p}")
+            params.append(source)
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        rows = store.query(
+            f"SELECT quarantine_id, ts_us, source, reason FROM quarantine{where} "
+            f"ORDER BY ts_us DESC LIMIT {int(limit)}",
+            params,
+        )
+    if as_json:
+        emit_json([{"id": r[0], "ts": from_micros(r[1]).isoformat(), "source": r[2], "reason": r[3]} for r in rows])
+        return
+    if not rows:
+        console().print("Nothing is in quarantine.")
+        return
+    table = Table(show_edge=False, title=Text("Quarantine (newest first)"), title_justify="left")
+    for header in ("id", "when (UTC)", "source", "reason"):
+        table.add_column(header, overflow="fold")
+    for r in rows:
+        table.add_row(Text(r[0]), from_micros(r[1]).strftime("%Y-%m-%d %H:%M:%S"), Text(r[2]), Text(r[3]))
+    console().print(table)
+
+
+@quarantine_app.command("show")
+def show_command(
+    item: Annotated[str, typer.Argument(help="The id shown by `tokentrail quarantine list`.")],
+    db: DbOption = None,
+) -> None:
+    """One quarantined item: its reason and the payload exactly as it was received."""
+    with reader(db) as store:
+        p = store.dialect.param
+        rows = store.query(f"SELECT ts_us, source, reason, payload FROM quarantine WHERE quarantine_id = {p}", [item])
+    if not rows:
+        fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)", code=1)
+    ts_us, src, reason, payload = rows[0]
+    try:
+        payload = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass  # not JSON: shown as received
+    out = console()
+    out.print(Text(f"{from_micros(ts_us).isoformat()}  from {src}", style="bold"))
+    out.print(Text(f"why: {reason}"))
+    out.print(Text(payload))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(quarantine_app, name="quarantine")
