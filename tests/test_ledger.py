@@ -269,3 +269,12 @@ def test_record_after_close_is_refused(tmp_path: Path) -> None:
     led.close()
     with pytest.raises(ConfigError, match="closed"):
         led.record(UsageEvent(event_id=new_event_id()))
+
+
+def test_record_llm_takes_a_known_cost_and_checks_the_event_id(ledger: tt.Ledger) -> None:
+    e = ledger.record_llm(provider="acme", model="house-llm", input_tokens=10, cost_usd="0.0042")
+    assert (e.cost_usd, e.price_source) == (Decimal("0.0042"), "caller")
+    with pytest.raises(InvalidUsage, match="not a UUID"):
+        ledger.record_llm(provider="openai", model="gpt-4o", event_id="order-17")
+    with pytest.raises(InvalidUsage, match="cost_usd"):
+        ledger.record_llm(provider="openai", model="gpt-4o", cost_usd="-1")

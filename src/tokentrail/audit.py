@@ -402,6 +402,12 @@ def _first_link(store: Store, seq: int) -> Link | None:
             close()
 
 
+def head_seq(store: Store) -> int:
+    """The seq the chain head says is last (0: an empty ledger)."""
+    head = _chain_head(store)
+    return head[0] if head else 0
+
+
 def _chain_head(store: Store) -> tuple[int, bytes] | None:
     rows = store.query("SELECT seq, hash FROM chain_head WHERE id = 1")
     return (int(rows[0][0]), bytes(rows[0][1])) if rows else None

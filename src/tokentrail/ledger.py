@@ -13,8 +13,10 @@ import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -119,10 +121,13 @@ class Ledger:
         ts: datetime | None = None,
         event_id: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        cost_usd: Decimal | str | int | None = None,
     ) -> UsageEvent:
         """Meter a model call by hand (inclusive counts). Raises InvalidUsage on impossible input.
 
-        `tool_calls` are (id, name, arguments) the model asked for."""
+        `tool_calls` are (id, name, arguments) the model asked for. `cost_usd`: what the call
+        cost when you know it better than the price book (e.g. a provider's invoice line); it is
+        stored with price_source "caller"."""
         if kind not in ("llm", "embedding"):
             raise InvalidUsage(f"record_llm: kind must be 'llm' or 'embedding', not {kind!r}")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
@@ -130,6 +135,12 @@ class Ledger:
         _check_latency("record_llm", latency_ms)
         if ts is not None and (not isinstance(ts, datetime) or ts.utcoffset() is None):
             raise InvalidUsage(f"record_llm: ts must be a datetime with a time zone, not {ts!r}")
+        if event_id is not None:
+            try:
+                event_id = str(uuid.UUID(str(event_id)))
+            except ValueError:
+                raise InvalidUsage(f"record_llm: event_id {event_id!r} is not a UUID") from None
+        given_cost = _caller_cost("record_llm", cost_usd)
         try:
             usage = from_counts(
                 input_tokens=input_tokens,
@@ -157,6 +168,8 @@ class Ledger:
         )
         if event.status.startswith("invalid_usage"):
             raise InvalidUsage(f"record_llm({provider}/{model}): {event.status}")
+        if given_cost is not None:
+            event = replace(event, cost_usd=given_cost, price_source="caller", price_version=None, unit_prices=None)
         return self.record(event)
 
     def build_call(
@@ -263,7 +276,7 @@ class Ledger:
         """Record a tool that ran, linked to the model call that asked for it when there was one."""
         if not isinstance(name, str) or not name:
             raise InvalidUsage("record_tool: name must be a non-empty string")
-        cost = _tool_cost(name, cost_usd)
+        cost = _caller_cost(f"record_tool({name})", cost_usd)
         _check_latency(f"record_tool({name})", latency_ms)
         a = ctx.current()
         h = args_hash(args)
@@ -401,17 +414,17 @@ def _check_latency(where: str, latency_ms: object) -> None:
         raise InvalidUsage(f"{where}: latency_ms must be a finite non-negative number, not {latency_ms!r}")
 
 
-def _tool_cost(name: str, cost_usd: object) -> Decimal | None:
+def _caller_cost(where: str, cost_usd: object) -> Decimal | None:
     if cost_usd is None:
         return None
     if isinstance(cost_usd, bool):
-        raise InvalidUsage(f"record_tool({name}): cost_usd must be a number")
+        raise InvalidUsage(f"{where}: cost_usd must be a number")
     try:
         cost = Decimal(str(cost_usd))
     except InvalidOperation:
-        raise InvalidUsage(f"record_tool({name}): cost_usd {cost_usd!r} is not a number") from None
+        raise InvalidUsage(f"{where}: cost_usd {cost_usd!r} is not a number") from None
     if not cost.is_finite() or cost < 0 or cost > 1_000_000:
-        raise InvalidUsage(f"record_tool({name}): cost_usd {cost_usd!r} must be between 0 and 1,000,000")
+        raise InvalidUsage(f"{where}: cost_usd {cost_usd!r} must be between 0 and 1,000,000")
     return quantize_usd(cost)
 
 

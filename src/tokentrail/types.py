@@ -38,6 +38,10 @@ class Store(Protocol):
         """Append quarantine rows (quarantine_id, ts_us, source, reason, payload), idempotently."""
         ...
 
+    def execute_write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction (admin paths); returns the rows it changed."""
+        ...
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a read query written for `self.dialect`."""
         ...

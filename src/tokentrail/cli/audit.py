@@ -45,6 +45,9 @@ def verify_command(
     with user_errors():
         marks = _load(checkpoint, audit.audit_key()) if checkpoint is not None else []
     with reader(db) as store, user_errors():
+        last = audit.head_seq(store)
+        if from_seq > last + 1:  # asking past the end is a usage error, not a broken chain
+            raise ValueError(f"--from-seq {from_seq} is past the end of the chain (its head is seq {last})")
         result = audit.verify(store, from_seq=from_seq, checkpoints=marks)
     out = console()
     if result.problem is not None:

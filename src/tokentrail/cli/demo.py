@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -119,7 +120,7 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     out.print()
     print_report(rep)
     sessions = reports.sessions(store, since=None, until=None, where={}, limit=1000)  # type: ignore[arg-type]
-    costliest = sorted(sessions, key=lambda s: s.cost_usd, reverse=True)[:5]
+    costliest = sorted(sessions, key=lambda s: s.cost_usd or Decimal(0), reverse=True)[:5]
     out.print()
     print_sessions(costliest, title="The 5 costliest sessions", compact=True)
     busiest = max(sessions, key=lambda s: s.calls)

@@ -31,7 +31,8 @@ def list_command(
         start, _ = time_range(since, None, None)
     with reader(db) as store:
         p = store.dialect.param
-        conds, params = [], []
+        conds: list[str] = []
+        params: list[object] = []
         if start is not None:
             conds.append(f"ts_us >= {p}")
             params.append(ts_micros(start))
