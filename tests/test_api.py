@@ -119,6 +119,43 @@ def test_openapi_and_me(filled: tuple[TestClient, dict[str, str]]) -> None:
     assert get(c, keys["all"], "/api/v1/alerts").json() == {"alerts": []}
 
 
+def test_budgets_say_when_an_overage_locked_them_and_what_is_suspended(
+    filled: tuple[TestClient, dict[str, str]], ledger: tt.Ledger
+) -> None:
+    from decimal import Decimal
+
+    from tokentrail.context import Attribution
+
+    c, keys = filled
+    b = ledger.budgets
+    hold = b.reserve(cost_usd="1", attribution=Attribution(team="legal"))
+    b.post(hold, cost_usd=Decimal(101))  # past its limit and what it reserved: locked until the month ends
+    b.suspend({"team": "cx"}, reason="runaway")
+    b.suspend({"agent": "a1"})
+    rows = {r["budget"]: r for r in get(c, keys["all"], "/api/v1/budgets").json()["budgets"]}
+    assert rows["legal-month"]["locked"] is True
+    assert rows["legal-month"]["blocked_until"] == rows["legal-month"]["period_end"] is not None
+    assert (rows["cx-month"]["locked"], rows["cx-month"]["blocked_until"]) == (False, None)
+    everything = get(c, ADMIN, "/api/v1/budgets").json()["suspensions"]
+    assert sorted((s["scope"], s["reason"]) for s in everything) == [("agent=a1", None), ("team=cx", "runaway")]
+    assert all(s["since"] for s in everything)
+    assert get(c, keys["legal"], "/api/v1/budgets").json()["suspensions"] == []  # another team's kill switch
+    assert [s["scope"] for s in get(c, keys["cx"], "/api/v1/budgets").json()["suspensions"]] == ["team=cx"]
+
+
+def test_an_unpriced_session_costs_null_never_a_string(ledger: tt.Ledger) -> None:
+    with TestClient(create_app(ledger)) as c:
+        events = [
+            {**_event("legal", "a1", "s-unpriced", 10), "model": "acme-private"},
+            _event("legal", "a1", "s-ok", 10),
+        ]
+        assert c.post("/api/v1/events", json=events).json()["accepted"] == 2
+        found = {s["session_id"]: s for s in c.get("/api/v1/sessions").json()["sessions"]}
+    assert found["s-unpriced"]["unpriced_calls"] == 1
+    assert found["s-unpriced"]["cost_usd"] in (None, "0", "0.000000000")  # null: unpriced, never "None"
+    assert found["s-ok"]["cost_usd"] not in (None, "None") and float(found["s-ok"]["cost_usd"]) > 0
+
+
 _param = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ class Page:
         self._conn = connect(ws_url, max_size=50 * 1024 * 1024)
         self.ws = self._conn.__enter__()
         self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []  # protocol events received while waiting for answers
 
     def close(self) -> None:
         self._conn.__exit__(None, None, None)
@@ -59,6 +63,18 @@ class Page:
                 if "error" in msg:
                     raise RuntimeError(msg["error"])
                 return msg.get("result")
+            if "method" in msg:
+                self.events.append(msg)
+
+    def take(self, method: str) -> list[dict[str, Any]]:
+        """The params of the `method` events received so far (removed from the queue)."""
+        self.call("Runtime.evaluate", expression="0")  # read what arrived meanwhile
+        found = [e["params"] for e in self.events if e["method"] == method]
+        self.events = [e for e in self.events if e["method"] != method]
+        return found
+
+    def viewport(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def js(self, expression: str) -> Any:
         r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -195,3 +211,262 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
         assert teams == ["legal"]
         assert page.js("document.querySelectorAll('#sessions tbody tr').length") == 3
         assert "cx" not in page.js("document.querySelector('main').textContent").replace("legal", "")
+
+
+# -- what a newcomer saw: a blank page, an empty chart, tables that scroll, odd money ------------
+
+
+def _post(url: str, events: list[dict[str, Any]]) -> None:
+    r = httpx2.post(url + "/api/v1/events", json=events)
+    assert r.status_code == 200 and r.json()["accepted"] == len(events), r.text
+
+
+def _event(team: str, cost: str | None = None, *, ago: timedelta = timedelta(0), **kw: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "team": team,
+        "agent": f"{team}-agent",
+        "session_id": f"{team}-{uuid.uuid4().hex[:6]}",
+        "ts": (datetime.now(UTC) - ago).isoformat(),
+        **kw,
+    }
+    if cost is not None:
+        e["cost_usd"] = cost
+    return e
+
+
+def _chart(page: Page) -> dict[str, Any]:
+    """What the spend chart drew: its bucket, plot area, slots, bars and y-axis ticks."""
+    out: dict[str, Any] = page.js(
+        """(() => { const svg = document.getElementById('chart'), d = svg.dataset;
+        return {bucket: d.bucket, slots: Number(d.slots), left: Number(d.plotLeft), right: Number(d.plotRight),
+          width: svg.clientWidth,
+          bars: [...svg.querySelectorAll('rect.bar-seg')].map(r => ({slot: Number(r.dataset.slot),
+            x: Number(r.getAttribute('x')), w: Number(r.getAttribute('width')), h: Number(r.getAttribute('height'))})),
+          ticks: [...svg.querySelectorAll('text.y-tick')].map(t => [Number(t.dataset.value), t.textContent])}; })()"""
+    )
+    return out
+
+
+def _round_ticks(ticks: list[list[Any]]) -> None:
+    """A few y-axis labels, evenly spaced at a 1, 2 or 5 times a power of ten, labelled plainly."""
+    values = [v for v, _ in ticks]
+    assert 3 <= len(values) <= 7, ticks
+    assert values[0] == 0 and ticks[0][1] == "$0"
+    step = values[1] - values[0]
+    assert all(abs((b - a) - step) < step * 1e-6 for a, b in itertools.pairwise(values)), ticks
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert any(abs(mantissa - m) < 1e-6 for m in (1, 2, 5)), ticks
+    for v, text in ticks[1:]:
+        assert re.fullmatch(r"\$[\d,]+(\.\d+)?", text), text
+        assert Decimal(text[1:].replace(",", "")) == Decimal(str(v)), text  # the value itself, e.g. "$0.50"
+
+
+def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger: tt.Ledger) -> None:
+    with serving(ledger) as s:
+        _post(s.url, [_event("legal", "0.5")])
+        page.viewport(1400, 1000)
+        page.call("Fetch.enable", patterns=[{"urlPattern": "*/api/*"}])  # hold every API answer
+        page.call("Page.navigate", url=s.url + "/")
+        page.wait("document.readyState === 'complete'")
+        deadline = time.monotonic() + 20
+        held = page.take("Fetch.requestPaused")
+        while not held and time.monotonic() < deadline:
+            held = page.take("Fetch.requestPaused")
+        assert held, "the page asked the API for nothing"
+        assert page.js("document.body.dataset.loaded") is None
+        assert page.js("document.querySelector('main').getAttribute('aria-busy')") == "true"
+        assert page.js("document.getElementById('status').className") == "loading"
+        boxes = page.js(
+            """[...document.querySelectorAll('main > section:not([hidden]), main > .cards')].map(e => {
+               const r = e.getBoundingClientRect(); return [e.id || e.className, r.top, r.width, r.height]; })"""
+        )
+        assert len(boxes) == 8, boxes  # cards, chart, budgets, three tables, sessions, alerts
+        assert all(w > 300 and h > 40 for _, _, w, h in boxes[:3]), boxes  # laid out, above the fold
+        assert all(top < 1000 for _, top, _, _ in boxes[:3]), boxes
+        for table in ("budgets", "by-team", "by-agent", "by-model", "sessions", "alerts"):
+            assert page.js(f"document.querySelector('#{table} td.loading') !== null"), table
+        assert page.js("document.querySelectorAll('#totals .card b.loading').length") == 6
+        assert "loading" in page.js("document.getElementById('chart').textContent")
+        # let the answers through: the page fills in
+        while not page.js("document.body.dataset.loaded") and time.monotonic() < deadline:
+            for p in held:
+                page.call("Fetch.continueRequest", requestId=p["requestId"])
+            held = page.take("Fetch.requestPaused")
+        page.call("Fetch.disable")
+        assert page.js("document.body.dataset.loaded") == "true"
+        assert page.js("document.querySelector('main').getAttribute('aria-busy')") == "false"
+        assert page.js("document.querySelector('[data-total=cost] b').textContent") == "$0.50"
+
+
+def test_spend_in_one_day_is_charted_by_hour(page: Page, ledger: tt.Ledger) -> None:
+    """All of `tokentrail demo` lands in one hour: the chart shows it by hour, with round labels."""
+    with serving(ledger) as s:
+        _post(s.url, [_event("legal"), _event("legal", ago=timedelta(hours=3)), _event("cx", "0.0042")])
+        page.viewport(1400, 1000)
+        page.open(s.url + "/")
+        c = _chart(page)
+        assert c["bucket"] == "hour"
+        assert 24 <= c["slots"] <= 26  # at least a day of hours around the spend, for context
+        assert {b["slot"] for b in c["bars"]} == {c["slots"] - 4, c["slots"] - 1}  # 3 hours ago, and now
+        assert all(b["h"] > 1 for b in c["bars"])
+        assert c["right"] - c["left"] > 0.85 * c["width"]  # the slots span the plot's whole width
+        _round_ticks(c["ticks"])
+        assert page.js("document.getElementById('chart-note').textContent").startswith("by hour")
+        legend = page.js("[...document.querySelectorAll('#legend span')].map(e => e.textContent)")
+        assert legend[1] == "cx $0.0042" and legend[0].startswith("legal $0.0")
+
+
+def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, ledger: tt.Ledger) -> None:
+    with serving(ledger) as s:
+        days = [timedelta(days=d, hours=1) for d in (6, 4, 1)] + [timedelta(0)]
+        _post(s.url, [_event("legal", "1.008756", ago=d) for d in days] + [_event("cx", "0.25", ago=days[1])])
+        page.viewport(1400, 1000)
+        page.open(s.url + "/")
+        c = _chart(page)
+        assert (c["bucket"], c["slots"]) == ("day", 7)
+        slot = (c["right"] - c["left"]) / c["slots"]
+        assert {b["slot"] for b in c["bars"]} == {0, 2, 5, 6}
+        assert min(b["x"] for b in c["bars"]) < c["left"] + slot  # from the left edge …
+        assert max(b["x"] + b["w"] for b in c["bars"]) > c["right"] - slot  # … to the right one
+        assert c["right"] - c["left"] > 0.85 * c["width"]
+        _round_ticks(c["ticks"])
+        assert [t for _, t in c["ticks"]] == ["$0", "$0.50", "$1.00", "$1.50"]
+        # the last 24 hours: by hour again
+        page.js("(r => { r.value = '24h'; r.dispatchEvent(new Event('change')); })(document.getElementById('range'))")
+        page.wait("document.body.dataset.loaded")
+        c = _chart(page)
+        assert c["bucket"] == "hour" and {b["slot"] for b in c["bars"]} == {c["slots"] - 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("-4.570606", "-$4.57"),
+        ("4.570606", "$4.57"),
+        ("1234.5", "$1,234.50"),
+        ("1", "$1.00"),
+        ("0.17915", "$0.17915"),
+        ("0.179150000", "$0.17915"),
+        ("0.02", "$0.02"),
+        ("0.0022997", "$0.0022997"),
+        ("0.001042050", "$0.00104205"),
+        ("-0.0023", "-$0.0023"),
+        ("0.000000001", "$0.000000001"),
+        ("0.000000123", "$0.000000123"),
+        ("0", "$0.00"),
+        ("0.000000000", "$0.00"),
+        (None, "unpriced"),
+    ],
+)
+def test_money_is_shown_by_one_rule(page: Page, ledger: tt.Ledger, value: str | None, shown: str) -> None:
+    with serving(ledger) as s:
+        page.open(s.url + "/")
+        assert page.js(f"money({json.dumps(value)})") == shown
+
+
+def test_negative_and_unpriced_totals(page: Page, ledger: tt.Ledger) -> None:
+    from tokentrail.corrections import adjust
+
+    with serving(ledger) as s:
+        legal = _event("legal", "0.429394")
+        unpriced = [_event("research", model="acme-private"), _event("research", model="acme-private")]
+        _post(s.url, [legal, _event("cx", "0.02"), *unpriced])
+        adjust(ledger, legal["event_id"], reason="refund", cost_usd=Decimal("-5"), allow_negative=True)
+        page.viewport(1400, 1000)
+        page.open(s.url + "/")
+        cost = page.js(
+            """Object.fromEntries([...document.querySelectorAll('#by-team tbody tr')].map(
+               tr => [tr.cells[0].textContent, tr.cells[tr.cells.length - 1].textContent]))"""
+        )
+        assert cost == {"cx": "$0.02", "research": "unpriced", "legal": "-$4.57"}
+        model = page.js(
+            """Object.fromEntries([...document.querySelectorAll('#by-model tbody tr')].map(
+               tr => [tr.cells[0].textContent, tr.cells[tr.cells.length - 1].textContent]))"""
+        )
+        assert model["acme-private"] == "unpriced"
+        assert page.js("document.querySelector('[data-total=cost] b').textContent") == "-$4.55"
+        assert page.js("document.querySelector('[data-total=\"unpriced calls\"] b').textContent") == "2"
+        sessions = page.js("[...document.querySelectorAll('#sessions tbody tr')].map(tr => tr.cells[7].textContent)")
+        assert sessions.count("unpriced") == 2 and "$0.00" not in sessions
+        # either way the server says "no price": null, or "0" with every call unpriced
+        for row in (
+            '{"cost_usd": null, "calls": 2, "unpriced_calls": 2}',
+            '{"cost_usd": "0.000000000", "calls": 2, "unpriced_calls": 2, "tool_runs": 0}',
+        ):
+            assert page.js(f"isUnpriced({row})") is True
+        assert page.js('isUnpriced({"cost_usd": "0.5", "calls": 2, "unpriced_calls": 1})') is False
+        assert page.js('isUnpriced({"cost_usd": "0", "calls": 0, "unpriced_calls": 0, "tool_runs": 3})') is False
+
+
+def test_a_locked_or_suspended_budget_shows_on_the_page(page: Page, ledger: tt.Ledger) -> None:
+    from tokentrail.context import Attribution
+
+    b = ledger.budgets
+    b.set("legal-day", scope={"team": "legal"}, period="day", limit_usd=10)
+    b.set("cx-month", scope={"team": "cx"}, period="month", limit_usd=100, limit_tokens=1_000_000)
+    hold = b.reserve(cost_usd="1", attribution=Attribution(team="legal"))
+    b.post(hold, cost_usd=Decimal(3))  # past what it reserved: an overage locks the budget
+    b.suspend({"agent": "ci-fixer"}, reason="runaway loop")
+    with serving(ledger) as s:
+        page.viewport(1400, 1000)
+        page.open(s.url + "/")
+        row = "document.querySelector('#budgets tr[data-budget=\"legal-day\"]')"
+        assert page.js(f"{row}.querySelector('[data-state]').dataset.state") == "locked"
+        assert "an overage blocks calls until" in page.js(f"{row}.textContent")
+        assert (
+            page.js("document.querySelector('#budgets tr[data-budget=\"cx-month\"] [data-state]').dataset.state")
+            == "ok"
+        )
+        assert page.js("document.getElementById('budget-flags').textContent") == "1 locked "
+        assert "agent=ci-fixer" in page.js("document.querySelector('[data-suspended]').textContent")
+        assert "runaway loop" in page.js("document.getElementById('suspensions').textContent")
+
+
+_OVERFLOW = """[...document.querySelectorAll('main .wrap')].filter(w => w.offsetParent !== null)
+    .filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.querySelector('table').id)"""
+
+
+def test_every_column_fits_and_narrow_screens_degrade(page: Page, ledger: tt.Ledger) -> None:
+    long_agent = "contract-analyzer-for-the-very-long-named-enterprise-workflow-v2"
+    b = ledger.budgets
+    b.set("legal-monthly-spend-for-the-contracts-team", scope={"team": "legal"}, period="month", limit_usd=1000)
+    b.set("tokens-per-agent", scope={"agent": "*"}, period="day", limit_usd=50, limit_tokens=10_000_000, action="alert")
+    with serving(ledger) as s:
+        events = [_event("legal", "1234.567891", agent=long_agent, model="claude-sonnet-4-6-20260101-preview")]
+        events += [_event(f"team-{i}", f"0.00{i}2997") for i in range(6)]
+        _post(s.url, events)
+        page.viewport(1400, 1000)
+        page.open(s.url + "/")
+        assert page.js(_OVERFLOW) == []
+        assert page.js("document.documentElement.scrollWidth <= innerWidth")
+        box = page.js("document.getElementById('budgets-box').getBoundingClientRect().right")
+        heads = page.js(
+            "Object.fromEntries([...document.querySelectorAll('#budgets th')]"
+            ".map(th => [th.textContent, th.getBoundingClientRect().right]))"
+        )
+        assert {"spent", "limit", "remaining", "state"} <= set(heads) and max(heads.values()) <= box
+        main = page.js("document.querySelector('main').getBoundingClientRect().width")
+        assert page.js("document.getElementById('budgets-box').getBoundingClientRect().width") > 0.9 * main
+        tops = page.js("[...document.querySelectorAll('section.third')].map(e => e.getBoundingClientRect().top)")
+        assert len(set(tops)) == 1  # the three tables side by side
+        # a long name is cut short (its cell says it in full on hover), never the table
+        assert page.js(
+            "(td => td.scrollWidth > td.clientWidth && td.title)(document.querySelector('#by-agent td.name'))"
+        )
+        for width in (900, 420):  # a small laptop, a phone: nothing scrolls sideways, nothing is cut
+            page.viewport(width, 1000)
+            page.wait(f"innerWidth === {width}")
+            assert page.js("document.documentElement.scrollWidth <= innerWidth"), width
+            assert page.js(_OVERFLOW) == [], width
+            right = page.js("document.getElementById('budgets-box').getBoundingClientRect().right")
+            shown = page.js(
+                """Object.fromEntries([...document.querySelectorAll('#budgets tbody tr:first-child td')]
+                   .filter(td => td.offsetParent).map(td => [td.dataset.label, td.getBoundingClientRect().right]))"""
+            )
+            assert {"budget", "used", "limit", "remaining", "state"} <= set(shown), (width, shown)
+            assert max(shown.values()) <= right, (width, shown)

@@ -242,20 +242,8 @@ class Ledger:
             price_source=price.source if price and cost is not None else None,
             price_version=price.version if price and cost is not None else None,
             unit_prices=price.unit_prices if price and cost is not None else None,
-            org=a.org,
-            team=a.team,
-            project=a.project,
-            agent=a.agent,
-            session_id=a.session_id,
-            trace_id=a.trace_id,
+            **_attributed(a, tags),
             span_id=span_id or ctx.new_span_id(),
-            parent_span_id=a.span_id,
-            user=a.user,
-            customer=a.customer,
-            workflow=a.workflow,
-            task_type=a.task_type,
-            step=a.step,
-            tags=bound_tags({**a.tags, **bound_tags(tags)}) if tags else a.tags,
             tool_calls=tool_calls,
             request_hash=request_hash,
             content=content,
@@ -292,20 +280,8 @@ class Ledger:
             status=bound_text(status) or "ok",
             cost_usd=cost,
             price_source="caller" if cost is not None else None,
-            org=a.org,
-            team=a.team,
-            project=a.project,
-            agent=a.agent,
-            session_id=a.session_id,
-            trace_id=a.trace_id,
+            **{**_attributed(a, tags), "parent_span_id": parent},
             span_id=ctx.new_span_id(),
-            parent_span_id=parent,
-            user=a.user,
-            customer=a.customer,
-            workflow=a.workflow,
-            task_type=a.task_type,
-            step=a.step,
-            tags=bound_tags({**a.tags, **bound_tags(tags)}) if tags else a.tags,
             tool_name=bound_text(name),
             tool_call_id=bound_text(tool_call_id),
             tool_args_hash=h,
@@ -404,6 +380,14 @@ class Ledger:
     def quarantine(self, source: str, reason: str, payload: str) -> None:
         """Keep something submitted from outside that failed validation, with the reason why."""
         self._writer.put(Side("quarantine", quarantine_row(source, reason, payload)))
+
+
+def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attribution fields of an event: the context's, with call tags merged (and bounded)."""
+    fields = a.as_event_fields()
+    if tags:
+        fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
+    return fields
 
 
 def _check_latency(where: str, latency_ms: object) -> None:

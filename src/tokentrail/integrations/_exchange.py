@@ -54,7 +54,10 @@ class Exchange:
         raw_body: bytes | None = None,
         attribution: ctx.Attribution | None = None,
         tags: dict[str, str] | None = None,
+        reserve: bool = True,
     ) -> None:
+        """`reserve=False`: the caller reserves the call's budget itself, with `await areserve()`
+        (the gateway, whose event loop must not wait for the ledger)."""
         self.ledger = ledger
         self.route = route
         self.body = body if isinstance(body, dict) else {}
@@ -75,19 +78,33 @@ class Exchange:
         self._lock = threading.Lock()
         # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
         self.hold: Any = None
+        if reserve:
+            try:
+                self.hold = ledger.budgets.reserve_call(**self._budget_call())
+            except BudgetExceeded:
+                raise
+            except Exception:
+                log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", route.provider)
+
+    async def areserve(self) -> None:
+        """Reserve the call's budget without blocking the event loop (raises BudgetExceeded)."""
         try:
-            self.hold = ledger.budgets.reserve_call(
-                provider=route.provider,
-                model=self.acc.model,
-                body=self.body,
-                kind=route.kind,
-                attribution=self.attribution,
-                owner=self,
-            )
+            self.hold = await self.ledger.budgets.areserve_call(**self._budget_call())
         except BudgetExceeded:
             raise
         except Exception:
-            log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", route.provider)
+            log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", self.route.provider)
+
+    def _budget_call(self) -> dict[str, Any]:
+        r = self.route
+        return {
+            "provider": r.provider,
+            "model": self.acc.model,
+            "body": self.body,
+            "kind": r.kind,
+            "attribution": self.attribution,
+            "owner": self,
+        }
 
     # -- request --------------------------------------------------------------------------------
 

@@ -142,7 +142,7 @@ class Gateway:
             out_headers, query = self._forward_headers(raw_headers, provider, key, credential, query, route)
             exchange = None
             if route is not None:
-                exchange, body = self._begin(route, path, body, attribution)
+                exchange, body = await self._begin(route, path, body, attribution)
             status = await self._forward(
                 scope, receive, send, provider, method, path, query, out_headers, body, exchange, t0, label
             )
@@ -229,9 +229,9 @@ class Gateway:
                 query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"])
         return out, query
 
-    def _begin(self, route: Any, path: str, body: bytes, attribution: Attribution) -> tuple[Exchange, bytes]:
-        """The Exchange of a metered call (its constructor reserves budget, or raises BudgetExceeded),
-        and the body to send upstream."""
+    async def _begin(self, route: Any, path: str, body: bytes, attribution: Attribution) -> tuple[Exchange, bytes]:
+        """The Exchange of a metered call, its budget reserved (or BudgetExceeded) without blocking
+        the event loop, and the body to send upstream."""
         parsed = None
         if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
             try:
@@ -239,7 +239,10 @@ class Gateway:
             except ValueError:
                 parsed = None
         try:
-            exchange = Exchange(self.ledger, route, parsed, path=path, raw_body=body, attribution=attribution)
+            exchange = Exchange(
+                self.ledger, route, parsed, path=path, raw_body=body, attribution=attribution, reserve=False
+            )
+            await exchange.areserve()
             prepared = exchange.prepared_body()
         except BudgetThrottled as e:
             retry = max(1, int(-(-e.retry_after // 1)))
