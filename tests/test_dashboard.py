@@ -188,6 +188,7 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
         page.open(s.url + "/")
         assert page.js("document.body.dataset.loaded") == "error"  # auth is on: it asks for a key
         assert page.js("!document.getElementById('keybox').hidden")
+        assert page.js("document.querySelectorAll('main .loading').length") == 0  # nothing left spinning
         page.open(s.url + "/", key=ADMIN)
         assert page.js("document.body.dataset.loaded") == "true", page.js(
             "document.getElementById('error').textContent"
@@ -319,18 +320,26 @@ def test_spend_in_one_day_is_charted_by_hour(page: Page, ledger: tt.Ledger) -> N
         assert page.js("document.getElementById('chart-note').textContent").startswith("by hour")
         legend = page.js("[...document.querySelectorAll('#legend span')].map(e => e.textContent)")
         assert legend[1] == "cx $0.0042" and legend[0].startswith("legal $0.0")
+        # hours are the viewer's own, even half an hour off UTC
+        page.call("Emulation.setTimezoneOverride", timezoneId="Australia/Adelaide")
+        page.open(s.url + "/")
+        c = _chart(page)
+        assert page.js("document.getElementById('chart-note').textContent") == "by hour · Australia/Adelaide"
+        assert {b["slot"] for b in c["bars"]} == {c["slots"] - 4, c["slots"] - 1}
+        labels = page.js("[...document.querySelectorAll('#chart text.x-tick')].map(t => t.textContent)")
+        assert labels and all(re.fullmatch(r"\d\d:00", t) for t in labels), labels
 
 
 def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, ledger: tt.Ledger) -> None:
     with serving(ledger) as s:
-        days = [timedelta(days=d, hours=1) for d in (6, 4, 1)] + [timedelta(0)]
+        days = [timedelta(days=d) for d in (6, 4, 2, 0)]  # whole days ago: the same slots in any time zone
         _post(s.url, [_event("legal", "1.008756", ago=d) for d in days] + [_event("cx", "0.25", ago=days[1])])
         page.viewport(1400, 1000)
         page.open(s.url + "/")
         c = _chart(page)
         assert (c["bucket"], c["slots"]) == ("day", 7)
         slot = (c["right"] - c["left"]) / c["slots"]
-        assert {b["slot"] for b in c["bars"]} == {0, 2, 5, 6}
+        assert {b["slot"] for b in c["bars"]} == {0, 2, 4, 6}
         assert min(b["x"] for b in c["bars"]) < c["left"] + slot  # from the left edge …
         assert max(b["x"] + b["w"] for b in c["bars"]) > c["right"] - slot  # … to the right one
         assert c["right"] - c["left"] > 0.85 * c["width"]

@@ -49,6 +49,8 @@ CONFLICT = "event_id already used with different content"
 _SERVER_COLUMNS = frozenset(("context_window_tokens", "request_hash", "content"))
 _PRICE_COLUMNS = frozenset(("cost_nusd", "price_source", "price_version", "unit_prices"))
 _JSON_COLUMNS = frozenset(("unit_prices", "tags", "tool_calls"))
+# A stored column by the name of the submitted field it comes from.
+_FIELD_OF = {"ts_us": "ts", "user_id": "user", **dict.fromkeys(_PRICE_COLUMNS, "cost_usd")}
 
 
 class Invalid(ValueError):
@@ -181,10 +183,11 @@ def build(ledger: Any, c: Checked) -> UsageEvent:
 
 
 def differences(stored: Sequence[Any], event: UsageEvent, c: Checked) -> list[str]:
-    """The columns in which `stored` (an events row with the same event_id) and `event` (built
-    from the submitted `c`) differ, leaving out what the server fills in at ingestion: the price
-    (unless the caller gave cost_usd), the context window, a `ts` or `span_id` the caller left
-    out. Empty: a re-post of the same event (a duplicate); else a conflict."""
+    """The fields in which `stored` (an events row with the same event_id) and `event` (built
+    from the submitted `c`) differ, compared as stored, leaving out what the server fills in at
+    ingestion: the price (unless the caller gave cost_usd), the context window, a `ts` or
+    `span_id` the caller left out. Empty: a re-post of the same event (a duplicate); else a
+    conflict."""
     new = to_row(event)
     skip = set(_SERVER_COLUMNS)
     if c.data.get("ts") is None:
@@ -194,13 +197,13 @@ def differences(stored: Sequence[Any], event: UsageEvent, c: Checked) -> list[st
     if c.cost_usd is None:
         skip |= _PRICE_COLUMNS  # priced by the server, perhaps from a price book updated since
     out = [
-        name
+        _FIELD_OF.get(name, name)
         for i, name in enumerate(COLUMNS)
         if name not in skip and _comparable(name, stored[i]) != _comparable(name, new[i])
     ]
     if c.cost_usd is None and stored[COLUMNS.index("price_source")] == "caller":
         out.append("cost_usd")  # the stored event carried the caller's own cost; this one none
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _comparable(column: str, v: Any) -> Any:
