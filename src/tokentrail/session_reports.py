@@ -75,7 +75,7 @@ class CallNode:
             "kind": self.kind,
             "name": self.name,
             "step": self.step,
-            "cost_usd": str(self.cost_usd),
+            "cost_usd": None if self.cost_usd is None else format(self.cost_usd, "f"),
             "tokens": self.tokens,
             "context_growth": self.context_growth,
             "event": self.event.to_dict() if self.event else None,
