@@ -420,3 +420,32 @@ def test_anthropic_and_gemini_are_enforced(up: FakeUpstream, ledger: tt.Ledger) 
     g.close()
     [st] = ledger.budgets.status()
     assert st.posted_usd > 0 and st.reserved_usd == 0 and live_holds(ledger) == 0
+
+
+def test_the_first_request_of_a_process_may_come_from_a_coroutine(any_ledger: tt.Ledger) -> None:
+    """A gateway's first budget request is async: the budget thread must start for it (it once
+    started only after a first reservation, so that request waited forever)."""
+    from tokentrail.context import Attribution
+
+    budgets = any_ledger.budgets
+    budgets.set("tiny", scope={"team": "poor"}, period="day", limit_usd="0.000001")
+    budgets.set("big", scope={"team": "rich"}, period="day", limit_usd="100")
+    body = {"model": "gpt-4o-mini", "messages": M, "max_tokens": 10}
+    assert budgets._keeper is None  # nothing has started the budget thread yet
+
+    async def reserve(team: str) -> Any:
+        call = budgets.areserve_call(
+            provider="openai", model="gpt-4o-mini", body=body, attribution=Attribution(team=team)
+        )
+        return await asyncio.wait_for(call, timeout=20)
+
+    async def main() -> Any:
+        with pytest.raises(tt.BudgetExceeded, match="tiny"):
+            await reserve("poor")
+        return await reserve("rich")
+
+    hold = asyncio.run(main())
+    assert hold is not None and hold.cost_usd > 0
+    budgets.void(hold)
+    budgets.flush()
+    assert live_holds(any_ledger) == 0

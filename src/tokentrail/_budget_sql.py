@@ -16,9 +16,10 @@ alerts the batch decided.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from tokentrail.alerts import ALERT_COLUMNS
 
 Row = tuple[Any, ...]
+Later = Callable[[], list[Row]]  # the rows of a statement sent, once they are in
 T = TypeVar("T")
 FOREVER_US = 2**62  # blocked "until the session ends": a session counter is never used again
 _ROWS = 500  # rows (or keys) per statement: well under either backend's limit on parameters
@@ -131,70 +133,71 @@ class BudgetSQL:
         return bool(found)
 
     # -- the engine's statements: one write transaction per batch (tokentrail.budget_engine) ----------
+    # Reads return a `Later` (call it for the rows): on PostgreSQL the statements of a batch are
+    # pipelined, so the reads go out together and cost one round trip, and the writes ride with COMMIT.
 
-    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> list[Row]:
-        """Lock `counters` (sorted by key; those that do not exist are created) and return their
-        stored rows: (counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, created).
-        PostgreSQL: a no-op upsert takes each row lock in the order of the VALUES list (a row it
-        inserted has no xmax)."""
+    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> Later:
+        """Lock `counters` (sorted by key; those that do not exist are created): their stored rows,
+        (counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, created). PostgreSQL:
+        a no-op upsert takes each row lock in the order of the VALUES list (a row it inserted has
+        no xmax). Send it before any other statement of the batch."""
         p = self.param
-        rows: list[Row] = []
-        for part in _chunks(counters, _ROWS):
-            rows += x(
+        return _all(
+            x.send(
                 "INSERT INTO budget_counters (counter_key, budget, bucket, period_start_us, period_end_us, "
                 f"updated_us) VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(part))} "
                 "ON CONFLICT (counter_key) DO UPDATE SET updated_us = excluded.updated_us "
                 "RETURNING counter_key, posted_nusd, posted_tokens, blocked_until_us, alerted, xmax = 0",
                 [v for c in part for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
             )
-        return rows
+            for part in _chunks(counters, _ROWS)
+        )
+
+    def reserved(self, x: Exec, keys: Sequence[str], now_us: int) -> Later:
+        """(counter_key, nusd, tokens) that live holds reserve on each of `keys` (none: no row)."""
+        p = self.param
+        return _all(
+            x.send(
+                "SELECT counter_key, COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_holds "
+                f"WHERE counter_key IN ({', '.join([p] * len(part))}) AND expires_us > {p} GROUP BY counter_key",
+                (*part, now_us),
+            )
+            for part in _chunks(keys, _ROWS)
+        )
+
+    def window(self, x: Exec, key: str, window_us: int, now_us: int) -> Later:
+        """[(nusd, tokens, oldest ts_us)] posted on a rolling counter within its window."""
+        p = self.param
+        return x.send(
+            "SELECT COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0), MIN(ts_us) FROM budget_window "
+            f"WHERE counter_key = {p} AND ts_us > {p}",
+            (key, now_us - window_us),
+        )
+
+    def live_holds(self, x: Exec, hold_ids: Sequence[str], now_us: int) -> Later:
+        """(hold_id, counter_key, nusd, tokens) of those of `hold_ids` that still count."""
+        p = self.param
+        return _all(
+            x.send(
+                "SELECT hold_id, counter_key, nusd, tokens FROM budget_holds "
+                f"WHERE hold_id IN ({', '.join([p] * len(part))}) AND expires_us > {p}",
+                (*part, now_us),
+            )
+            for part in _chunks(hold_ids, _ROWS)
+        )
 
     def drop_counters(self, x: Exec, keys: Sequence[str]) -> None:
         """Delete counters this transaction created and then did not use (a refused reservation
         leaves no trace)."""
         p = self.param
         for part in _chunks(keys, _ROWS):
-            x(f"DELETE FROM budget_counters WHERE counter_key IN ({', '.join([p] * len(part))})", tuple(part))
-
-    def reserved(self, x: Exec, keys: Sequence[str], now_us: int) -> list[Row]:
-        """(counter_key, nusd, tokens) that live holds reserve on each of `keys` (none: no row)."""
-        p = self.param
-        rows: list[Row] = []
-        for part in _chunks(keys, _ROWS):
-            rows += x(
-                "SELECT counter_key, COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_holds "
-                f"WHERE counter_key IN ({', '.join([p] * len(part))}) AND expires_us > {p} GROUP BY counter_key",
-                (*part, now_us),
-            )
-        return rows
-
-    def window(self, x: Exec, key: str, window_us: int, now_us: int) -> tuple[int, int, int | None]:
-        """(nusd, tokens, oldest ts_us) posted on a rolling counter within its window."""
-        p = self.param
-        n, t, oldest = x(
-            "SELECT COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0), MIN(ts_us) FROM budget_window "
-            f"WHERE counter_key = {p} AND ts_us > {p}",
-            (key, now_us - window_us),
-        )[0]
-        return int(n), int(t), oldest
-
-    def live_holds(self, x: Exec, hold_ids: Sequence[str], now_us: int) -> list[Row]:
-        """(hold_id, counter_key, nusd, tokens) of those of `hold_ids` that still count."""
-        p = self.param
-        rows: list[Row] = []
-        for part in _chunks(hold_ids, _ROWS):
-            rows += x(
-                "SELECT hold_id, counter_key, nusd, tokens FROM budget_holds "
-                f"WHERE hold_id IN ({', '.join([p] * len(part))}) AND expires_us > {p}",
-                (*part, now_us),
-            )
-        return rows
+            x.send(f"DELETE FROM budget_counters WHERE counter_key IN ({', '.join([p] * len(part))})", tuple(part))
 
     def insert_holds(self, x: Exec, rows: Sequence[Row]) -> None:
         """Rows of (hold_id, counter_key, nusd, tokens, expires_us, session_id)."""
         p = self.param
         for part in _chunks(rows, _ROWS):
-            x(
+            x.send(
                 "INSERT INTO budget_holds (hold_id, counter_key, nusd, tokens, expires_us, session_id) "
                 f"VALUES {', '.join([f'({p}, {p}, {p}, {p}, {p}, {p})'] * len(part))}",
                 [v for r in part for v in r],
@@ -203,44 +206,44 @@ class BudgetSQL:
     def delete_holds(self, x: Exec, hold_ids: Sequence[str]) -> None:
         p = self.param
         for part in _chunks(hold_ids, _ROWS):
-            x(f"DELETE FROM budget_holds WHERE hold_id IN ({', '.join([p] * len(part))})", tuple(part))
+            x.send(f"DELETE FROM budget_holds WHERE hold_id IN ({', '.join([p] * len(part))})", tuple(part))
 
     def update_counters(self, x: Exec, rows: Sequence[Row]) -> None:
         """Rows of (posted_nusd, posted_tokens, blocked_until_us, alerted, updated_us, counter_key),
         the new values of counters this transaction locked."""
         p = self.param
-        x.many(
-            f"UPDATE budget_counters SET posted_nusd = {p}, posted_tokens = {p}, blocked_until_us = {p}, "
-            f"alerted = {p}, updated_us = {p} WHERE counter_key = {p}",
-            rows,
-        )
+        for r in rows:
+            x.send(
+                f"UPDATE budget_counters SET posted_nusd = {p}, posted_tokens = {p}, blocked_until_us = {p}, "
+                f"alerted = {p}, updated_us = {p} WHERE counter_key = {p}",
+                r,
+            )
 
     def add_window(self, x: Exec, key: str, now_us: int, nusd: int, tokens: int, window_us: int) -> None:
         """Post (nusd, tokens) at now_us on a rolling counter and drop what left its window."""
         p = self.param
-        x(
+        x.send(
             f"INSERT INTO budget_window (counter_key, ts_us, nusd, tokens) VALUES ({p}, {p}, {p}, {p})",
             (key, now_us, nusd, tokens),
         )
-        x(f"DELETE FROM budget_window WHERE counter_key = {p} AND ts_us <= {p}", (key, now_us - window_us))
+        x.send(f"DELETE FROM budget_window WHERE counter_key = {p} AND ts_us <= {p}", (key, now_us - window_us))
 
-    def insert_alert(self, x: Exec, row: Row) -> bool:
-        """Insert an alert row unless its alert_key exists; True if this call inserted it (and so
-        must deliver it)."""
+    def insert_alert(self, x: Exec, row: Row) -> Later:
+        """Insert an alert row unless its alert_key exists: [(alert_id,)] if this call inserted it
+        (and so must deliver it), else []."""
         p = self.param
-        got = x(
+        return x.send(
             f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join([p] * len(ALERT_COLUMNS))}) "
             "ON CONFLICT (alert_key) DO NOTHING RETURNING alert_id",
             row,
         )
-        return bool(got)
 
     def renew(self, x: Exec, hold_ids: Sequence[str], expires_us: int, now_us: int) -> None:
         """Push back the expiry of holds that still count (one that expired stays expired: its
         money may already be reserved by someone else)."""
         p = self.param
         for part in _chunks(hold_ids, _ROWS):
-            x(
+            x.send(
                 f"UPDATE budget_holds SET expires_us = {p} WHERE hold_id IN ({', '.join([p] * len(part))}) "
                 f"AND expires_us > {p}",
                 (expires_us, *part, now_us),
@@ -275,11 +278,12 @@ class BudgetSQL:
             return
         by_key = {c.key: c for c in counters}
         with self._txn(read=True) as x:
-            for key, n, t in self.reserved(x, list(by_key), now_us):
+            for key, n, t in self.reserved(x, list(by_key), now_us)():
                 by_key[key].reserved_nusd, by_key[key].reserved_tokens = int(n), int(t)
             for c in counters:
                 if c.window_us:
-                    c.posted_nusd, c.posted_tokens, c.oldest_us = self.window(x, c.key, c.window_us, now_us)
+                    n, t, c.oldest_us = self.window(x, c.key, c.window_us, now_us)()[0]
+                    c.posted_nusd, c.posted_tokens = int(n), int(t)
 
     # -- to implement -------------------------------------------------------------------------------
 
@@ -302,9 +306,17 @@ def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
         yield items[i : i + n]
 
 
+def _all(parts: Iterable[Later]) -> Later:
+    """One Later for the rows of several statements (a long list of keys sent in chunks)."""
+    pending = list(parts)
+    if len(pending) == 1:
+        return pending[0]
+    return lambda: [row for later in pending for row in later()]
+
+
 class Exec:
-    """Runs statements inside one transaction: `x(sql, params)` returns the rows, `x.many` runs one
-    statement for each row of parameters."""
+    """Runs statements inside one transaction: `x(sql, params)` returns the rows; `x.send(sql,
+    params)` returns a Later (on SQLite the statement has run already)."""
 
     __slots__ = ("_cur",)
 
@@ -315,18 +327,35 @@ class Exec:
         cur = self._cur.execute(sql, params)
         return cur.fetchall() if cur.description is not None else []
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._cur.executemany(sql, rows)
+    def send(self, sql: str, params: Sequence[Any]) -> Later:
+        rows = self(sql, params)
+        return lambda: rows
 
 
 class _PgExec(Exec):
-    __slots__ = ()
+    """PostgreSQL in pipeline mode: `send` queues the statement; its rows come with the next sync
+    (the first Later called, or the COMMIT)."""
+
+    __slots__ = ("_conn", "_pipeline")
+
+    def __init__(self, conn: Any, pipeline: Any) -> None:
+        super().__init__(conn.cursor())
+        self._conn = conn
+        self._pipeline = pipeline
 
     def __call__(self, sql: str, params: Sequence[Any]) -> list[Row]:
         cur = self._cur
         cur.execute(sql, params if params else None)  # no parameters: no %-placeholder parsing
+        if self._pipeline is not None:
+            self._pipeline.sync()
         return cur.fetchall() if cur.description is not None else []
+
+    def send(self, sql: str, params: Sequence[Any]) -> Later:
+        if self._pipeline is None:
+            return super().send(sql, params)
+        cur = self._conn.cursor()
+        cur.execute(sql, params if params else None)
+        return cur.fetchall  # type: ignore[no-any-return]
 
 
 class SQLiteBudgetSQL(BudgetSQL):
@@ -335,9 +364,12 @@ class SQLiteBudgetSQL(BudgetSQL):
 
     param = "?"
 
-    def __init__(self, path: str, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = 30_000, write_lock: Any = None) -> None:
+        """`write_lock`: the store's (SQLiteStore.write_lock), so that the ledger's own writes and
+        the budget batches of this process take turns without sleeping in SQLite's busy handler."""
         self.path = path
         self._lock = threading.Lock()
+        self._write_lock = write_lock if write_lock is not None else contextlib.nullcontext()
         # one connection (its page cache stays warm): batches of reservations and voids commit
         # without fsync (synchronous=NORMAL), batches with a post with one (FULL)
         self._conn = sqlite3.connect(
@@ -351,7 +383,7 @@ class SQLiteBudgetSQL(BudgetSQL):
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
         c = self._conn
-        with self._lock:
+        with self._lock, contextlib.nullcontext() if read else self._write_lock:
             if read:
                 c.execute("BEGIN")
             else:
@@ -368,7 +400,7 @@ class SQLiteBudgetSQL(BudgetSQL):
                 raise
             c.execute("COMMIT")
 
-    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> list[Row]:
+    def lock(self, x: Exec, counters: list[Counter], now_us: int) -> Later:
         """BEGIN IMMEDIATE already holds the database's write lock: read the counters, and create
         the missing ones (a new period or bucket) without rewriting the others' pages."""
         rows: list[Row] = []
@@ -388,7 +420,7 @@ class SQLiteBudgetSQL(BudgetSQL):
                     [v for c in part for v in (c.key, c.budget, c.bucket, c.start_us, c.end_us, now_us)],
                 )
             rows += [(c.key, 0, 0, None, 0, 1) for c in missing]
-        return rows
+        return lambda: rows
 
     def close(self) -> None:
         with self._lock:
@@ -407,12 +439,23 @@ class PostgresBudgetSQL(BudgetSQL):
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
         with self.store.connection() as conn, conn.transaction():
-            cur = conn.cursor()
+            x = _PgExec(conn, None)
             if not durable and not read:
                 # a batch of reservations and voids need not wait for the WAL flush: if the server
                 # crashes before it, the reservations are lost (and would expire anyway); posts wait
-                cur.execute("SET LOCAL synchronous_commit = off")
-            yield _PgExec(cur)
+                x.send("SET LOCAL synchronous_commit = off", ())
+            yield x
+
+    def transaction(self, *, durable: bool) -> AbstractContextManager[Exec]:
+        return self._pipelined(durable)
+
+    @contextmanager
+    def _pipelined(self, durable: bool) -> Iterator[Exec]:
+        with self.store.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+            x = _PgExec(conn, pipeline)
+            if not durable:
+                x.send("SET LOCAL synchronous_commit = off", ())
+            yield x
 
     def sweep(self, x: Exec, now_us: int) -> int:
         """Rows another transaction holds are left for the next sweep, so a sweep never waits and
@@ -430,7 +473,7 @@ def backend_for(store: Any) -> BudgetSQL | None:
     """The budget SQL of a store, or None for a store that cannot keep budgets."""
     name = getattr(getattr(store, "dialect", None), "name", None)
     if name == "sqlite" and getattr(store, "path", None) is not None:
-        return SQLiteBudgetSQL(str(store.path))
+        return SQLiteBudgetSQL(str(store.path), write_lock=getattr(store, "write_lock", None))
     if name == "postgresql" and callable(getattr(store, "connection", None)):
         return PostgresBudgetSQL(store)
     return None

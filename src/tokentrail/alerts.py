@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
+from tokentrail.types import AlertSink
 
 log = logging.getLogger("tokentrail.alerts")
 
@@ -174,12 +175,6 @@ def overage_message(
 
 
 # -- sinks ----------------------------------------------------------------------------------------
-
-
-class AlertSink(Protocol):
-    """Somewhere alerts go. `send` runs in the alert thread (the log sink: in the caller's)."""
-
-    def send(self, alert: Alert) -> None: ...
 
 
 class LogSink:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._budget_sql import BudgetSQL, Counter, Exec, Row
+from tokentrail._budget_sql import BudgetSQL, Counter, Exec, Later, Row
 from tokentrail.alerts import Alert
 from tokentrail.budget_alerts import alerts_for, cap_overage
 from tokentrail.budget_defs import Rule
@@ -99,17 +99,20 @@ class Engine:
     """The queue of budget requests of one process, and the batches that apply them.
 
     `sql` gives the budget SQL of the ledger, `hold_timeout` the reservation timeout in seconds,
-    `deliver` takes the alerts a committed batch fired."""
+    `deliver` takes the alerts a committed batch fired, and `start` starts the budget thread that
+    waits on `wake` (called whenever work is handed to it)."""
 
     def __init__(
         self,
         sql: Callable[[], BudgetSQL],
         hold_timeout: Callable[[], float],
         deliver: Callable[[list[Alert]], None],
+        start: Callable[[], None],
     ) -> None:
         self._sql = sql
         self._hold_timeout = hold_timeout
         self._deliver = deliver
+        self._start = start
         self._queue: deque[Op] = deque()
         self._busy = threading.Lock()  # held by whoever runs batches
         self._runner: int | None = None  # that thread
@@ -139,7 +142,7 @@ class Engine:
                 self._runner = None
                 self._busy.release()
             if self._queue:  # queued while we ran (by callers that are waiting now): hand over
-                self.wake.set()
+                self._hand_over()
         if not op.done:
             waiter.acquire()
         return op
@@ -149,7 +152,7 @@ class Engine:
         where taking a lock could deadlock): it runs with the next batch, or the keeper's next round."""
         self._queue.append(op)
         if wake:
-            self.wake.set()
+            self._hand_over()
 
     async def acall(self, op: Op) -> Op:
         """Apply `op` in the budget thread and await its answer; the event loop keeps running."""
@@ -157,9 +160,14 @@ class Engine:
         op.loop = loop
         op.future = loop.create_future()
         self._queue.append(op)
-        self.wake.set()
+        self._hand_over()
         await op.future
         return op
+
+    def _hand_over(self) -> None:
+        """Have the budget thread run the queue."""
+        self._start()
+        self.wake.set()
 
     def run_queued(self) -> None:
         """Run everything queued (the budget thread)."""
@@ -319,7 +327,8 @@ class _Batch:
         self.deleted: list[str] = []
         self.renewed: list[str] = []
         self.sweep = False
-        self.fired: list[Row] = []
+        self.alerts: list[tuple[Row, Later]] = []  # inserted unless their key was there already
+        self.fired: list[Row] = []  # those this batch inserted, to deliver
 
     def load(self, ops: list[Op]) -> None:
         """Lock every counter the batch touches, and read what the requests need of them."""
@@ -342,17 +351,25 @@ class _Batch:
         if not counters:
             return
         sql, x, now_us = self.sql, self.x, self.now_us
-        for row in sql.lock(x, sorted(counters.values(), key=_key), now_us):
-            self.state[row[0]] = st = _State(row, counters[row[0]].window_us)
-            if st.window_us:
-                st.win_nusd, st.win_tokens, st.oldest = sql.window(x, row[0], st.window_us, now_us)
-        if reserving:
-            for key, n, t in sql.reserved(x, sorted(reserving), now_us):
+        # the lock first; the reads after it (pipelined: one round trip for them all)
+        locked = sql.lock(x, sorted(counters.values(), key=_key), now_us)
+        windows = {k: sql.window(x, k, c.window_us, now_us) for k, c in counters.items() if c.window_us}
+        reserved = sql.reserved(x, sorted(reserving), now_us) if reserving else None
+        # what releasing the holds before a reservation gives back to it
+        live = sql.live_holds(x, released, now_us) if reserving and released else None
+        for row in locked():
+            self.state[row[0]] = _State(row, counters[row[0]].window_us)
+        for key, later in windows.items():
+            st = self.state[key]
+            n, t, st.oldest = later()[0]
+            st.win_nusd, st.win_tokens = int(n), int(t)
+        if reserved is not None:
+            for key, n, t in reserved():
                 self.state[key].reserved_nusd, self.state[key].reserved_tokens = int(n), int(t)
-            if released:  # what their release gives back to the reservations that follow
-                self.live = {}
-                for hold_id, key, n, t in sql.live_holds(x, released, now_us):
-                    self.live.setdefault(hold_id, []).append((key, int(n), int(t)))
+        if live is not None:
+            self.live = {}
+            for hold_id, key, n, t in live():
+                self.live.setdefault(hold_id, []).append((key, int(n), int(t)))
 
     def apply(self, op: Op) -> Any:
         kind, hold = op.kind, op.hold
@@ -390,8 +407,7 @@ class _Batch:
                 r.limit_tokens is not None and tokens > r.limit_tokens
             ):
                 row = cap_overage(r, hold, nusd, tokens, now)
-                if sql.insert_alert(x, row):
-                    self.fired.append(row)
+                self.alerts.append((row, sql.insert_alert(x, row)))
         if hold.counters and (nusd or tokens):
             blocks: dict[str, int] = {}
             for c in hold.counters:
@@ -418,8 +434,7 @@ class _Batch:
                 st.show(c)
                 bits = 0
                 for alert_row, bit in alerts_for(c, hold, nusd, tokens, now, blocks):
-                    if sql.insert_alert(x, alert_row):
-                        self.fired.append(alert_row)
+                    self.alerts.append((alert_row, sql.insert_alert(x, alert_row)))
                     bits |= bit
                 st.alerted |= bits
         self._release(hold)
@@ -471,6 +486,7 @@ class _Batch:
             sql.renew(x, self.renewed, now_us + self.timeout_us, now_us)
         if self.sweep:
             sql.sweep(x, now_us)
+        self.fired = [row for row, inserted in self.alerts if inserted()]
 
 
 def _key(c: Counter) -> str:

@@ -70,6 +70,10 @@ class Keeper:
                     engine.run_queued()
             except Exception as e:
                 log.debug("tokentrail: budget upkeep failed: %s", e)
+        try:
+            engine.run_queued()  # whatever was handed over while stopping
+        except Exception as e:
+            log.debug("tokentrail: budget upkeep failed: %s", e)
 
     def _renew(self) -> None:
         now = time.monotonic()

@@ -497,7 +497,6 @@ class Budgets:
             engine = self._engine_of()
             if _running_loop() is not None:
                 engine.submit(op)
-                self._start_keeper()
             else:
                 engine.call(op)
         except Exception as e:
@@ -521,7 +520,7 @@ class Budgets:
         if engine is None:
             with self._refresh_lock:
                 if self._engine is None:
-                    self._engine = Engine(self._backend, lambda: self.hold_timeout, self._deliver)
+                    self._engine = Engine(self._backend, lambda: self.hold_timeout, self._deliver, self._start_keeper)
                 engine = self._engine
         return engine
 
@@ -531,10 +530,11 @@ class Budgets:
     def _start_keeper(self) -> None:
         keeper = self._keeper
         if keeper is None:
+            engine = self._engine_of()
             with self._refresh_lock:
                 if self._keeper is None:
                     self._keeper = Keeper(
-                        self._engine_of(),
+                        engine,
                         self._live,
                         lambda: self.hold_timeout,
                         lambda: self._closed or getattr(self.ledger, "_closed", False),

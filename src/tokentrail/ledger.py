@@ -333,10 +333,16 @@ class Ledger:
         return self._writer.last_error
 
     def close(self, timeout: float = 30) -> None:
-        """Flush, stop the writer and close the store. Events that cannot be made durable in
-        `timeout` are reported in the log."""
+        """Close the budgets (their queued posts applied, alerts delivered, this process's live
+        reservations given back), flush, stop the writer and close the store. Events that cannot be
+        made durable in `timeout` are reported in the log."""
         if self._closed:
             return
+        if self._budgets is not None:
+            try:
+                self._budgets.close()
+            except Exception:
+                log.exception("tokentrail: closing the budgets failed")
         try:
             self.flush(timeout)
         except FlushTimeout as e:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from tokentrail.alerts import Alert
     from tokentrail.pricing import Price
     from tokentrail.store.migrations import Dialect
 
@@ -57,3 +58,10 @@ class PriceSource(Protocol):
     """Anything that can say what a model cost at a moment (a PriceBook is one)."""
 
     def lookup(self, provider: str, model: str, at: datetime | None = None) -> Price | None: ...
+
+
+class AlertSink(Protocol):
+    """Somewhere budget alerts go (tokentrail.alerts has the log, webhook and callback sinks).
+    `send` runs in the alert thread (the log sink: in the caller's)."""
+
+    def send(self, alert: Alert) -> None: ...

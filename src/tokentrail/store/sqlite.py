@@ -68,6 +68,14 @@ class SQLiteStore:
         conn.execute("ROLLBACK")
         return conn
 
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held by every write transaction this process makes on the file through the store. Other
+        writers of the same process (the budget engine) take it too: they then wait their turn on
+        a lock that wakes them at once, instead of in SQLite's busy handler, which sleeps 1 ms and
+        more before it looks again."""
+        return self._write_lock
+
     # -- schema -------------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
