@@ -282,3 +282,14 @@ def test_other_paths_pass_through_and_posts_are_metered(ledger: tt.Ledger, up: F
     assert legacy.status_code == 404
     [ev] = stored(ledger)  # the GET is not a call; the POST is recorded, as well as it can be
     assert (ev.provider, ev.operation, ev.status) == ("openai", "other", "error")
+
+
+def test_upstream_headers_pass_through_with_one_date(ledger: tt.Ledger, up: FakeUpstream) -> None:
+    """The provider's headers reach the caller (its request id for support tickets), and the
+    response carries one Date header, not the upstream's and the server's both."""
+    up.push(Reply(input_tokens=10))
+    with serving(ledger, up) as s:
+        r = httpx2.post(s.url + "/v1/chat/completions", json={"model": GPT, "messages": M}, headers=HEADERS)
+    assert r.status_code == 200
+    assert r.headers["x-request-id"].startswith("req_")
+    assert len(r.headers.get_list("date")) == 1

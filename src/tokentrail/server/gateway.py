@@ -285,6 +285,8 @@ class Gateway:
                 exchange.finish(error=e)
             timeout = isinstance(e, asyncio.TimeoutError)
             what = "timed out" if timeout else f"failed: {type(e).__name__}"
+            # the exception's text may hold the URL (a Gemini ?key=): only its type is logged
+            log.warning("tokentrail: the %s upstream %s (%s %s)", provider, what, method, path)
             raise GatewayError(504 if timeout else 502, f"tokentrail: the {provider} upstream {what}") from None
         t_headers = time.perf_counter()
         try:
@@ -308,7 +310,8 @@ class Gateway:
         if exchange is not None:
             exchange.response(status, ctype)
         filtering = exchange is not None and sse and exchange.hide_usage_chunk
-        out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP]
+        # uvicorn adds its own Date: the upstream's would make two
+        out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP and k.lower() != b"date"]
         length = resp.headers.get("content-length")
         if length is not None and not filtering:
             out_headers.append((b"content-length", length.encode()))
