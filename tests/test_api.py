@@ -141,6 +141,15 @@ def test_budgets_say_when_an_overage_locked_them_and_what_is_suspended(
     assert all(s["since"] for s in everything)
     assert get(c, keys["legal"], "/api/v1/budgets").json()["suspensions"] == []  # another team's kill switch
     assert [s["scope"] for s in get(c, keys["cx"], "/api/v1/budgets").json()["suspensions"]] == ["team=cx"]
+    # what the OpenAPI document promises is what the answer holds
+    doc = c.get("/api/v1/openapi.json").json()
+    promised = doc["paths"]["/api/v1/budgets"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    answer = get(c, ADMIN, "/api/v1/budgets").json()
+    assert set(answer) == set(promised["properties"])
+    budget_keys = set(promised["properties"]["budgets"]["items"]["properties"])
+    assert all(set(row) == budget_keys for row in answer["budgets"])
+    suspension_keys = set(promised["properties"]["suspensions"]["items"]["properties"])
+    assert all(set(row) == suspension_keys for row in answer["suspensions"])
 
 
 def test_an_unpriced_session_costs_null_never_a_string(ledger: tt.Ledger) -> None:

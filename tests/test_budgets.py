@@ -175,6 +175,17 @@ def test_session_budget(ledger: tt.Ledger) -> None:
     assert one(ledger, "5") is None  # no session: a session budget does not apply
 
 
+def test_a_session_overage_locks_that_session_until_it_ends(ledger: tt.Ledger) -> None:
+    ledger.budgets.set("per-session", period="session", limit_usd=1)
+    with tt.session(session_id="s-over", ledger=ledger):
+        spend(ledger, one(ledger, "0.5"), "1.5")  # past the estimate and the limit
+        with pytest.raises(tt.BudgetExceeded, match="the session ends"):
+            one(ledger, "0.01")
+    [st] = ledger.budgets.status()
+    assert (st.locked, st.blocked_until, st.posted_usd) == (True, None, Decimal("1.5"))
+    assert st.to_dict()["locked"] is True
+
+
 def test_per_call_cap(ledger: tt.Ledger) -> None:
     ledger.budgets.set("cap", period="call", limit_usd="0.5")
     assert one(ledger, "0.5") is not None
@@ -200,7 +211,7 @@ def test_overage_is_posted_recorded_and_blocks_until_the_period_ends(any_ledger:
     h = one(any_ledger, "1")
     spend(any_ledger, h, "3")  # the provider went past the estimate
     [st] = b.status()
-    assert st.posted_usd == 3 and st.blocked_until == st.period_end is not None
+    assert st.posted_usd == 3 and st.blocked_until == st.period_end is not None and st.locked
     with pytest.raises(tt.BudgetExceeded, match="overage") as refused:
         one(any_ledger, "0.01")
     assert st.period_end is not None and str(st.period_end.year) in str(refused.value)

@@ -186,6 +186,10 @@ def test_a_conflict_inside_one_batch_keeps_the_first(client: TestClient, ledger:
     assert [r["status"] for r in body["results"]] == ["accepted", "duplicate", "rejected"]
     assert body["results"][2]["fields"] == ["output_tokens"]
     assert [x.output_tokens for x in stored(ledger)] == [200]
+    promised = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/events"]["post"]["responses"]["200"]
+    schema = promised["content"]["application/json"]["schema"]
+    assert set(body) == set(schema["properties"])
+    assert all(set(r) <= set(schema["properties"]["results"]["items"]["properties"]) for r in body["results"])
     assert [why for _, why, _ in quarantined(ledger)] == ["event_id already used with different content"]
 
 

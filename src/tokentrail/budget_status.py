@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._budget_sql import Counter
+from tokentrail._budget_sql import FOREVER_US, Counter
 from tokentrail.budget_defs import Rule
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
 from tokentrail.periods import bounds
@@ -31,7 +31,8 @@ class BudgetStatus:
     reserved_usd: Decimal
     posted_tokens: int
     reserved_tokens: int
-    blocked_until: datetime | None = None
+    blocked_until: datetime | None = None  # None while locked: until the session ends
+    locked: bool = False  # an overage refuses every call of this counter (until blocked_until)
 
     @property
     def remaining_usd(self) -> Decimal | None:
@@ -70,6 +71,7 @@ class BudgetStatus:
             "reserved_tokens": self.reserved_tokens,
             "remaining_tokens": self.remaining_tokens,
             "used": round(self.used, 6),
+            "locked": self.locked,
             "blocked_until": self.blocked_until.isoformat() if self.blocked_until else None,
         }
 
@@ -113,7 +115,8 @@ def status(budgets: Budgets, name: str | None = None) -> list[BudgetStatus]:
                     reserved_usd=nano_to_usd(c.reserved_nusd) or Decimal(0),
                     posted_tokens=c.posted_tokens,
                     reserved_tokens=c.reserved_tokens,
-                    blocked_until=from_micros(blocked_until) if blocked_until and blocked_until < 2**62 else None,
+                    blocked_until=from_micros(blocked_until) if blocked_until and blocked_until < FOREVER_US else None,
+                    locked=blocked_until is not None,
                 )
             )
     return out

@@ -217,8 +217,8 @@ def _pair(usd: Decimal | None, tokens: int | None, s: BudgetStatus) -> str:
 
 
 def _end(s: BudgetStatus, tz: str | None) -> str:
-    if s.blocked_until is not None:
-        return f"blocked until {when(s.blocked_until, tz)}"
+    if s.locked:
+        return f"blocked until {when(s.blocked_until, tz)}" if s.blocked_until else "blocked until the session ends"
     if s.period_end is not None:
         return when(s.period_end, tz)
     return {"session": "session end", "call": "each call"}.get(s.budget.period, s.budget.period)

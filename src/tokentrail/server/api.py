@@ -158,8 +158,6 @@ def budgets(request: Request, key: ApiKey) -> dict[str, Any]:
     (`suspensions`). A team key sees only those about its team."""
     ledger = state_of(request).ledger
     rows = [s.to_dict() for s in budget_statuses(ledger, key.team)]
-    for row in rows:
-        row["locked"] = row.get("blocked_until") is not None
     found = ledger.budgets.suspensions()
     suspensions = [
         {

@@ -84,17 +84,96 @@ EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
+_COUNT = {"type": "integer", "minimum": 0}
+INGEST_RESULT: dict[str, Any] = {
+    "type": "object",
+    "required": ["accepted", "duplicate", "rejected", "results"],
+    "properties": {
+        "accepted": _COUNT,
+        "duplicate": _COUNT,
+        "rejected": _COUNT,
+        "results": {
+            "type": "array",
+            "description": "one per event, in the order sent",
+            "items": {
+                "type": "object",
+                "required": ["index", "status"],
+                "properties": {
+                    "index": _COUNT,
+                    "event_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
+                    "reason": {"type": "string", "description": "why it was rejected"},
+                    "fields": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "a reused event_id: the fields that differ from the stored event",
+                    },
+                },
+            },
+        },
+    },
+}
+_MONEY = {"type": ["string", "null"], "description": "decimal USD"}
+_TOKENS = {"type": ["integer", "null"], "minimum": 0}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+BUDGETS: dict[str, Any] = {
+    "type": "object",
+    "required": ["budgets", "suspensions"],
+    "properties": {
+        "budgets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "budget": {"type": "string"},
+                    "scope": {"type": "string", "description": "the budget's scope; a `*` budget: this bucket's"},
+                    "period": {"type": "string"},
+                    "action": {"type": "string", "enum": ["block", "alert", "throttle"]},
+                    "period_start": _TIME,
+                    "period_end": _TIME,
+                    "limit_usd": _MONEY,
+                    "posted_usd": _MONEY,
+                    "reserved_usd": _MONEY,
+                    "remaining_usd": _MONEY,
+                    "limit_tokens": _TOKENS,
+                    "posted_tokens": _TOKENS,
+                    "reserved_tokens": _TOKENS,
+                    "remaining_tokens": _TOKENS,
+                    "used": {"type": "number", "description": "the larger of spent/limit in money and tokens"},
+                    "locked": {"type": "boolean", "description": "an overage refuses every call until blocked_until"},
+                    "blocked_until": _TIME,
+                },
+            },
+        },
+        "suspensions": {
+            "type": "array",
+            "description": "kill switches in force (tokentrail budget suspend)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "scope": {"type": "string"},
+                    "reason": {"type": ["string", "null"]},
+                    "since": _TIME,
+                },
+            },
+        },
+    },
+}
+
+
 def _json(schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema or {"type": "object"}}}}
 
 
-def _get(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _get(
+    summary: str, params: list[dict[str, Any]] | None = None, result: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
             "parameters": params or [],
             "responses": {
-                "200": {"description": "OK", **_json()},
+                "200": {"description": "OK", **_json(result)},
                 "400": {"description": "bad filter", **_json(_ERROR)},
                 "401": {"description": "no or unknown key", **_json(_ERROR)},
                 "403": {"description": "the key may not read this", **_json(_ERROR)},
@@ -136,11 +215,11 @@ def schema() -> dict[str, Any]:
                 ),
             },
             "responses": {
-                "200": {"description": "a result per event, in order", **_json()},
+                "200": {"description": "a result per event, in order", **_json(INGEST_RESULT)},
                 "400": {"description": "not a batch", **_json(_ERROR)},
                 "401": {"description": "no or unknown key", **_json(_ERROR)},
                 "413": {"description": "too large", **_json(_ERROR)},
-                "422": {"description": "every event was rejected (see results)", **_json()},
+                "422": {"description": "every event was rejected (see results)", **_json(INGEST_RESULT)},
                 "503": {"description": "not durable in time: send again", **_json(_ERROR)},
             },
         }
@@ -164,7 +243,7 @@ def schema() -> dict[str, Any]:
                 "One session as a call tree",
                 [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             ),
-            "/api/v1/budgets": _get("Budgets in their current period"),
+            "/api/v1/budgets": _get("Budgets in their current period", result=BUDGETS),
             "/api/v1/alerts": _get(
                 "Budget alerts",
                 [*_FILTERS[:3], _LIMIT, {"name": "budget", "in": "query", "schema": {"type": "string"}}],
