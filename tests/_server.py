@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 import tokentrail as tt
-from tokentrail.events import COLUMNS, UsageEvent, from_row
 from tokentrail.server import ServerThread, Timeouts, create_app
 from tokentrail.testing import FakeUpstream
 
@@ -38,11 +37,6 @@ def serving(
     )
     with ServerThread(app) as server:
         yield server
-
-
-def stored(ledger: tt.Ledger) -> list[UsageEvent]:
-    ledger.flush()
-    return [from_row(r) for r in ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")]
 
 
 def quarantined(ledger: tt.Ledger) -> list[tuple[Any, ...]]:

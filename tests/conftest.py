@@ -12,6 +12,7 @@ import pytest
 
 import tokentrail as tt
 from tokentrail.pricing import PriceBook
+from tokentrail.testing import FakeUpstream
 
 PG_ENV = "TOKENTRAIL_TEST_PG"
 
@@ -66,3 +67,17 @@ def any_ledger(db_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
     led = tt.Ledger(db_url, prices=prices)
     yield led
     led.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeUpstream]:
+    """One FakeUpstream per test module (it takes a moment to start)."""
+    with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+def up(server: FakeUpstream) -> FakeUpstream:
+    """The module's FakeUpstream, its scripted replies and recorded requests cleared."""
+    server.reset()
+    return server

@@ -14,25 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
-from tests._server import _collect_clients, serving, stored  # noqa: F401 (an autouse fixture)
+from tests._events import stored
+from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.cli import _load, app
 from tokentrail.server.keys import create_key, list_keys, revoke_key
 from tokentrail.testing import FakeUpstream, Reply
 
 ADMIN = "admin-secret-key-0123456789"
 M: Any = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 def test_keys_cli_create_list_revoke(sqlite_url: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,6 @@ from tokentrail.exceptions import ConfigError
 from tokentrail.testing import FakeUpstream, Reply, capture_events
 
 M = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 def live_holds(ledger: tt.Ledger) -> int:

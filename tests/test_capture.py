@@ -7,7 +7,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +204,6 @@ def test_a_redactor_that_fails_stores_no_content_and_logs_no_text(caplog: pytest
 
 
 # -- through the SDKs -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
 
 
 @pytest.fixture

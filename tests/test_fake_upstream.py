@@ -41,12 +41,6 @@ AIOHTTP_SUBCLASS_WARNING = "ignore:Inheritance class AiohttpClientSession from C
 SCRIPTED = {"input_tokens": 1500, "output_tokens": 90, "cached_tokens": 1000, "reasoning_tokens": 30}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
 @pytest.fixture
 def up(server: FakeUpstream, caplog: pytest.LogCaptureFixture) -> Iterator[FakeUpstream]:
     server.reset()

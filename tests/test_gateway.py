@@ -15,7 +15,8 @@ import openai
 import pytest
 
 import tokentrail as tt
-from tests._server import _collect_clients, serving, stored  # noqa: F401 (an autouse fixture)
+from tests._events import stored
+from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.pricing import PriceBook
 from tokentrail.server import Timeouts
 from tokentrail.testing import FakeUpstream, Reply, ToolCall
@@ -32,18 +33,6 @@ HEADERS = {
     "X-Tokentrail-Step": "planning",
     "X-Tokentrail-Tag-Customer": "acme",
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 def cost(prices: PriceBook, provider: str, model: str, **counts: int) -> Decimal:

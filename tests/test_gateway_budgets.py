@@ -11,22 +11,11 @@ import openai
 import pytest
 
 import tokentrail as tt
-from tests._server import _collect_clients, serving, stored  # noqa: F401 (an autouse fixture)
+from tests._events import stored
+from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.testing import FakeUpstream, Reply
 
 M: Any = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 def test_hard_stop_is_402_and_not_retried(ledger: tt.Ledger, up: FakeUpstream) -> None:

@@ -24,7 +24,8 @@ import pytest
 from google import genai
 
 import tokentrail as tt
-from tokentrail.events import COLUMNS, UsageEvent, args_hash, from_row
+from tests._events import stored
+from tokentrail.events import UsageEvent, args_hash
 from tokentrail.integrations import instrumented
 from tokentrail.pricing import PriceBook
 from tokentrail.store import open_store
@@ -33,18 +34,6 @@ from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
 GPT, CLAUDE, GEMINI = "gpt-4o-mini", "claude-sonnet-4-6", "gemini-2.5-flash"
 M: Any = [{"role": "user", "content": "What is the capital of France?"}]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 @pytest.fixture
@@ -107,12 +96,6 @@ def call_all(up: FakeUpstream) -> None:
 
 
 CALL_ALL_PROVIDERS = ["openai", "openai", "anthropic", "anthropic", "google", "google", "openai", "anthropic", "google"]
-
-
-def stored(ledger: tt.Ledger) -> list[UsageEvent]:
-    ledger.flush()
-    rows = ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
-    return [from_row(r) for r in rows]
 
 
 def run_python(code: str, env: dict[str, str] | None = None) -> dict[str, Any]:

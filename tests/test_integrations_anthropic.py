@@ -4,7 +4,7 @@ create and stream, sync and async, plain / with_raw_response / with_streaming_re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,8 @@ import anthropic
 import pytest
 
 import tokentrail as tt
-from tokentrail.events import COLUMNS, UsageEvent, args_hash, from_row
+from tests._events import counts_of, stored
+from tokentrail.events import UsageEvent, args_hash
 from tokentrail.pricing import PriceBook
 from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
 
@@ -23,18 +24,6 @@ CALLS = [ToolCall("search", {"q": "paris", "n": 3}, id="toolu_s"), ToolCall("noo
 SCRIPTED = {"input_tokens": 1500, "output_tokens": 90, "cached_tokens": 1000, "cache_write_tokens": 200}
 COUNTS = {"input_tokens": 1500, "output_tokens": 90, "cache_read_tokens": 1000, "cache_write_tokens": 200}
 FAST_RETRY = {"retry-after-ms": "1"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
 
 
 def client(up: FakeUpstream, ledger: tt.Ledger | None = None, **options: Any) -> anthropic.Anthropic:
@@ -49,21 +38,10 @@ def aclient(up: FakeUpstream, ledger: tt.Ledger | None = None, **options: Any) -
     return tt.wrap(c, ledger=ledger) if ledger is not None else c
 
 
-def stored(ledger: tt.Ledger) -> list[UsageEvent]:
-    ledger.flush()
-    rows = ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
-    return [from_row(r) for r in rows]
-
-
 def cost(prices: PriceBook, counts: dict[str, int]) -> Decimal:
     c = tt.price(provider="anthropic", model=CLAUDE, book=prices, **counts)
     assert c is not None
     return c.total_usd.quantize(Decimal("1e-9"))
-
-
-def counts_of(ev: UsageEvent) -> dict[str, int]:
-    names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-    return {k: getattr(ev, k) for k in names if getattr(ev, k)}
 
 
 def check(ev: UsageEvent, prices: PriceBook, *, streamed: bool, counts: dict[str, int] = COUNTS) -> None:

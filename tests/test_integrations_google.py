@@ -5,7 +5,7 @@ tokentrail meters, so one call (whatever its attempts) is one event."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,8 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 import tokentrail as tt
-from tokentrail.events import COLUMNS, UsageEvent, args_hash, from_row
+from tests._events import counts_of, stored
+from tokentrail.events import UsageEvent, args_hash
 from tokentrail.pricing import PriceBook
 from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
 
@@ -27,38 +28,15 @@ SCRIPTED = {"input_tokens": 1500, "output_tokens": 90, "cached_tokens": 1000, "r
 COUNTS = {"input_tokens": 1500, "output_tokens": 90, "cache_read_tokens": 1000, "reasoning_tokens": 30}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
-
-
 def client(up: FakeUpstream, ledger: tt.Ledger | None = None, **http_options: Any) -> genai.Client:
     c = genai.Client(api_key=KEY, http_options={"base_url": up.gemini_base_url, **http_options})
     return tt.wrap(c, ledger=ledger) if ledger is not None else c
-
-
-def stored(ledger: tt.Ledger) -> list[UsageEvent]:
-    ledger.flush()
-    rows = ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
-    return [from_row(r) for r in rows]
 
 
 def cost(prices: PriceBook, counts: dict[str, int]) -> Decimal:
     c = tt.price(provider="google", model=GEMINI, book=prices, **counts)
     assert c is not None
     return c.total_usd.quantize(Decimal("1e-9"))
-
-
-def counts_of(ev: UsageEvent) -> dict[str, int]:
-    names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-    return {k: getattr(ev, k) for k in names if getattr(ev, k)}
 
 
 def check(ev: UsageEvent, prices: PriceBook, *, streamed: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 import tokentrail as tt
-from tokentrail.events import COLUMNS, UsageEvent, args_hash, from_row
+from tests._events import stored
+from tokentrail.events import UsageEvent, args_hash
 from tokentrail.pricing import PriceBook
 from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
 
@@ -37,18 +38,6 @@ class City(BaseModel):
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-def up(server: FakeUpstream) -> FakeUpstream:
-    server.reset()
-    return server
-
-
 def client(up: FakeUpstream, ledger: tt.Ledger | None = None, **options: Any) -> openai.OpenAI:
     options.setdefault("max_retries", 0)
     c = openai.OpenAI(base_url=up.openai_base_url, api_key=KEY, **options)
@@ -59,12 +48,6 @@ def aclient(up: FakeUpstream, ledger: tt.Ledger | None = None, **options: Any) -
     options.setdefault("max_retries", 0)
     c = openai.AsyncOpenAI(base_url=up.openai_base_url, api_key=KEY, **options)
     return tt.wrap(c, ledger=ledger) if ledger is not None else c
-
-
-def stored(ledger: tt.Ledger) -> list[UsageEvent]:
-    ledger.flush()
-    rows = ledger.store.query(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
-    return [from_row(r) for r in rows]
 
 
 def cost(prices: PriceBook, provider: str, model: str, counts: dict[str, int]) -> Decimal:

@@ -81,12 +81,6 @@ def logged(caplog: pytest.LogCaptureFixture) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
-
-
 @pytest.fixture
 def up(server: FakeUpstream) -> FakeUpstream:
     server.reset()
