@@ -33,9 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ingest import make_events, pg_schema_url
+from ingest import make_events, pg_schema_url, run_ledger
 
-import tokentrail as tt
 from tokentrail import audit
 from tokentrail.events import GENESIS_HASH, UsageEvent, chain_hash, to_row
 from tokentrail.store import open_store
@@ -59,25 +58,6 @@ def chain_off() -> Iterator[None]:
     finally:
         for m, fn in zip(modules, originals, strict=True):
             m.chain_hash = fn
-
-
-def ingest(url: str, events: list[UsageEvent]) -> float:
-    """Seconds to record every event and flush them durable."""
-    ledger = tt.Ledger(url, prices=tt.PriceBook(overrides=""), spool=False)
-    try:
-        ledger.flush()
-        t = time.perf_counter()
-        record = ledger.record
-        for e in events:
-            record(e, session=None)
-        ledger.flush(timeout=900)
-        elapsed = time.perf_counter() - t
-        n = ledger.store.query("SELECT COUNT(*) FROM events")[0][0]
-        if n != len(events):
-            sys.exit(f"stored {n} events, expected {len(events)}")
-        return elapsed
-    finally:
-        ledger.close()
 
 
 def fresh_ledgers(base: str) -> tuple[Callable[[], str], Callable[[], None]]:
@@ -133,11 +113,11 @@ def bench(base: str, events: list[UsageEvent], runs: int) -> None:
             for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
                 url = new()
                 if mode == "on":
-                    on.append(ingest(url, events))
+                    on.append(run_ledger(url, events))
                     last_on = url
                 else:
                     with chain_off():
-                        off.append(ingest(url, events))
+                        off.append(run_ledger(url, events))
         store: Any = open_store(last_on)
         try:
             t = time.perf_counter()

@@ -107,14 +107,16 @@ def batches(rows: list[Row], size: int) -> list[list[Row]]:
 
 
 def run_ledger(url: str, events: list[UsageEvent]) -> float:
-    ledger = tt.Ledger(url, prices=tt.PriceBook(overrides=""))
+    """Seconds to record every event through a Ledger and flush them durable (no spool: a store
+    failure ends the run instead of hiding in a spool file)."""
+    ledger = tt.Ledger(url, prices=tt.PriceBook(overrides=""), spool=False)
     try:
         ledger.flush()
         t = time.perf_counter()
         record = ledger.record
         for e in events:
             record(e, session=None)
-        ledger.flush(timeout=600)
+        ledger.flush(timeout=900)
         elapsed = time.perf_counter() - t
         n = ledger.store.query("SELECT COUNT(*) FROM events")[0][0]
         if n != len(events):
