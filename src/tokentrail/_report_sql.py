@@ -101,10 +101,13 @@ class Measures:
 
 
 def dimension(name: str, *, allow_time: bool = False) -> str:
-    """The canonical name of a report dimension; ValueError naming it and the valid ones."""
-    d = name.strip().lower()
+    """The canonical name of a report dimension; ValueError naming it and the valid ones. The one
+    place a dimension's name is normalised (stripped, case-folded), so a scope check and the query
+    it guards always agree on which dimension `TEAM`, `Team` or ` team` means."""
+    d = name.strip().casefold()
     if d in COLUMNS or (allow_time and d in TIME_BUCKETS):
         return d
+    d = name.strip().lower()  # a tag key is matched as stored (lower-cased, not case-folded)
     if d.startswith("tag."):
         if _TAG_KEY.fullmatch(d[4:]):
             return d
@@ -130,6 +133,24 @@ def filters(where: Where | None) -> Filters:
         d = dimension(key)
         out[d] = (*out.get(d, ()), *values)
     return tuple(out.items())
+
+
+Scope = Mapping[str, str]
+# What a key's attribution may pin (tokentrail.context.ATTRIBUTES): columns of events and outcomes.
+SCOPE_DIMENSIONS = ("org", "team", "project", "agent", "user", "customer", "workflow", "task_type")
+
+
+def scope_filters(scope: Scope | None) -> Filters:
+    """A caller's scope (a key's attribution: dimension -> its one value) as filters to AND with
+    the caller's own: kept apart from `filters`, which ORs the values of one dimension, so no
+    filter a caller sends can widen it."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for key, value in (scope or {}).items():
+        d = dimension(key)
+        if d not in SCOPE_DIMENSIONS or not isinstance(value, str) or not value:
+            raise ValueError(f"a scope is attribution with values ({', '.join(SCOPE_DIMENSIONS)}), not {key}={value!r}")
+        out.append((d, (value,)))
+    return tuple(out)
 
 
 def expression(store: Store, d: str) -> str:

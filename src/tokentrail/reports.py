@@ -29,6 +29,7 @@ from tokentrail._report_sql import (
     TIME_BUCKETS,
     Filters,
     Measures,
+    Scope,
     Where,
     check_range,
     dimension,
@@ -36,6 +37,7 @@ from tokentrail._report_sql import (
     filter_sql,
     filters,
     micros,
+    scope_filters,
     time_sql,
     to_jsonable,
 )
@@ -138,12 +140,17 @@ def report(
     where: Where | None = None,
     tz: str | None = None,
     rollup: bool = True,
+    scope: Scope | None = None,
 ) -> Report:
     """Spend over [since, until) grouped by `by` (dimensions, `tag.<key>`, `hour`, `day`),
     filtered by `where` (dimension -> value or values). Hours and days are cut in `tz` (UTC by
-    default). `rollup=False` forces a raw scan (for comparisons). ValueError on bad input."""
+    default). `rollup=False` forces a raw scan (for comparisons). `scope` (a key's attribution)
+    is AND-ed with `where`: only events inside it count, whatever `where` says. ValueError on
+    bad input."""
     dims = tuple(dict.fromkeys(dimension(d, allow_time=True) for d in by))
-    flt = filters(where)
+    own, forced = filters(where), scope_filters(scope)
+    flt = (*own, *forced)  # one entry per condition: AND-ed by filter_sql, so `forced` always holds
+    shown = tuple({**dict(own), **dict(forced)}.items())  # where the rows come from
     zone_ = zone(tz)
     lo, hi = check_range(since, until)
     timed = tuple(d for d in dims if d in TIME_BUCKETS)
@@ -161,7 +168,7 @@ def report(
         sql_rows += _raw_query(store, plain, bool(timed), slot, flt, raw_ranges)
     rows, totals = _merge(sql_rows, dims, bool(timed), zone_)
     source = "rollup" if parts else "events"
-    return Report(dims, since, until, flt, tz or "UTC", source, rows, totals)
+    return Report(dims, since, until, shown, tz or "UTC", source, rows, totals)
 
 
 def cover(

@@ -14,11 +14,14 @@ from typing import Any
 
 from tokentrail._report_sql import (
     RAW_MEASURES,
+    Filters,
     Measures,
+    Scope,
     Where,
     check_range,
     filter_sql,
     filters,
+    scope_filters,
     time_sql,
     to_jsonable,
 )
@@ -123,14 +126,19 @@ def sessions(
     until: datetime | None = None,
     where: Where | None = None,
     limit: int = 50,
+    scope: Scope | None = None,
 ) -> list[SessionSummary]:
     """Sessions that started in [since, until) and have at least one event matching `where`,
-    newest first, with the totals of all their events."""
+    newest first, with the totals of all their events. With a `scope` (a key's attribution) a
+    session is only its events inside the scope: sessions are listed, timed and totalled from
+    those alone, so another team's events under the same session id never show."""
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive whole number, not {limit!r}")
     lo, hi = check_range(since, until)
     conds, params = time_sql(store, lo, hi)
-    cond, fparams = filter_sql(store, filters(where))
+    forced = scope_filters(scope)
+    cond, fparams = filter_sql(store, (*filters(where), *forced))
+    outer, oparams = filter_sql(store, forced)
     inner = " AND ".join(c for c in ["session_id IS NOT NULL", *conds, cond] if c)
     having, hparams = time_sql(store, lo, hi, "MIN(ts_us)")
     sql = (
@@ -139,12 +147,13 @@ def sessions(
         "MAX(agent), MAX(team), MAX(user_id), "
         f"{RAW_MEASURES['calls']}, SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), "
         f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
-        f"{RAW_MEASURES['errors']} FROM events WHERE session_id IN (SELECT session_id FROM events WHERE {inner}) "
+        f"{RAW_MEASURES['errors']} FROM events WHERE {f'{outer} AND ' if outer else ''}"
+        f"session_id IN (SELECT session_id FROM events WHERE {inner}) "
         "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
         f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit}"
     )
-    rows = store.query(sql, [*params, *fparams, *hparams])
-    outcomes = _outcomes(store, [r[0] for r in rows])
+    rows = store.query(sql, [*oparams, *params, *fparams, *hparams])
+    outcomes = _outcomes(store, [r[0] for r in rows], forced)
     return [
         SessionSummary(
             session_id=r[0],
@@ -165,15 +174,19 @@ def sessions(
     ]
 
 
-def _outcomes(store: Store, session_ids: Sequence[str]) -> dict[str, tuple[tuple[str, int], ...]]:
+def _outcomes(store: Store, session_ids: Sequence[str], forced: Filters = ()) -> dict[str, tuple[tuple[str, int], ...]]:
+    """The outcomes of these sessions (only those inside `forced`, a scope: the outcomes table has
+    the same attribution columns as events)."""
     p = store.dialect.param
     found: dict[str, list[tuple[str, int]]] = {}
+    cond, cparams = filter_sql(store, forced)
     for i in range(0, len(session_ids), _CHUNK):
         chunk = list(session_ids[i : i + _CHUNK])
         rows = store.query(
             f"SELECT session_id, name, SUM(count) FROM outcomes WHERE session_id IN ({', '.join(p for _ in chunk)}) "
-            "GROUP BY session_id, name ORDER BY session_id, name",
-            chunk,
+            + (f"AND {cond} " if cond else "")
+            + "GROUP BY session_id, name ORDER BY session_id, name",
+            [*chunk, *cparams],
         )
         for sid, name, count in rows:
             found.setdefault(sid, []).append((name, int(count)))
@@ -183,11 +196,16 @@ def _outcomes(store: Store, session_ids: Sequence[str]) -> dict[str, tuple[tuple
 # -- one session as a call tree ---------------------------------------------------------------
 
 
-def session_detail(store: Store, session_id: str) -> SessionDetail:
-    """Every event of a session in time order, as a call tree. LookupError if there is none."""
+def session_detail(store: Store, session_id: str, *, scope: Scope | None = None) -> SessionDetail:
+    """Every event of a session in time order, as a call tree. LookupError if there is none.
+    With a `scope`, only the session's events inside it (LookupError, the same, if none is)."""
     p = store.dialect.param
+    forced = scope_filters(scope)
+    cond, cparams = filter_sql(store, forced)
     rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} ORDER BY ts_us, seq", [session_id]
+        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} {f'AND {cond} ' if cond else ''}"
+        "ORDER BY ts_us, seq",
+        [session_id, *cparams],
     )
     if not rows:
         raise LookupError(f"no session {session_id!r} in the ledger")
@@ -203,7 +221,7 @@ def session_detail(store: Store, session_id: str) -> SessionDetail:
         totals=measure(events),
         tree=build_tree(events),
         events=events,
-        outcomes=_outcomes(store, [session_id]).get(session_id, ()),
+        outcomes=_outcomes(store, [session_id], forced).get(session_id, ()),
     )
 
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokentrail import reports
+from tokentrail._report_sql import dimension
 from tokentrail.server.auth import AuthError
 from tokentrail.server.budget_view import alerts, budget_statuses
 from tokentrail.server.keys import ApiKey
@@ -48,22 +49,23 @@ def _times(request: Request) -> tuple[datetime | None, datetime | None, str | No
     return out[0], out[1], tz
 
 
-def _where(request: Request, key: ApiKey, extra: dict[str, str | None] | None = None) -> dict[str, list[str]]:
-    """`where=KEY=VALUE` items (the same key twice means either), plus the key's own scope."""
+def _where(request: Request, key: ApiKey, extra: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """`where=KEY=VALUE` items (the same key twice means either) and the `extra` parameters
+    (`agent=…`), keyed by canonical dimension: names are normalised here, once, by the report
+    layer's own rule, so the check below sees what the query will. Asking a scoped dimension for
+    any value but the key's own is a 403; the scope itself is AND-ed in by the report layer."""
     out: dict[str, list[str]] = {}
-    for item in request.query_params.getlist("where"):
+    q = request.query_params
+    items = [*q.getlist("where"), *(f"{name}={v}" for name in extra for v in q.getlist(name))]
+    for item in items:
         k, sep, v = item.partition("=")
         if not sep or not k.strip():
             raise BadRequest(f"where {item!r}: expected KEY=VALUE, e.g. where=team=legal")
-        out.setdefault(k.strip(), []).append(v.strip())
-    for k, given in (extra or {}).items():
-        if given is not None:
-            out.setdefault(k, []).append(given)
+        out.setdefault(dimension(k), []).append(v.strip())
     for dim, value in key.attribution.items():
-        asked = out.get(dim)
-        if asked is not None and value not in asked:
+        asked = out.get(dimension(dim), [value])
+        if any(v != value for v in asked):
             raise AuthError(403, f"this key reads only {dim}={value}")
-        out[dim] = [value]
     return out
 
 
@@ -108,7 +110,9 @@ def report(request: Request, key: ApiKey) -> dict[str, Any]:
     """Spend grouped by `by` (comma-separated dimensions, `tag.<key>`, `hour`, `day`)."""
     since, until, tz = _times(request)
     by = [p.strip() for p in request.query_params.get("by", "model").split(",") if p.strip()]
-    rep = reports.report(state_of(request).store, by=by, since=since, until=until, where=_where(request, key), tz=tz)
+    where = _where(request, key)
+    store = state_of(request).store
+    rep = reports.report(store, by=by, since=since, until=until, where=where, tz=tz, scope=key.attribution)
     return rep.to_dict()
 
 
@@ -116,9 +120,10 @@ def report(request: Request, key: ApiKey) -> dict[str, Any]:
 def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
     """The newest sessions started in [since, until), with their totals."""
     since, until, _ = _times(request)
-    q = request.query_params
-    where = _where(request, key, {"agent": q.get("agent"), "team": q.get("team"), "user": q.get("user")})
-    found = reports.sessions(state_of(request).store, since=since, until=until, where=where, limit=_limit(request, 50))
+    where = _where(request, key, ("agent", "team", "user"))
+    found = reports.sessions(
+        state_of(request).store, since=since, until=until, where=where, limit=_limit(request, 50), scope=key.attribution
+    )
     return {"sessions": [_session_dict(s) for s in found]}
 
 
@@ -142,13 +147,10 @@ def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:
 
 @_endpoint("read")
 def session(request: Request, key: ApiKey) -> dict[str, Any]:
-    """One session as a call tree. A team key sees a session only when every event is its team's."""
+    """One session as a call tree. A team key sees only its team's events of the session: session
+    ids are per team, and an id only another team used is a 404 like any unknown one."""
     sid = request.path_params["session_id"]
-    detail = reports.session_detail(state_of(request).store, sid)
-    for dim, value in key.attribution.items():
-        if any(getattr(e, dim, None) != value for e in detail.events):
-            raise LookupError(f"no session {sid!r} in the ledger")  # never reveal another team's session
-    return detail.to_dict()
+    return reports.session_detail(state_of(request).store, sid, scope=key.attribution).to_dict()
 
 
 @_endpoint("read")

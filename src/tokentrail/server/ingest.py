@@ -8,6 +8,8 @@ MAX_EVENTS_BODY_BYTES bytes (413 past either). Each event is checked on its own
 with the same content is reported as a duplicate and counted once; with different content (in
 anything but what the server fills in: see validate.differences) it is rejected, its result
 naming the differing `fields`, and quarantined like any other reject, never silently dropped.
+An id stored for events outside the caller's scope (another team's) is refused the same way but
+without `fields`, so a team key can neither overwrite nor probe another team's events.
 The answer comes only once the accepted events are durable.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -37,6 +40,7 @@ from tokentrail.server.validate import CONFLICT, Checked, Invalid, build, check,
 
 log = logging.getLogger("tokentrail")
 _ID_CHUNK = 500
+_COLUMN_OF = {"user": "user_id"}  # an attribution dimension's events column, where the names differ
 
 
 async def ingest_events(request: Request) -> Response:
@@ -79,6 +83,12 @@ async def ingest_events(request: Request) -> Response:
             known[event.event_id] = to_row(event)
             ledger.record(event)
             continue
+        if not _in_scope(prior, fixed):
+            # another team's event: refused like any reused id, and nothing about its content
+            # (not which fields differ, not whether it is "the same") is told
+            results[i].update(status="rejected", reason=CONFLICT)
+            ledger.quarantine("api", CONFLICT, _payload(items[i]))
+            continue
         differ = differences(prior, event, checked)
         if not differ:
             results[i]["status"] = "duplicate"
@@ -93,6 +103,18 @@ async def ingest_events(request: Request) -> Response:
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
     status = 422 if items and counts["rejected"] == len(items) else 200
     return JSONResponse({**counts, "results": results}, status_code=status)
+
+
+def outside_scope(store: Any, ids: list[str], scope: Mapping[str, str]) -> set[str]:
+    """Those of these event ids the ledger holds for events outside `scope` (another team's)."""
+    if not scope or not ids:
+        return set()
+    return {i for i, row in _query_rows(store, ids).items() if not _in_scope(row, scope)}
+
+
+def _in_scope(row: tuple[Any, ...], scope: Mapping[str, str]) -> bool:
+    """Whether a stored events row lies inside a key's scope (its attribution)."""
+    return all(row[COLUMNS.index(_COLUMN_OF.get(dim, dim))] == value for dim, value in scope.items())
 
 
 def _id_of(item: Any) -> dict[str, Any]:

@@ -12,14 +12,19 @@ import asyncio
 import json
 import logging
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tokentrail.events import UsageEvent
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, to_events
 from tokentrail.server.auth import AuthError
+from tokentrail.server.ingest import outside_scope
 from tokentrail.server.state import MAX_OTLP_BODY_BYTES, TooLarge, caller, read_body, state_of
+from tokentrail.server.validate import CONFLICT
 
 log = logging.getLogger("tokentrail")
 PROTOBUF = "application/x-protobuf"
@@ -49,16 +54,32 @@ async def receive_traces(request: Request) -> Response:
     found, rejected = to_events(spans, state.ledger, dict(caller_key.attribution))
     for r in rejected:
         state.ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
+    found, taken = await _not_taken(state.store, found, caller_key.attribution)
+    for event in taken:
+        state.ledger.quarantine("otlp", CONFLICT, json.dumps(event.to_dict(), default=str))
     for event in found:
         state.ledger.record(event)
-    if found or rejected:
+    if found or rejected or taken:
         try:
             await state.flush()
         except FlushTimeout as timeout:
             log.error("tokentrail: spans received over OTLP are not durable yet: %s", timeout)
             return _status(503, "the ledger could not make the events durable in time", as_json)
-    message = "; ".join(sorted({r.reason for r in rejected}))[:2000]
-    return _success(len(rejected), message, as_json)
+    message = "; ".join(sorted({r.reason for r in rejected} | ({CONFLICT} if taken else set())))[:2000]
+    return _success(len(rejected) + len(taken), message, as_json)
+
+
+async def _not_taken(
+    store: Any, found: list[UsageEvent], scope: Mapping[str, str]
+) -> tuple[list[UsageEvent], list[UsageEvent]]:
+    """(the events whose ids no event outside the caller's scope holds, the others). A scoped
+    key's span ids are hashed with its scope, so only someone who posted such an id on purpose
+    can hold one: those are refused (reported and quarantined), never silently dropped as
+    duplicates of another team's event."""
+    if not scope or not found:
+        return found, []
+    taken = await asyncio.to_thread(outside_scope, store, [str(e.event_id) for e in found], scope)
+    return [e for e in found if str(e.event_id) not in taken], [e for e in found if str(e.event_id) in taken]
 
 
 def _decompress(raw: bytes, encoding: str) -> bytes:
