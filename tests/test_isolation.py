@@ -13,15 +13,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, quarantined  # noqa: F401 (an autouse fixture)
+from tests._server import _collect_clients, quarantined, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.integrations.otlp import span_event_id
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key
+from tokentrail.testing import FakeUpstream
 
 ADMIN = "admin-key-for-isolation-tests"
 BETA_TOKENS = 987_651  # beta's input tokens: a number that shows if beta's totals leak
@@ -325,3 +327,23 @@ def test_a_span_id_taken_on_purpose_is_refused_not_dropped(world: World) -> None
     assert r.status_code == 200
     assert r.json()["partialSuccess"]["rejectedSpans"] == "1"  # told, not a silent success
     assert any(q[0] == "otlp" and squat in q[2] for q in quarantined(w.ledger))
+
+
+def test_the_gateway_never_writes_as_another_team(any_ledger: tt.Ledger, up: FakeUpstream) -> None:
+    store: Any = any_ledger.store
+    proxy = create_key(store, role="proxy", attribution={"team": "alpha"})[0]
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with serving(any_ledger, up, admin_key=ADMIN) as s:
+
+        def call(*headers: tuple[str, str]) -> Any:
+            sent = [("X-Tokentrail-Key", proxy), ("Authorization", "Bearer sk-test"), *headers]
+            return httpx2.post(s.url + "/v1/chat/completions", json=body, headers=sent)
+
+        for name in ("X-Tokentrail-Team", "X-TOKENTRAIL-TEAM", "x-tokentrail-team"):
+            assert call((name, "beta")).status_code == 403, name
+        assert call(("X-Tokentrail-Team", "alpha"), ("X-Tokentrail-Team", "beta")).status_code == 403
+        mixed = call(("X-Tokentrail-Team", "beta"), ("X-Tokentrail-Team", "alpha"))  # the last one is read
+        hijack = call(("X-Tokentrail-Session", "sess-beta"))
+        assert hijack.status_code == 200
+    found = [(e.team, e.session_id) for e in stored(any_ledger)]
+    assert found == [("alpha", None)] * (mixed.status_code == 200) + [("alpha", "sess-beta")]

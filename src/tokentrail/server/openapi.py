@@ -106,7 +106,8 @@ INGEST_RESULT: dict[str, Any] = {
                     "fields": {
                         "type": "array",
                         "items": {"type": "string"},
-                        "description": "a reused event_id: the fields that differ from the stored event",
+                        "description": "a reused event_id: the fields that differ from the stored event "
+                        "(never given when that event is outside the key's team)",
                     },
                 },
             },
