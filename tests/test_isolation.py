@@ -347,3 +347,58 @@ def test_the_gateway_never_writes_as_another_team(any_ledger: tt.Ledger, up: Fak
         assert hijack.status_code == 200
     found = [(e.team, e.session_id) for e in stored(any_ledger)]
     assert found == [("alpha", None)] * (mixed.status_code == 200) + [("alpha", "sess-beta")]
+
+
+def test_a_bucket_cannot_pass_itself_off_as_another_teams(world: World) -> None:
+    """A `*` budget's bucket is shown as text ("team=alpha, user=…"): a value that holds
+    ", team=beta" must not make alpha's bucket (or its alerts) show as beta's."""
+    w = world
+    from decimal import Decimal
+
+    from tokentrail.context import Attribution
+
+    b = w.ledger.budgets
+    b.set("per-user", scope={"team": "*", "user": "*"}, period="month", limit_usd=10)
+    b.set("per-agent", scope={"team": "*", "agent": "*"}, period="month", limit_usd=10)  # agent comes first
+    for user in ("u, team=beta", "u"):
+        hold = b.reserve(cost_usd="1", attribution=Attribution(team="alpha", user=user, agent=user))
+        b.post(hold, cost_usd=Decimal(9))  # past 50% and 80%, and an overage: alerts
+    w.ledger.flush()
+    admin = {(r["budget"], r["scope"]) for r in _get_admin(w, "/api/v1/budgets")["budgets"]}
+    assert ("per-user", "team=alpha, user=u, team=beta") in admin  # the row is there to leak
+    assert any(a["budget"] == "per-user" for a in _get_admin(w, "/api/v1/alerts")["alerts"])
+    for path, rows in (("/api/v1/budgets", "budgets"), ("/api/v1/alerts", "alerts")):
+        seen = _get(w, "beta-read", path).json()[rows]
+        assert all("alpha" not in r["scope"] for r in seen), (path, seen)
+        mine = {(r["budget"], r["scope"]) for r in _get(w, "alpha-read", path).json()[rows]}
+        assert {m for m in mine if m[0] in ("per-user", "per-agent")} == {
+            ("per-user", "team=alpha, user=u"),
+            ("per-user", "team=alpha, user=u, team=beta"),  # reads one way only: user "u, team=beta"
+            ("per-agent", "agent=u, team=alpha"),
+            # not "agent=u, team=beta, team=alpha": it reads two ways, so no team key sees it
+        }
+
+
+def _get_admin(w: World, path: str) -> Any:
+    return w.c.get(path, headers={"X-Tokentrail-Key": ADMIN}).json()
+
+
+@pytest.mark.parametrize(
+    ("text", "keys", "team"),
+    [
+        ("team=a", ["team"], "a"),
+        ("team=a, user=u", ["team", "user"], "a"),
+        ("team=a, user=u, team=b", ["team", "user"], "a"),
+        ("agent=x, team=b, team=a", ["agent", "team"], None),  # two readings
+        ("agent=x, team=a", ["agent", "team"], "a"),
+        ("team=a, user=x, user=y", ["team", "user"], None),  # team "a" or "a, user=x"
+        ("all", [], None),
+        ("agent=x", ["agent"], None),
+        ("team=a", ["agent", "team"], None),
+        ("agent=" + ", team=" * 2000 + "z", ["agent", "team"], None),  # many look-alikes: still quick
+    ],
+)
+def test_the_team_of_a_bucket_is_read_only_when_unambiguous(text: str, keys: list[str], team: str | None) -> None:
+    from tokentrail.server.budget_view import bucket_team
+
+    assert bucket_team(text, keys) == team
