@@ -402,3 +402,25 @@ def test_the_team_of_a_bucket_is_read_only_when_unambiguous(text: str, keys: lis
     from tokentrail.server.budget_view import bucket_team
 
     assert bucket_team(text, keys) == team
+
+
+def test_a_key_of_a_team_and_an_agent_keeps_to_both(world: World) -> None:
+    w = world
+    store: Any = w.ledger.store
+    narrow = create_key(store, role="read", attribution={"team": "alpha", "agent": "alpha-bot"})[0]
+    w.keys["narrow"] = narrow
+    extra = _event("alpha", "sess-bot", 77, agent="alpha-bot")
+    assert _post(w, "alpha-ingest", [extra]).json()["accepted"] == 1
+    w.ledger.budgets.set("bot-month", scope={"team": "alpha", "agent": "alpha-bot"}, period="month", limit_usd=5)
+    w.ledger.budgets.suspend({"team": "alpha"}, reason="team-wide")
+    w.ledger.flush()
+    r = _get(w, "narrow", "/api/v1/report", {"by": "team,agent"}).json()
+    assert [(row["team"], row["agent"]) for row in r["rows"]] == [("alpha", "alpha-bot")]
+    for where in ("agent=alpha-agent", "AGENT=alpha-agent", "Agent=alpha-bot&where=agent=alpha-agent"):
+        assert _get(w, "narrow", f"/api/v1/report?where={where}").status_code == 403, where
+    assert _get(w, "narrow", "/api/v1/sessions", {"agent": "alpha-agent"}).status_code == 403
+    assert [s["session_id"] for s in _get(w, "narrow", "/api/v1/sessions").json()["sessions"]] == ["sess-bot"]
+    assert _get(w, "narrow", "/api/v1/sessions/sess-alpha").status_code == 404
+    budgets = _get(w, "narrow", "/api/v1/budgets").json()
+    assert [b["budget"] for b in budgets["budgets"]] == ["bot-month"]  # not alpha-month: the whole team's
+    assert budgets["suspensions"] == []  # a team-wide switch names no agent

@@ -157,9 +157,9 @@ def session(request: Request, key: ApiKey) -> dict[str, Any]:
 def budgets(request: Request, key: ApiKey) -> dict[str, Any]:
     """Each budget's current period: limit, posted, reserved, remaining, period end, and whether
     an overage locked it (`locked`, until `blocked_until`); and the kill switches in force
-    (`suspensions`). A team key sees only those about its team."""
+    (`suspensions`). A scoped key sees only those inside its scope (its team's)."""
     ledger = state_of(request).ledger
-    rows = [s.to_dict() for s in budget_statuses(ledger, key.team)]
+    rows = [s.to_dict() for s in budget_statuses(ledger, key.attribution)]
     found = ledger.budgets.suspensions()
     suspensions = [
         {
@@ -168,7 +168,7 @@ def budgets(request: Request, key: ApiKey) -> dict[str, Any]:
             "since": s.created.isoformat() if s.created else None,
         }
         for s in found
-        if key.team is None or dict(s.scope).get("team") == key.team
+        if all(dict(s.scope).get(d) == v for d, v in key.attribution.items())
     ]
     return {"budgets": rows, "suspensions": suspensions}
 
@@ -179,7 +179,7 @@ def alert_list(request: Request, key: ApiKey) -> dict[str, Any]:
     since, until, _ = _times(request)
     found = alerts(
         state_of(request).ledger,
-        key.team,
+        key.attribution,
         since=since,
         until=until,
         budget=request.query_params.get("budget"),
