@@ -277,7 +277,7 @@ def test_event_id_case_and_spelling_does_not_dodge_the_scope(world: World) -> No
     assert result["status"] == "rejected" and "team=alpha" in result["reason"]
 
 
-def _span_doc(trace: str, span: str, tokens: int, session: str) -> dict[str, Any]:
+def _span_doc(trace: str, span: str, tokens: int, session: str, team: str | None = None) -> dict[str, Any]:
     attrs = {
         "gen_ai.operation.name": {"stringValue": "chat"},
         "gen_ai.request.model": {"stringValue": "gpt-4o"},
@@ -285,6 +285,7 @@ def _span_doc(trace: str, span: str, tokens: int, session: str) -> dict[str, Any
         "gen_ai.usage.input_tokens": {"intValue": str(tokens)},
         "gen_ai.usage.output_tokens": {"intValue": "1"},
         "session.id": {"stringValue": session},
+        **({"tokentrail.team": {"stringValue": team}} if team else {}),
     }
     s = {
         "traceId": trace,
@@ -318,15 +319,26 @@ def test_a_span_never_shadows_another_teams_span(world: World) -> None:
         assert session["totals"]["input_tokens"] == tokens
 
 
-def test_a_span_id_taken_on_purpose_is_refused_not_dropped(world: World) -> None:
+@pytest.mark.parametrize("collector", ["beta-ingest", "admin"])
+def test_a_span_id_taken_on_purpose_is_refused_not_dropped(world: World, collector: str) -> None:
     w = world
+    w.keys["admin"] = ADMIN  # a collector of no team, that names the team in an attribute
     # alpha works out the id beta's span will get and posts an event under it first
-    squat = span_event_id(TRACE, SPAN, 1767225600000000000, {"team": "beta"})
+    squat = span_event_id(TRACE, SPAN, 1767225600000000000, "beta")
     assert _post(w, "alpha-ingest", [_event("alpha", "s", 1, event_id=squat)]).json()["accepted"] == 1
-    r = _export(w, "beta-ingest", _span_doc(TRACE, SPAN, 222, "sess-otlp"))
+    r = _export(w, collector, _span_doc(TRACE, SPAN, 222, "sess-otlp", team="beta"))
     assert r.status_code == 200
     assert r.json()["partialSuccess"]["rejectedSpans"] == "1"  # told, not a silent success
     assert any(q[0] == "otlp" and squat in q[2] for q in quarantined(w.ledger))
+
+
+def test_a_collector_of_no_team_keeps_each_teams_span(world: World) -> None:
+    w = world
+    w.keys["admin"] = ADMIN
+    for team, tokens in (("alpha", 111), ("beta", 222), ("beta", 222)):  # beta's sent twice: stored once
+        assert _export(w, "admin", _span_doc(TRACE, SPAN, tokens, "sess-otlp", team=team)).json() == {}
+    spans = [e for e in stored(w.ledger) if e.span_id == SPAN]
+    assert sorted((e.team, e.input_tokens) for e in spans) == [("alpha", 111), ("beta", 222)]
 
 
 def test_the_gateway_never_writes_as_another_team(any_ledger: tt.Ledger, up: FakeUpstream) -> None:

@@ -401,7 +401,7 @@ def _event(s: Span, kind: str, ledger: Any, fixed: Mapping[str, str]) -> UsageEv
     ts = datetime.fromtimestamp(s.start_ns / 1e9, UTC) if s.start_ns else datetime.now(UTC)
     latency = (s.end_ns - s.start_ns) / 1e6 if s.end_ns >= s.start_ns > 0 else None
     status = "error" if s.error else "ok"
-    event_id = span_event_id(s.trace_id, s.span_id, s.start_ns, fixed)
+    event_id = span_event_id(s.trace_id, s.span_id, s.start_ns, dims.get("team"))
     if kind == "tool":
         name = _text(_first(s.attributes, _TOOL_NAME), "gen_ai.tool.name") or _text(s.name, "span name")
         return UsageEvent(
@@ -477,14 +477,12 @@ def _chain(s: Span) -> list[Mapping[str, Any]]:
     return out[::-1]
 
 
-def span_event_id(trace_id: str, span_id: str, start_ns: int, scope: Mapping[str, str] | None = None) -> str:
+def span_event_id(trace_id: str, span_id: str, start_ns: int, team: str | None = None) -> str:
     """A UUID (version 8) for a span: the start millisecond first (time-ordered, like UUIDv7),
-    then a hash of the trace and span ids, so the same span always gets the same id. A scoped
-    key's spans hash its scope in too: ids are per team, so a team's span can never shadow (or be
-    dropped as a duplicate of) another team's span with the same trace and span ids."""
-    text = f"{trace_id}:{span_id}"
-    if scope:
-        text += ":" + json.dumps(sorted(scope.items()), separators=(",", ":"))
+    then a hash of the trace and span ids, so the same span always gets the same id. The span's
+    team is hashed in too: ids are per team, so one team's span never shadows (nor is dropped as
+    a duplicate of) another team's span with the same trace and span ids."""
+    text = f"{trace_id}:{span_id}" if team is None else f"{trace_id}:{span_id}:{json.dumps(team)}"
     digest = hashlib.sha256(text.encode()).digest()
     b = bytearray(((start_ns // 1_000_000) & (2**48 - 1)).to_bytes(6, "big") + digest[:10])
     b[6] = 0x80 | (b[6] & 0x0F)

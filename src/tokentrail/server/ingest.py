@@ -105,11 +105,19 @@ async def ingest_events(request: Request) -> Response:
     return JSONResponse({**counts, "results": results}, status_code=status)
 
 
-def outside_scope(store: Any, ids: list[str], scope: Mapping[str, str]) -> set[str]:
-    """Those of these event ids the ledger holds for events outside `scope` (another team's)."""
-    if not scope or not ids:
+def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> set[str]:
+    """Ids of these events that the ledger holds for an event of another team, or outside `scope`
+    (the caller's key's): a derived id (an OTLP span's) someone else took first."""
+    if not events:
         return set()
-    return {i for i, row in _query_rows(store, ids).items() if not _in_scope(row, scope)}
+    rows = _query_rows(store, [str(e.event_id) for e in events])
+    team = COLUMNS.index("team")
+    out = set()
+    for e in events:
+        row = rows.get(str(e.event_id))
+        if row is not None and (row[team] != e.team or not _in_scope(row, scope)):
+            out.add(str(e.event_id))
+    return out
 
 
 def _in_scope(row: tuple[Any, ...], scope: Mapping[str, str]) -> bool:

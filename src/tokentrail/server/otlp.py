@@ -22,7 +22,7 @@ from tokentrail.events import UsageEvent
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, to_events
 from tokentrail.server.auth import AuthError
-from tokentrail.server.ingest import outside_scope
+from tokentrail.server.ingest import taken_ids
 from tokentrail.server.state import MAX_OTLP_BODY_BYTES, TooLarge, caller, read_body, state_of
 from tokentrail.server.validate import CONFLICT
 
@@ -72,13 +72,13 @@ async def receive_traces(request: Request) -> Response:
 async def _not_taken(
     store: Any, found: list[UsageEvent], scope: Mapping[str, str]
 ) -> tuple[list[UsageEvent], list[UsageEvent]]:
-    """(the events whose ids no event outside the caller's scope holds, the others). A scoped
-    key's span ids are hashed with its scope, so only someone who posted such an id on purpose
-    can hold one: those are refused (reported and quarantined), never silently dropped as
+    """(the events whose ids no event of another team or outside the caller's scope holds, the
+    others). Span ids are hashed with the span's team, so only someone who posted such an id on
+    purpose can hold one: those are refused (reported and quarantined), never silently dropped as
     duplicates of another team's event."""
-    if not scope or not found:
+    if not found:
         return found, []
-    taken = await asyncio.to_thread(outside_scope, store, [str(e.event_id) for e in found], scope)
+    taken = await asyncio.to_thread(taken_ids, store, found, scope)
     return [e for e in found if str(e.event_id) not in taken], [e for e in found if str(e.event_id) in taken]
 
 
