@@ -436,3 +436,19 @@ def test_a_key_of_a_team_and_an_agent_keeps_to_both(world: World) -> None:
     budgets = _get(w, "narrow", "/api/v1/budgets").json()
     assert [b["budget"] for b in budgets["budgets"]] == ["bot-month"]  # not alpha-month: the whole team's
     assert budgets["suspensions"] == []  # a team-wide switch names no agent
+
+
+def test_another_teams_calls_never_lock_a_session_budget(any_ledger: tt.Ledger) -> None:
+    from decimal import Decimal
+
+    from tokentrail.context import Attribution
+    from tokentrail.exceptions import BudgetExceeded
+
+    b = any_ledger.budgets
+    b.set("per-session", period="session", limit_usd=1)  # every session, of any team
+    hold = b.reserve(cost_usd="0.5", attribution=Attribution(team="alpha", session_id="sess-beta"))
+    b.post(hold, cost_usd=Decimal(2))  # alpha's overage locks alpha's "sess-beta"
+    with pytest.raises(BudgetExceeded):
+        b.reserve(cost_usd="0.01", attribution=Attribution(team="alpha", session_id="sess-beta"))
+    beta = b.reserve(cost_usd="0.01", attribution=Attribution(team="beta", session_id="sess-beta"))
+    b.post(beta, cost_usd=Decimal("0.01"))  # beta's session of that id is its own

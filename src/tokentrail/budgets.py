@@ -69,6 +69,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokentrail")
 
+
+def _team_session(bucket: Any, a: ctx.Attribution) -> str | None:
+    """The session a session counter is for. Session ids are per team: unless the bucket already
+    pins the team, the team is part of it, so another team's calls under the same id never charge
+    (or lock) this team's session."""
+    if a.session_id is None or a.team is None or any(k == "team" for k, _ in bucket):
+        return a.session_id
+    return f"{a.session_id}\x1fteam={a.team}"
+
+
 __all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
@@ -425,7 +435,7 @@ class Budgets:
                     check_cap(r, bucket, nusd, tokens, a.session_id, estimated=est is not None)
                 caps.append(r)
                 continue
-            key, start, end = r.counter(bucket, a.session_id, now_us)
+            key, start, end = r.counter(bucket, _team_session(bucket, a), now_us)
             counters.append(
                 Counter(key, r.budget.name, scope_text(bucket), start, end, r.period.window_us, r.enforce, extra=r)
             )
