@@ -41,12 +41,13 @@ def test_chromium_present_nothing_to_do(fake_bin: Path) -> None:
 
 
 def test_as_root_with_apt_it_installs_debians_chromium(fake_bin: Path) -> None:
-    _tool(fake_bin, "id", 'echo 0')
+    _tool(fake_bin, "id", "echo 0")
     # the fake apt-get logs what it was asked and "installs" chromium when asked to
     _tool(
         fake_bin,
         "apt-get",
-        f'echo "$*" >> {fake_bin}/apt.log\ncase "$*" in *install*chromium*) printf "#!/bin/sh\\n" > {fake_bin}/chromium; '
+        f'echo "$*" >> {fake_bin}/apt.log\n'
+        f'case "$*" in *install*chromium*) printf "#!/bin/sh\\n" > {fake_bin}/chromium; '
         f"/bin/chmod +x {fake_bin}/chromium;; esac",
     )
     r = _run(fake_bin)

@@ -123,11 +123,14 @@ def sessions(
     until: datetime | None = None,
     where: Where | None = None,
     limit: int = 50,
+    offset: int = 0,
 ) -> list[SessionSummary]:
     """Sessions that started in [since, until) and have at least one event matching `where`,
-    newest first, with the totals of all their events."""
+    newest first (skipping the first `offset`: a page), with the totals of all their events."""
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive whole number, not {limit!r}")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset must be a whole number from 0, not {offset!r}")
     lo, hi = check_range(since, until)
     conds, params = time_sql(store, lo, hi)
     cond, fparams = filter_sql(store, filters(where))
@@ -141,7 +144,7 @@ def sessions(
         f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
         f"{RAW_MEASURES['errors']} FROM events WHERE session_id IN (SELECT session_id FROM events WHERE {inner}) "
         "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
-        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit}"
+        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit} OFFSET {offset}"
     )
     rows = store.query(sql, [*params, *fparams, *hparams])
     outcomes = _outcomes(store, [r[0] for r in rows])
