@@ -7,79 +7,23 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
-import shutil
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 import tokentrail as tt
+from tests._browser import make_event, open_dashboard, post_events, texts
 from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.server.keys import create_key
 
 ADMIN = "dashboard-admin-key-0123"
-
-
-def _chromium() -> str:
-    """Debian's chromium (never a downloaded browser); make test installs it."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but no Chromium: make test installs it (scripts/ensure-chromium)")
-        pytest.skip("no Chromium for the dashboard tests: sudo apt-get install chromium")
-    return found
-
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the module, driven by Playwright."""
-    binary = _chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=binary, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    yield p
-    context.close()
-
-
-def _open(page: Page, url: str, *, key: str | None = None) -> None:
-    """Go to the dashboard (with a key in its storage) and wait until it has loaded."""
-    page.goto(url)
-    if key is not None:
-        page.evaluate("k => localStorage.setItem('tokentrail-key', k)", key)
-        page.reload()
-    page.wait_for_function("document.body && document.body.dataset.loaded")
-
-
-def _texts(page: Page, selector: str) -> list[str]:
-    return page.locator(selector).all_text_contents()
 
 
 def _fill(url: str) -> None:
@@ -107,7 +51,7 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
     legal_key, _ = create_key(ledger.store, role="read", attribution={"team": "legal"})  # type: ignore[arg-type]
     with serving(ledger, admin_key=ADMIN) as s:
         _fill(s.url)
-        _open(page, s.url + "/")
+        open_dashboard(page, s.url + "/")
         assert page.evaluate("document.body.dataset.loaded") == "error"  # auth is on: it asks for a key
         expect(page.get_by_placeholder("tokentrail key")).to_be_visible()
         assert page.locator("main .loading").count() == 0  # nothing left spinning
@@ -115,7 +59,7 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
         page.get_by_placeholder("tokentrail key").fill(ADMIN)
         page.get_by_role("button", name="Use key").click()
         page.wait_for_function("document.body.dataset.loaded === 'true'")
-        assert _texts(page, "#by-team tbody td:first-child") == ["legal", "cx"]  # the costlier first
+        assert texts(page, "#by-team tbody td:first-child") == ["legal", "cx"]  # the costlier first
         assert page.locator("#chart rect.bar-seg").count() >= 2
         assert page.locator("#sessions tbody tr").count() == 5
         expect(page.locator("#budgets")).to_contain_text("legal-month")
@@ -127,37 +71,14 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
         expect(page.locator("#session")).to_contain_text("llm")
         # a team key: only its team
         page.evaluate("localStorage.clear()")
-        _open(page, s.url + "/", key=legal_key)
-        assert _texts(page, "#by-team tbody td:first-child") == ["legal"]
+        open_dashboard(page, s.url + "/", key=legal_key)
+        assert texts(page, "#by-team tbody td:first-child") == ["legal"]
         assert page.locator("#sessions tbody tr").count() == 3
         main = page.locator("main").text_content() or ""
         assert "cx" not in main.replace("legal", "")
 
 
 # -- what a newcomer saw: a blank page, an empty chart, tables that scroll, odd money ------------
-
-
-def _post(url: str, events: list[dict[str, Any]]) -> None:
-    r = httpx2.post(url + "/api/v1/events", json=events)
-    assert r.status_code == 200 and r.json()["accepted"] == len(events), r.text
-
-
-def _event(team: str, cost: str | None = None, *, ago: timedelta = timedelta(0), **kw: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "provider": "openai",
-        "model": "gpt-4o",
-        "input_tokens": 1000,
-        "output_tokens": 100,
-        "team": team,
-        "agent": f"{team}-agent",
-        "session_id": f"{team}-{uuid.uuid4().hex[:6]}",
-        "ts": (datetime.now(UTC) - ago).isoformat(),
-        **kw,
-    }
-    if cost is not None:
-        e["cost_usd"] = cost
-    return e
 
 
 def _chart(page: Page) -> dict[str, Any]:
@@ -189,7 +110,7 @@ def _round_ticks(ticks: list[list[Any]]) -> None:
 
 def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger: tt.Ledger) -> None:
     with serving(ledger) as s:
-        _post(s.url, [_event("legal", "0.5")])
+        post_events(s.url, [make_event("legal", "0.5")])
         held: list[Route] = []
         page.route("**/api/**", lambda route: held.append(route))  # hold every API answer
         page.goto(s.url + "/")
@@ -229,8 +150,10 @@ def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger:
 def test_spend_in_one_day_is_charted_by_hour(page: Page, browser: Browser, ledger: tt.Ledger) -> None:
     """All of `tokentrail demo` lands in one hour: the chart shows it by hour, with round labels."""
     with serving(ledger) as s:
-        _post(s.url, [_event("legal"), _event("legal", ago=timedelta(hours=3)), _event("cx", "0.0042")])
-        _open(page, s.url + "/")
+        post_events(
+            s.url, [make_event("legal"), make_event("legal", ago=timedelta(hours=3)), make_event("cx", "0.0042")]
+        )
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
         assert c["bucket"] == "hour"
         assert 24 <= c["slots"] <= 26  # at least a day of hours around the spend, for context
@@ -244,7 +167,7 @@ def test_spend_in_one_day_is_charted_by_hour(page: Page, browser: Browser, ledge
         # hours are the viewer's own, even half an hour off UTC
         adelaide = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="Australia/Adelaide")
         page = adelaide.new_page()
-        _open(page, s.url + "/")
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
         assert page.evaluate("document.getElementById('chart-note').textContent") == "by hour · Australia/Adelaide"
         assert {b["slot"] for b in c["bars"]} == {c["slots"] - 4, c["slots"] - 1}
@@ -256,8 +179,10 @@ def test_spend_in_one_day_is_charted_by_hour(page: Page, browser: Browser, ledge
 def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, ledger: tt.Ledger) -> None:
     with serving(ledger) as s:
         days = [timedelta(days=d) for d in (6, 4, 2, 0)]  # whole days ago: the same slots in any time zone
-        _post(s.url, [_event("legal", "1.008756", ago=d) for d in days] + [_event("cx", "0.25", ago=days[1])])
-        _open(page, s.url + "/")
+        post_events(
+            s.url, [make_event("legal", "1.008756", ago=d) for d in days] + [make_event("cx", "0.25", ago=days[1])]
+        )
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
         assert (c["bucket"], c["slots"]) == ("day", 7)
         slot = (c["right"] - c["left"]) / c["slots"]
@@ -296,7 +221,7 @@ def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, 
 )
 def test_money_is_shown_by_one_rule(page: Page, ledger: tt.Ledger, value: str | None, shown: str) -> None:
     with serving(ledger) as s:
-        _open(page, s.url + "/")
+        open_dashboard(page, s.url + "/")
         assert page.evaluate(f"money({json.dumps(value)})") == shown
 
 
@@ -304,11 +229,11 @@ def test_negative_and_unpriced_totals(page: Page, ledger: tt.Ledger) -> None:
     from tokentrail.corrections import adjust
 
     with serving(ledger) as s:
-        legal = _event("legal", "0.429394")
-        unpriced = [_event("research", model="acme-private"), _event("research", model="acme-private")]
-        _post(s.url, [legal, _event("cx", "0.02"), *unpriced])
+        legal = make_event("legal", "0.429394")
+        unpriced = [make_event("research", model="acme-private"), make_event("research", model="acme-private")]
+        post_events(s.url, [legal, make_event("cx", "0.02"), *unpriced])
         adjust(ledger, legal["event_id"], reason="refund", cost_usd=Decimal("-5"), allow_negative=True)
-        _open(page, s.url + "/")
+        open_dashboard(page, s.url + "/")
         cost = page.evaluate(
             """Object.fromEntries([...document.querySelectorAll('#by-team tbody tr')].map(
                tr => [tr.cells[0].textContent, tr.cells[tr.cells.length - 1].textContent]))"""
@@ -321,7 +246,7 @@ def test_negative_and_unpriced_totals(page: Page, ledger: tt.Ledger) -> None:
         assert model["acme-private"] == "unpriced"
         assert page.evaluate("document.querySelector('[data-total=cost] b').textContent") == "-$4.55"
         assert page.evaluate("document.querySelector('[data-total=\"unpriced calls\"] b').textContent") == "2"
-        sessions = _texts(page, "#sessions tbody td:nth-child(8)")
+        sessions = texts(page, "#sessions tbody td:nth-child(8)")
         assert sessions.count("unpriced") == 2 and "$0.00" not in sessions
         # either way the server says "no price": null, or "0" with every call unpriced
         for row in (
@@ -343,7 +268,7 @@ def test_a_locked_or_suspended_budget_shows_on_the_page(page: Page, ledger: tt.L
     b.post(hold, cost_usd=Decimal(3))  # past what it reserved: an overage locks the budget
     b.suspend({"agent": "ci-fixer"}, reason="runaway loop")
     with serving(ledger) as s:
-        _open(page, s.url + "/")
+        open_dashboard(page, s.url + "/")
         row = "document.querySelector('#budgets tr[data-budget=\"legal-day\"]')"
         assert page.evaluate(f"{row}.querySelector('[data-state]').dataset.state") == "locked"
         assert "an overage blocks calls until" in page.evaluate(f"{row}.textContent")
@@ -366,10 +291,10 @@ def test_every_column_fits_and_narrow_screens_degrade(page: Page, ledger: tt.Led
     b.set("legal-monthly-spend-for-the-contracts-team", scope={"team": "legal"}, period="month", limit_usd=1000)
     b.set("tokens-per-agent", scope={"agent": "*"}, period="day", limit_usd=50, limit_tokens=10_000_000, action="alert")
     with serving(ledger) as s:
-        events = [_event("legal", "1234.567891", agent=long_agent, model="claude-sonnet-4-6-20260101-preview")]
-        events += [_event(f"team-{i}", f"0.00{i}2997") for i in range(6)]
-        _post(s.url, events)
-        _open(page, s.url + "/")
+        events = [make_event("legal", "1234.567891", agent=long_agent, model="claude-sonnet-4-6-20260101-preview")]
+        events += [make_event(f"team-{i}", f"0.00{i}2997") for i in range(6)]
+        post_events(s.url, events)
+        open_dashboard(page, s.url + "/")
         assert page.evaluate(_OVERFLOW) == []
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
         box = page.evaluate("document.getElementById('budgets-box').getBoundingClientRect().right")
