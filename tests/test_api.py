@@ -174,7 +174,9 @@ _param = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]
         ["/api/v1/report", "/api/v1/sessions", "/api/v1/alerts", "/api/v1/sessions/x", "/api/v1/budgets"]
     ),
     params=st.dictionaries(
-        st.sampled_from(["by", "since", "until", "tz", "where", "limit", "agent"]), _param, max_size=4
+        st.sampled_from(["by", "since", "until", "tz", "where", "limit", "offset", "agent", "customer"]),
+        _param,
+        max_size=4,
     ),
 )
 def test_property_no_500_and_clear_4xx(

@@ -32,10 +32,7 @@ def test_context_growth_shows_its_sign_as_the_cli_does(page: Page, ledger: tt.Le
         calls = [(1000, 3), (822, 2), (2056, 1)]  # input tokens, minutes ago
         post_events(
             s.url,
-            [
-                make_event("legal", session_id="growth", input_tokens=n, ago=timedelta(minutes=m))
-                for n, m in calls
-            ],
+            [make_event("legal", session_id="growth", input_tokens=n, ago=timedelta(minutes=m)) for n, m in calls],
         )
         open_dashboard(page, s.url + "/")
         page.get_by_role("link", name="growth").click()
@@ -138,7 +135,8 @@ def test_the_sessions_list_pages_and_filters(page: Page, ledger: tt.Ledger) -> N
         assert [r["id"] for r in _session_rows(page)] == first
 
 
-# Every amount of money in the page, as its text and the number of lines it takes.
+# Every amount of money in the page: its text, the number of lines it takes, and whether a box
+# that hides its overflow cuts it short.
 _MONEY = r"""(() => {
   const out = [], walk = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
   for (let n = walk.nextNode(); n; n = walk.nextNode()) {
@@ -146,7 +144,13 @@ _MONEY = r"""(() => {
     if (!/^[-+]?\$[\d,]+\.\d+$/.test(text) || !n.parentElement.offsetParent) continue;
     const r = document.createRange(); r.selectNodeContents(n);
     const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
-    out.push([text, lines.size]);
+    const box = r.getBoundingClientRect();
+    let cut = false;
+    for (let e = n.parentElement; e && e !== document.body; e = e.parentElement) {
+      const s = getComputedStyle(e), b = e.getBoundingClientRect();
+      if (s.overflowX !== "visible" && (box.right > b.right + 1 || box.left < b.left - 1)) cut = true;
+    }
+    out.push([text, lines.size, cut]);
   }
   return out; })()"""
 
@@ -160,14 +164,16 @@ def test_costs_never_wrap_at_phone_width(page: Page, ledger: tt.Ledger) -> None:
         post_events(
             s.url,
             [make_event("legal", c, session_id=f"phone-{i}", agent="contract-analyzer") for i, c in enumerate(costs)]
-            + [make_event("legal", "0.000004", session_id="phone-0", agent="contract-analyzer")],
+            + [make_event("legal", "0.000004", session_id="phone-0", agent="contract-analyzer")]
+            + [make_event("cx", "0.000000001")],  # the total shows all nine decimals
         )
         page.set_viewport_size({"width": 375, "height": 800})
         open_dashboard(page, s.url + "/")
         page.get_by_role("link", name="phone-0").click()
         expect(page.locator("#session tbody tr")).to_have_count(2)
         found = page.evaluate(_MONEY)
-        assert [t for t, lines in found if lines != 1] == [], found
+        assert [t for t, lines, _ in found if lines != 1] == [], found  # wrapped
+        assert [t for t, _, cut in found if cut] == [], found  # cut short
         assert len(found) >= 15, found  # cards, tables, budgets, sessions, the session view
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
 
