@@ -195,14 +195,23 @@ def test_the_session_view_shows_what_the_cli_shows(page: Page, ledger: tt.Ledger
                     latency_ms=1234.4,
                     ago=timedelta(seconds=90),
                 ),
-                make_event("legal", session_id="full", status="error", input_tokens=7, output_tokens=0, latency_ms=88),
+                make_event(
+                    "legal",
+                    session_id="full",
+                    status="error",
+                    input_tokens=7,
+                    output_tokens=0,
+                    latency_ms=88,
+                    ago=timedelta(seconds=30),
+                ),
+                make_event("legal", session_id="full", model="acme-private", input_tokens=10),  # no price
             ],
         )
         open_dashboard(page, s.url + "/")
         page.get_by_role("link", name="full").click()
-        expect(page.locator("#session tbody tr")).to_have_count(2)
+        expect(page.locator("#session tbody tr")).to_have_count(3)
         meta = page.locator("#session-meta").text_content() or ""
-        for part in ("took 1m", "2 calls", "5,007 in", "321 out", "4,096 cached", "1 errors"):
+        for part in ("took 1m", "3 calls", "5,017 in", "421 out", "4,096 cached", "1 unpriced", "1 errors"):
             assert part in meta, (part, meta)
         heads = texts(page, "#session thead th")
         assert heads[:7] == ["time", "call", "in", "context growth", "out", "cached", "cost"], heads
@@ -212,6 +221,8 @@ def test_the_session_view_shows_what_the_cli_shows(page: Page, ledger: tt.Ledger
         assert first[7:] == ["1,234 ms", "ok"], first
         assert second[2:4] == ["7", "-4,993"] and second[-1] == "error", second
         assert (first[6], second[6]) == ("$0.0125000", "$0.0000175")  # one column, aligned
+        third = texts(page, "#session tbody tr:nth-child(3) td")
+        assert third[1] == "llm: openai/acme-private" and third[6] == "unpriced", third  # never $0
 
 
 def test_auto_refresh_picks_up_new_spend(page: Page, ledger: tt.Ledger) -> None:
@@ -243,3 +254,10 @@ def test_money_in_a_column_is_aligned_and_a_total_keeps_its_rows_decimals(page: 
         assert cost == {"legal": "$1.0088", "cx": "$0.0042"}
         expect(page.locator("[data-total=cost] b")).to_have_text("$1.0130")  # not "$1.01"
         assert sorted(texts(page, "#sessions tbody td.cost")) == ["$0.0042", "$1.0088"]
+        # the rule itself: never fewer decimals than an amount needs on its own, nor "$0" for a price
+        assert page.evaluate("[money('0.0042', 2), money('1.5', 4), money('-0.0000000001', 2), money(null, 4)]") == [
+            "$0.0042",
+            "$1.5000",
+            "-$0.0000000001",
+            "unpriced",
+        ]
