@@ -323,3 +323,18 @@ def test_every_column_fits_and_narrow_screens_degrade(page: Page, ledger: tt.Led
             )
             assert {"budget", "used", "limit", "remaining", "state"} <= set(shown), (width, shown)
             assert max(shown.values()) <= right, (width, shown)
+
+
+def test_the_page_scripts_are_served_and_nothing_else(ledger: tt.Ledger) -> None:
+    """The page loads its scripts from /dashboard/<name>: those, and no other file of the package."""
+    with serving(ledger, admin_key=ADMIN) as s:
+        page = httpx2.get(s.url + "/").text
+        names = re.findall(r'<script src="/dashboard/([\w.]+)"', page)
+        assert names and "<script>" not in page  # no inline script: the CSP can forbid them
+        for name in names:
+            r = httpx2.get(f"{s.url}/dashboard/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript"), name
+            assert r.text.startswith("// ") and '"use strict";' in r.text
+        for path in ("/dashboard/index.html", "/dashboard/__init__.py", "/dashboard/..%2Fapp.py", "/dashboard/x.js"):
+            r = httpx2.get(s.url + path)
+            assert r.status_code == 404 and r.json()["error"]["status"] == 404, path  # never the file
