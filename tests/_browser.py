@@ -7,7 +7,6 @@ import os
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -17,7 +16,7 @@ from playwright.sync_api import Page
 
 def chromium_path() -> str:
     """Debian's chromium (never a downloaded browser); make test installs it."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    found = shutil.which("chromium")
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but no Chromium: make test installs it (scripts/ensure-chromium)")
