@@ -1,7 +1,8 @@
 # tokentrail — the two commands a fresh machine needs:
 #   make demo   create .venv, install tokentrail with the provider SDKs, run `tokentrail demo` (SQLite)
 #   make test   create .venv with the dev extras and run the whole test suite (with a throwaway
-#               PostgreSQL cluster when PostgreSQL's binaries are installed)
+#               PostgreSQL cluster when PostgreSQL's binaries are installed; it needs Chromium
+#               for the dashboard tests: installs Debian's `chromium` as root, else says how)
 
 PYTHON ?= python3
 VENV := .venv

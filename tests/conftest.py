@@ -7,12 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import tokentrail as tt
 from tokentrail.pricing import PriceBook
 from tokentrail.testing import FakeUpstream
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 PG_ENV = "TOKENTRAIL_TEST_PG"
 
@@ -81,3 +85,31 @@ def up(server: FakeUpstream) -> FakeUpstream:
     """The module's FakeUpstream, its scripted replies and recorded requests cleared."""
     server.reset()
     return server
+
+
+# -- the dashboard tests' browser: Debian's chromium driven by Playwright ---------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    from tests._browser import ARGS, chromium_path
+
+    binary = chromium_path()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=binary, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    yield p
+    context.close()

@@ -175,7 +175,9 @@ _param = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]
         ["/api/v1/report", "/api/v1/sessions", "/api/v1/alerts", "/api/v1/sessions/x", "/api/v1/budgets"]
     ),
     params=st.dictionaries(
-        st.sampled_from(["by", "since", "until", "tz", "where", "limit", "agent"]), _param, max_size=4
+        st.sampled_from(["by", "since", "until", "tz", "where", "limit", "offset", "agent", "customer"]),
+        _param,
+        max_size=4,
     ),
 )
 def test_property_no_500_and_clear_4xx(
@@ -187,3 +189,44 @@ def test_property_no_500_and_clear_4xx(
         assert r.status_code < 500, (path, params, r.text)
         if r.status_code >= 400:
             assert r.json()["error"]["message"]
+
+
+def test_sessions_page_and_filter_by_agent_team_customer(any_ledger: tt.Ledger) -> None:
+    """27 sessions: pages of a bounded size that never overlap and end with more=false; filters
+    by agent, team and customer; a team key filtering on another team is refused, not widened."""
+    legal = create_key(any_ledger.store, role="read", attribution={"team": "legal"})[0]  # type: ignore[arg-type]
+    with TestClient(create_app(any_ledger, admin_key=ADMIN)) as c:
+        events = []
+        for i in range(27):
+            team = "legal" if i % 3 else "cx"
+            e = _event(team, f"agent-{i % 4}", f"s-{i:02d}", 100 + i)
+            e["customer"] = "acme" if i % 2 else "globex"
+            e["ts"] = f"2026-01-01T00:{i:02d}:00+00:00"
+            events.append(e)
+        assert c.post("/api/v1/events", json=events, headers={"X-Tokentrail-Key": ADMIN}).json()["accepted"] == 27
+        seen: list[str] = []
+        offset = 0
+        for _ in range(10):  # bounded: 27 sessions in pages of 10 take three
+            page = get(c, ADMIN, "/api/v1/sessions", limit=10, offset=offset).json()
+            assert page["offset"] == offset and page["limit"] == 10
+            seen += [s["session_id"] for s in page["sessions"]]
+            if not page["more"]:
+                break
+            offset += 10
+        assert seen == [f"s-{i:02d}" for i in reversed(range(27))]  # newest first, each once
+        assert len(page["sessions"]) == 7
+        assert get(c, ADMIN, "/api/v1/sessions", limit=10, offset=20).json()["more"] is False
+        ids = lambda **q: {s["session_id"] for s in get(c, ADMIN, "/api/v1/sessions", **q).json()["sessions"]}  # noqa: E731
+        assert ids(agent="agent-1") == {f"s-{i:02d}" for i in range(27) if i % 4 == 1}
+        assert ids(customer="acme") == {f"s-{i:02d}" for i in range(27) if i % 2}
+        assert ids(customer="acme", team="cx") == {f"s-{i:02d}" for i in range(27) if i % 2 and not i % 3}
+        assert ids(customer="nobody") == set()
+        # a team key: its own team's sessions only, whatever the filters say
+        assert ids(customer="acme") != ids(customer="acme", team="cx")
+        mine = {s["session_id"] for s in get(c, legal, "/api/v1/sessions", customer="acme").json()["sessions"]}
+        assert mine == {f"s-{i:02d}" for i in range(27) if i % 2 and i % 3}
+        assert get(c, legal, "/api/v1/sessions", team="cx").status_code == 403
+        # bounded: a page size and an offset past their limits are a clear 400
+        for bad in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"offset": 100_001}, {"offset": "x"}):
+            r = get(c, ADMIN, "/api/v1/sessions", **bad)
+            assert r.status_code == 400 and ("limit" in r.text or "offset" in r.text), (bad, r.text)

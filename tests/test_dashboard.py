@@ -1,163 +1,29 @@
-"""The dashboard in a real headless Chromium (Chrome DevTools protocol over a websocket): it loads
-the JSON API and shows spend by team, agent and model over time, sessions and budgets; with auth
-on, a team key sees only its team."""
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): it loads the JSON
+API and shows spend by team, agent and model over time, sessions and budgets; with auth on, a team
+key sees only its team. The tests click, type and resize as a user would."""
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from playwright.sync_api import Browser, Page, Route, expect
 
 import tokentrail as tt
+from tests._browser import make_event, open_dashboard, post_events, texts
 from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.server.keys import create_key
 
 ADMIN = "dashboard-admin-key-0123"
-
-
-def _browser() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but no Chromium: .ci/run installs it (apt-get install -y chromium)")
-        pytest.skip("no Chromium installed (apt-get install chromium) for the dashboard test")
-    return found
-
-
-class Page:
-    """One tab, driven over the DevTools protocol."""
-
-    def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
-
-        self._conn = connect(ws_url, max_size=50 * 1024 * 1024)
-        self.ws = self._conn.__enter__()
-        self.ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []  # protocol events received while waiting for answers
-
-    def close(self) -> None:
-        self._conn.__exit__(None, None, None)
-
-    def call(self, method: str, **params: Any) -> Any:
-        n = next(self.ids)
-        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("id") == n:
-                if "error" in msg:
-                    raise RuntimeError(msg["error"])
-                return msg.get("result")
-            if "method" in msg:
-                self.events.append(msg)
-
-    def take(self, method: str) -> list[dict[str, Any]]:
-        """The params of the `method` events received so far (removed from the queue)."""
-        self.call("Runtime.evaluate", expression="0")  # read what arrived meanwhile
-        found = [e["params"] for e in self.events if e["method"] == method]
-        self.events = [e for e in self.events if e["method"] != method]
-        return found
-
-    def viewport(self, width: int, height: int) -> None:
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
-
-    def js(self, expression: str) -> Any:
-        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return r["result"].get("value")
-
-    def open(self, url: str, *, key: str | None = None) -> None:
-        self.call("Page.navigate", url=url)
-        self.wait("document.readyState === 'complete'")
-        if key is not None:
-            self.js(f"localStorage.setItem('tokentrail-key', {json.dumps(key)})")
-            self.call("Page.reload")
-        self.wait("document.body && document.body.dataset.loaded")
-
-    def wait(self, expression: str, timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                value = self.js(expression)
-            except RuntimeError:
-                value = None
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[str]:
-    """A headless Chromium; yields its DevTools HTTP endpoint."""
-    binary = _browser()
-    profile = tempfile.mkdtemp(prefix="tt-chromium-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "--remote-debugging-address=127.0.0.1",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        endpoint = None
-        deadline = time.monotonic() + 30
-        while endpoint is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            m = re.search(r"DevTools listening on ws://([^/]+)/", line)
-            if m:
-                endpoint = f"http://{m.group(1)}"
-            elif not line and proc.poll() is not None:
-                break
-        assert endpoint, "Chromium did not start its DevTools endpoint"
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture
-def page(chromium: str) -> Iterator[Page]:
-    target = httpx2.put(chromium + "/json/new?about:blank").json()
-    p = Page(target["webSocketDebuggerUrl"])
-    p.call("Page.enable")
-    p.call("Runtime.enable")
-    yield p
-    p.close()
-    httpx2.get(chromium + f"/json/close/{target['id']}")
 
 
 def _fill(url: str) -> None:
@@ -185,64 +51,39 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
     legal_key, _ = create_key(ledger.store, role="read", attribution={"team": "legal"})  # type: ignore[arg-type]
     with serving(ledger, admin_key=ADMIN) as s:
         _fill(s.url)
-        page.open(s.url + "/")
-        assert page.js("document.body.dataset.loaded") == "error"  # auth is on: it asks for a key
-        assert page.js("!document.getElementById('keybox').hidden")
-        assert page.js("document.querySelectorAll('main .loading').length") == 0  # nothing left spinning
-        page.open(s.url + "/", key=ADMIN)
-        assert page.js("document.body.dataset.loaded") == "true", page.js(
-            "document.getElementById('error').textContent"
-        )
-        teams = page.js("[...document.querySelectorAll('#by-team tbody td:first-child')].map(e => e.textContent)")
-        assert teams == ["legal", "cx"]  # the costlier first
-        assert page.js("document.querySelectorAll('#chart rect.bar-seg').length") >= 2
-        assert page.js("document.querySelectorAll('#sessions tbody tr').length") == 5
-        assert "legal-month" in page.js("document.getElementById('budgets').textContent")
-        assert page.js("document.querySelector('[data-total=calls] b').textContent") == "5"
-        shot = page.call("Page.captureScreenshot", format="png")
-        (tmp_path / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
+        open_dashboard(page, s.url + "/")
+        assert page.evaluate("document.body.dataset.loaded") == "error"  # auth is on: it asks for a key
+        expect(page.get_by_placeholder("tokentrail key")).to_be_visible()
+        assert page.locator("main .loading").count() == 0  # nothing left spinning
+        # the user types the key and uses it
+        page.get_by_placeholder("tokentrail key").fill(ADMIN)
+        page.get_by_role("button", name="Use key").click()
+        page.wait_for_function("document.body.dataset.loaded === 'true'")
+        assert texts(page, "#by-team tbody td:first-child") == ["legal", "cx"]  # the costlier first
+        assert page.locator("#chart rect.bar-seg").count() >= 2
+        assert page.locator("#sessions tbody tr").count() == 5
+        expect(page.locator("#budgets")).to_contain_text("legal-month")
+        expect(page.locator("[data-total=calls] b")).to_have_text("5")
+        page.screenshot(path=str(tmp_path / "dashboard.png"))
         # drill into a session
-        page.js("document.querySelector('#sessions a[data-session]').click()")
-        page.wait("!document.getElementById('session-box').hidden")
-        assert "llm" in page.wait("document.getElementById('session').textContent")
+        page.locator("#sessions a[data-session]").first.click()
+        expect(page.locator("#session-box")).to_be_visible()
+        expect(page.locator("#session")).to_contain_text("llm")
         # a team key: only its team
-        page.js("localStorage.clear()")
-        page.open(s.url + "/", key=legal_key)
-        teams = page.js("[...document.querySelectorAll('#by-team tbody td:first-child')].map(e => e.textContent)")
-        assert teams == ["legal"]
-        assert page.js("document.querySelectorAll('#sessions tbody tr').length") == 3
-        assert "cx" not in page.js("document.querySelector('main').textContent").replace("legal", "")
+        page.evaluate("localStorage.clear()")
+        open_dashboard(page, s.url + "/", key=legal_key)
+        assert texts(page, "#by-team tbody td:first-child") == ["legal"]
+        assert page.locator("#sessions tbody tr").count() == 3
+        main = page.locator("main").text_content() or ""
+        assert "cx" not in main.replace("legal", "")
 
 
 # -- what a newcomer saw: a blank page, an empty chart, tables that scroll, odd money ------------
 
 
-def _post(url: str, events: list[dict[str, Any]]) -> None:
-    r = httpx2.post(url + "/api/v1/events", json=events)
-    assert r.status_code == 200 and r.json()["accepted"] == len(events), r.text
-
-
-def _event(team: str, cost: str | None = None, *, ago: timedelta = timedelta(0), **kw: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "provider": "openai",
-        "model": "gpt-4o",
-        "input_tokens": 1000,
-        "output_tokens": 100,
-        "team": team,
-        "agent": f"{team}-agent",
-        "session_id": f"{team}-{uuid.uuid4().hex[:6]}",
-        "ts": (datetime.now(UTC) - ago).isoformat(),
-        **kw,
-    }
-    if cost is not None:
-        e["cost_usd"] = cost
-    return e
-
-
 def _chart(page: Page) -> dict[str, Any]:
     """What the spend chart drew: its bucket, plot area, slots, bars and y-axis ticks."""
-    out: dict[str, Any] = page.js(
+    out: dict[str, Any] = page.evaluate(
         """(() => { const svg = document.getElementById('chart'), d = svg.dataset;
         return {bucket: d.bucket, slots: Number(d.slots), left: Number(d.plotLeft), right: Number(d.plotRight),
           width: svg.clientWidth,
@@ -269,20 +110,20 @@ def _round_ticks(ticks: list[list[Any]]) -> None:
 
 def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger: tt.Ledger) -> None:
     with serving(ledger) as s:
-        _post(s.url, [_event("legal", "0.5")])
-        page.viewport(1400, 1000)
-        page.call("Fetch.enable", patterns=[{"urlPattern": "*/api/*"}])  # hold every API answer
-        page.call("Page.navigate", url=s.url + "/")
-        page.wait("document.readyState === 'complete'")
-        deadline = time.monotonic() + 20
-        held = page.take("Fetch.requestPaused")
-        while not held and time.monotonic() < deadline:
-            held = page.take("Fetch.requestPaused")
+        post_events(s.url, [make_event("legal", "0.5")])
+        held: list[Route] = []
+        page.route("**/api/**", lambda route: held.append(route))  # hold every API answer
+        page.goto(s.url + "/")
+        page.wait_for_function("document.readyState === 'complete'")
+        for _ in range(200):  # bounded: the page asks for /api/v1/me first
+            if held:
+                break
+            page.wait_for_timeout(50)
         assert held, "the page asked the API for nothing"
-        assert page.js("document.body.dataset.loaded") is None
-        assert page.js("document.querySelector('main').getAttribute('aria-busy')") == "true"
-        assert page.js("document.getElementById('status').className") == "loading"
-        boxes = page.js(
+        assert page.evaluate("document.body.dataset.loaded") is None
+        expect(page.locator("main")).to_have_attribute("aria-busy", "true")
+        expect(page.locator("#status")).to_have_class("loading")
+        boxes = page.evaluate(
             """[...document.querySelectorAll('main > section:not([hidden]), main > .cards')].map(e => {
                const r = e.getBoundingClientRect(); return [e.id || e.className, r.top, r.width, r.height]; })"""
         )
@@ -290,26 +131,29 @@ def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger:
         assert all(w > 300 and h > 40 for _, _, w, h in boxes[:3]), boxes  # laid out, above the fold
         assert all(top < 1000 for _, top, _, _ in boxes[:3]), boxes
         for table in ("budgets", "by-team", "by-agent", "by-model", "sessions", "alerts"):
-            assert page.js(f"document.querySelector('#{table} td.loading') !== null"), table
-        assert page.js("document.querySelectorAll('#totals .card b.loading').length") == 6
-        assert "loading" in page.js("document.getElementById('chart').textContent")
+            assert page.locator(f"#{table} td.loading").count() == 1, table
+        assert page.locator("#totals .card b.loading").count() == 6
+        expect(page.locator("#chart")).to_contain_text("loading")
         # let the answers through: the page fills in
-        while not page.js("document.body.dataset.loaded") and time.monotonic() < deadline:
-            for p in held:
-                page.call("Fetch.continueRequest", requestId=p["requestId"])
-            held = page.take("Fetch.requestPaused")
-        page.call("Fetch.disable")
-        assert page.js("document.body.dataset.loaded") == "true"
-        assert page.js("document.querySelector('main').getAttribute('aria-busy')") == "false"
-        assert page.js("document.querySelector('[data-total=cost] b').textContent") == "$0.50"
+        for _ in range(400):  # bounded
+            if page.evaluate("document.body.dataset.loaded"):
+                break
+            while held:
+                held.pop().continue_()
+            page.wait_for_timeout(50)
+        page.unroute("**/api/**")
+        assert page.evaluate("document.body.dataset.loaded") == "true"
+        expect(page.locator("main")).to_have_attribute("aria-busy", "false")
+        expect(page.locator("[data-total=cost] b")).to_have_text("$0.50")
 
 
-def test_spend_in_one_day_is_charted_by_hour(page: Page, ledger: tt.Ledger) -> None:
+def test_spend_in_one_day_is_charted_by_hour(page: Page, browser: Browser, ledger: tt.Ledger) -> None:
     """All of `tokentrail demo` lands in one hour: the chart shows it by hour, with round labels."""
     with serving(ledger) as s:
-        _post(s.url, [_event("legal"), _event("legal", ago=timedelta(hours=3)), _event("cx", "0.0042")])
-        page.viewport(1400, 1000)
-        page.open(s.url + "/")
+        post_events(
+            s.url, [make_event("legal"), make_event("legal", ago=timedelta(hours=3)), make_event("cx", "0.0042")]
+        )
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
         assert c["bucket"] == "hour"
         assert 24 <= c["slots"] <= 26  # at least a day of hours around the spend, for context
@@ -317,25 +161,28 @@ def test_spend_in_one_day_is_charted_by_hour(page: Page, ledger: tt.Ledger) -> N
         assert all(b["h"] > 1 for b in c["bars"])
         assert c["right"] - c["left"] > 0.85 * c["width"]  # the slots span the plot's whole width
         _round_ticks(c["ticks"])
-        assert page.js("document.getElementById('chart-note').textContent").startswith("by hour")
-        legend = page.js("[...document.querySelectorAll('#legend span')].map(e => e.textContent)")
+        assert page.evaluate("document.getElementById('chart-note').textContent").startswith("by hour")
+        legend = page.evaluate("[...document.querySelectorAll('#legend > span')].map(e => e.textContent)")
         assert legend[1] == "cx $0.0042" and legend[0].startswith("legal $0.0")
         # hours are the viewer's own, even half an hour off UTC
-        page.call("Emulation.setTimezoneOverride", timezoneId="Australia/Adelaide")
-        page.open(s.url + "/")
+        adelaide = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="Australia/Adelaide")
+        page = adelaide.new_page()
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
-        assert page.js("document.getElementById('chart-note').textContent") == "by hour · Australia/Adelaide"
+        assert page.evaluate("document.getElementById('chart-note').textContent") == "by hour · Australia/Adelaide"
         assert {b["slot"] for b in c["bars"]} == {c["slots"] - 4, c["slots"] - 1}
-        labels = page.js("[...document.querySelectorAll('#chart text.x-tick')].map(t => t.textContent)")
+        labels = page.evaluate("[...document.querySelectorAll('#chart text.x-tick')].map(t => t.textContent)")
         assert labels and all(re.fullmatch(r"\d\d:00", t) for t in labels), labels
+        adelaide.close()
 
 
 def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, ledger: tt.Ledger) -> None:
     with serving(ledger) as s:
         days = [timedelta(days=d) for d in (6, 4, 2, 0)]  # whole days ago: the same slots in any time zone
-        _post(s.url, [_event("legal", "1.008756", ago=d) for d in days] + [_event("cx", "0.25", ago=days[1])])
-        page.viewport(1400, 1000)
-        page.open(s.url + "/")
+        post_events(
+            s.url, [make_event("legal", "1.008756", ago=d) for d in days] + [make_event("cx", "0.25", ago=days[1])]
+        )
+        open_dashboard(page, s.url + "/")
         c = _chart(page)
         assert (c["bucket"], c["slots"]) == ("day", 7)
         slot = (c["right"] - c["left"]) / c["slots"]
@@ -346,8 +193,8 @@ def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, 
         _round_ticks(c["ticks"])
         assert [t for _, t in c["ticks"]] == ["$0", "$0.50", "$1.00", "$1.50"]
         # the last 24 hours: by hour again
-        page.js("(r => { r.value = '24h'; r.dispatchEvent(new Event('change')); })(document.getElementById('range'))")
-        page.wait("document.body.dataset.loaded")
+        page.get_by_label("Range").select_option(label="last 24 hours")
+        page.wait_for_function("document.body.dataset.loaded")
         c = _chart(page)
         assert c["bucket"] == "hour" and {b["slot"] for b in c["bars"]} == {c["slots"] - 1}
 
@@ -374,42 +221,41 @@ def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, 
 )
 def test_money_is_shown_by_one_rule(page: Page, ledger: tt.Ledger, value: str | None, shown: str) -> None:
     with serving(ledger) as s:
-        page.open(s.url + "/")
-        assert page.js(f"money({json.dumps(value)})") == shown
+        open_dashboard(page, s.url + "/")
+        assert page.evaluate(f"money({json.dumps(value)})") == shown
 
 
 def test_negative_and_unpriced_totals(page: Page, ledger: tt.Ledger) -> None:
     from tokentrail.corrections import adjust
 
     with serving(ledger) as s:
-        legal = _event("legal", "0.429394")
-        unpriced = [_event("research", model="acme-private"), _event("research", model="acme-private")]
-        _post(s.url, [legal, _event("cx", "0.02"), *unpriced])
+        legal = make_event("legal", "0.429394")
+        unpriced = [make_event("research", model="acme-private"), make_event("research", model="acme-private")]
+        post_events(s.url, [legal, make_event("cx", "0.02"), *unpriced])
         adjust(ledger, legal["event_id"], reason="refund", cost_usd=Decimal("-5"), allow_negative=True)
-        page.viewport(1400, 1000)
-        page.open(s.url + "/")
-        cost = page.js(
+        open_dashboard(page, s.url + "/")
+        cost = page.evaluate(
             """Object.fromEntries([...document.querySelectorAll('#by-team tbody tr')].map(
                tr => [tr.cells[0].textContent, tr.cells[tr.cells.length - 1].textContent]))"""
         )
         assert cost == {"cx": "$0.02", "research": "unpriced", "legal": "-$4.57"}
-        model = page.js(
+        model = page.evaluate(
             """Object.fromEntries([...document.querySelectorAll('#by-model tbody tr')].map(
                tr => [tr.cells[0].textContent, tr.cells[tr.cells.length - 1].textContent]))"""
         )
         assert model["acme-private"] == "unpriced"
-        assert page.js("document.querySelector('[data-total=cost] b').textContent") == "-$4.55"
-        assert page.js("document.querySelector('[data-total=\"unpriced calls\"] b').textContent") == "2"
-        sessions = page.js("[...document.querySelectorAll('#sessions tbody tr')].map(tr => tr.cells[7].textContent)")
+        assert page.evaluate("document.querySelector('[data-total=cost] b').textContent") == "-$4.55"
+        assert page.evaluate("document.querySelector('[data-total=\"unpriced calls\"] b').textContent") == "2"
+        sessions = texts(page, "#sessions tbody td:nth-child(8)")
         assert sessions.count("unpriced") == 2 and "$0.00" not in sessions
         # either way the server says "no price": null, or "0" with every call unpriced
         for row in (
             '{"cost_usd": null, "calls": 2, "unpriced_calls": 2}',
             '{"cost_usd": "0.000000000", "calls": 2, "unpriced_calls": 2, "tool_runs": 0}',
         ):
-            assert page.js(f"isUnpriced({row})") is True
-        assert page.js('isUnpriced({"cost_usd": "0.5", "calls": 2, "unpriced_calls": 1})') is False
-        assert page.js('isUnpriced({"cost_usd": "0", "calls": 0, "unpriced_calls": 0, "tool_runs": 3})') is False
+            assert page.evaluate(f"isUnpriced({row})") is True
+        assert page.evaluate('isUnpriced({"cost_usd": "0.5", "calls": 2, "unpriced_calls": 1})') is False
+        assert page.evaluate('isUnpriced({"cost_usd": "0", "calls": 0, "unpriced_calls": 0, "tool_runs": 3})') is False
 
 
 def test_a_locked_or_suspended_budget_shows_on_the_page(page: Page, ledger: tt.Ledger) -> None:
@@ -422,18 +268,17 @@ def test_a_locked_or_suspended_budget_shows_on_the_page(page: Page, ledger: tt.L
     b.post(hold, cost_usd=Decimal(3))  # past what it reserved: an overage locks the budget
     b.suspend({"agent": "ci-fixer"}, reason="runaway loop")
     with serving(ledger) as s:
-        page.viewport(1400, 1000)
-        page.open(s.url + "/")
+        open_dashboard(page, s.url + "/")
         row = "document.querySelector('#budgets tr[data-budget=\"legal-day\"]')"
-        assert page.js(f"{row}.querySelector('[data-state]').dataset.state") == "locked"
-        assert "an overage blocks calls until" in page.js(f"{row}.textContent")
+        assert page.evaluate(f"{row}.querySelector('[data-state]').dataset.state") == "locked"
+        assert "an overage blocks calls until" in page.evaluate(f"{row}.textContent")
         assert (
-            page.js("document.querySelector('#budgets tr[data-budget=\"cx-month\"] [data-state]').dataset.state")
+            page.evaluate("document.querySelector('#budgets tr[data-budget=\"cx-month\"] [data-state]').dataset.state")
             == "ok"
         )
-        assert page.js("document.getElementById('budget-flags').textContent") == "1 locked "
-        assert "agent=ci-fixer" in page.js("document.querySelector('[data-suspended]').textContent")
-        assert "runaway loop" in page.js("document.getElementById('suspensions').textContent")
+        assert page.evaluate("document.getElementById('budget-flags').textContent") == "1 locked "
+        assert "agent=ci-fixer" in page.evaluate("document.querySelector('[data-suspended]').textContent")
+        assert "runaway loop" in page.evaluate("document.getElementById('suspensions').textContent")
 
 
 _OVERFLOW = """[...document.querySelectorAll('main .wrap')].filter(w => w.offsetParent !== null)
@@ -446,36 +291,50 @@ def test_every_column_fits_and_narrow_screens_degrade(page: Page, ledger: tt.Led
     b.set("legal-monthly-spend-for-the-contracts-team", scope={"team": "legal"}, period="month", limit_usd=1000)
     b.set("tokens-per-agent", scope={"agent": "*"}, period="day", limit_usd=50, limit_tokens=10_000_000, action="alert")
     with serving(ledger) as s:
-        events = [_event("legal", "1234.567891", agent=long_agent, model="claude-sonnet-4-6-20260101-preview")]
-        events += [_event(f"team-{i}", f"0.00{i}2997") for i in range(6)]
-        _post(s.url, events)
-        page.viewport(1400, 1000)
-        page.open(s.url + "/")
-        assert page.js(_OVERFLOW) == []
-        assert page.js("document.documentElement.scrollWidth <= innerWidth")
-        box = page.js("document.getElementById('budgets-box').getBoundingClientRect().right")
-        heads = page.js(
+        events = [make_event("legal", "1234.567891", agent=long_agent, model="claude-sonnet-4-6-20260101-preview")]
+        events += [make_event(f"team-{i}", f"0.00{i}2997") for i in range(6)]
+        post_events(s.url, events)
+        open_dashboard(page, s.url + "/")
+        assert page.evaluate(_OVERFLOW) == []
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        box = page.evaluate("document.getElementById('budgets-box').getBoundingClientRect().right")
+        heads = page.evaluate(
             "Object.fromEntries([...document.querySelectorAll('#budgets th')]"
             ".map(th => [th.textContent, th.getBoundingClientRect().right]))"
         )
         assert {"spent", "limit", "remaining", "state"} <= set(heads) and max(heads.values()) <= box
-        main = page.js("document.querySelector('main').getBoundingClientRect().width")
-        assert page.js("document.getElementById('budgets-box').getBoundingClientRect().width") > 0.9 * main
-        tops = page.js("[...document.querySelectorAll('section.third')].map(e => e.getBoundingClientRect().top)")
+        main = page.evaluate("document.querySelector('main').getBoundingClientRect().width")
+        assert page.evaluate("document.getElementById('budgets-box').getBoundingClientRect().width") > 0.9 * main
+        tops = page.evaluate("[...document.querySelectorAll('section.third')].map(e => e.getBoundingClientRect().top)")
         assert len(set(tops)) == 1  # the three tables side by side
         # a long name is cut short (its cell says it in full on hover), never the table
-        assert page.js(
+        assert page.evaluate(
             "(td => td.scrollWidth > td.clientWidth && td.title)(document.querySelector('#by-agent td.name'))"
         )
         for width in (900, 420):  # a small laptop, a phone: nothing scrolls sideways, nothing is cut
-            page.viewport(width, 1000)
-            page.wait(f"innerWidth === {width}")
-            assert page.js("document.documentElement.scrollWidth <= innerWidth"), width
-            assert page.js(_OVERFLOW) == [], width
-            right = page.js("document.getElementById('budgets-box').getBoundingClientRect().right")
-            shown = page.js(
+            page.set_viewport_size({"width": width, "height": 1000})
+            page.wait_for_function(f"innerWidth === {width}")
+            assert page.evaluate("document.documentElement.scrollWidth <= innerWidth"), width
+            assert page.evaluate(_OVERFLOW) == [], width
+            right = page.evaluate("document.getElementById('budgets-box').getBoundingClientRect().right")
+            shown = page.evaluate(
                 """Object.fromEntries([...document.querySelectorAll('#budgets tbody tr:first-child td')]
                    .filter(td => td.offsetParent).map(td => [td.dataset.label, td.getBoundingClientRect().right]))"""
             )
             assert {"budget", "used", "limit", "remaining", "state"} <= set(shown), (width, shown)
             assert max(shown.values()) <= right, (width, shown)
+
+
+def test_the_page_scripts_are_served_and_nothing_else(ledger: tt.Ledger) -> None:
+    """The page loads its scripts from /dashboard/<name>: those, and no other file of the package."""
+    with serving(ledger, admin_key=ADMIN) as s:
+        page = httpx2.get(s.url + "/").text
+        names = re.findall(r'<script src="/dashboard/([\w.]+)"', page)
+        assert names and "<script>" not in page  # no inline script: the CSP can forbid them
+        for name in names:
+            r = httpx2.get(f"{s.url}/dashboard/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript"), name
+            assert r.text.startswith("// ") and '"use strict";' in r.text
+        for path in ("/dashboard/index.html", "/dashboard/__init__.py", "/dashboard/..%2Fapp.py", "/dashboard/x.js"):
+            r = httpx2.get(s.url + path)
+            assert r.status_code == 404 and r.json()["error"]["status"] == 404, path  # never the file

@@ -126,14 +126,18 @@ def sessions(
     until: datetime | None = None,
     where: Where | None = None,
     limit: int = 50,
+    offset: int = 0,
     scope: Scope | None = None,
 ) -> list[SessionSummary]:
     """Sessions that started in [since, until) and have at least one event matching `where`,
-    newest first, with the totals of all their events. With a `scope` (a key's attribution) a
-    session is only its events inside the scope: sessions are listed, timed and totalled from
-    those alone, so another team's events under the same session id never show."""
+    newest first (skipping the first `offset`: a page), with the totals of all their events. With
+    a `scope` (a key's attribution) a session is only its events inside the scope: sessions are
+    listed, timed and totalled from those alone, so another team's events under the same session
+    id never show."""
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive whole number, not {limit!r}")
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset must be a whole number from 0, not {offset!r}")
     lo, hi = check_range(since, until)
     conds, params = time_sql(store, lo, hi)
     forced = scope_filters(scope)
@@ -150,7 +154,7 @@ def sessions(
         f"{RAW_MEASURES['errors']} FROM events WHERE {f'{outer} AND ' if outer else ''}"
         f"session_id IN (SELECT session_id FROM events WHERE {inner}) "
         "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
-        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit}"
+        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit} OFFSET {offset}"
     )
     rows = store.query(sql, [*oparams, *params, *fparams, *hparams])
     outcomes = _outcomes(store, [r[0] for r in rows], forced)

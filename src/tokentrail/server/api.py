@@ -25,6 +25,7 @@ from tokentrail.server.state import auth_error, caller, error, state_of
 from tokentrail.timespec import parse_time, zone
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 100_000  # paging deeper than this: narrow the range or the filters instead
 
 
 class BadRequest(ValueError):
@@ -116,15 +117,37 @@ def report(request: Request, key: ApiKey) -> dict[str, Any]:
     return rep.to_dict()
 
 
+def _offset(request: Request) -> int:
+    text = request.query_params.get("offset")
+    if text is None:
+        return 0
+    if not text.isdigit() or int(text) > MAX_OFFSET:
+        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET}")
+    return int(text)
+
+
 @_endpoint("read")
 def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
-    """The newest sessions started in [since, until), with their totals."""
+    """The newest sessions started in [since, until), with their totals: a page of `limit` after
+    `offset` of them; `more` says whether another page follows."""
     since, until, _ = _times(request)
-    where = _where(request, key, ("agent", "team", "user"))
+    where = _where(request, key, ("agent", "team", "user", "customer"))
+    limit, offset = _limit(request, 50), _offset(request)
     found = reports.sessions(
-        state_of(request).store, since=since, until=until, where=where, limit=_limit(request, 50), scope=key.attribution
+        state_of(request).store,
+        since=since,
+        until=until,
+        where=where,
+        limit=limit + 1,
+        offset=offset,
+        scope=key.attribution,
     )
-    return {"sessions": [_session_dict(s) for s in found]}
+    return {
+        "sessions": [_session_dict(s) for s in found[:limit]],
+        "offset": offset,
+        "limit": limit,
+        "more": len(found) > limit,
+    }
 
 
 def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from tokentrail.server import api
 from tokentrail.server.auth import AuthError
+from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.gateway import DEFAULT_TIMEOUTS, Gateway, Receive, Scope, Send, Timeouts
 from tokentrail.server.ingest import ingest_events
 from tokentrail.server.keys import KeyRing
@@ -118,6 +119,7 @@ def create_app(
     gateway = Gateway(counted, upstreams=Upstreams.of(upstreams), keys=keys, metrics=metrics, timeouts=timeouts)
     routes = [
         Route("/", dashboard),
+        Route("/dashboard/{name}", dashboard_script),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/v1/traces", receive_traces, methods=["POST"]),

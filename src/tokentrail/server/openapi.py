@@ -191,7 +191,8 @@ def schema() -> dict[str, Any]:
     session_params = [
         *_FILTERS,
         _LIMIT,
-        *({"name": n, "in": "query", "schema": {"type": "string"}} for n in ("agent", "team", "user")),
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100_000}},
+        *({"name": n, "in": "query", "schema": {"type": "string"}} for n in ("agent", "team", "user", "customer")),
     ]
     events = {
         "post": {
