@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 from typing import Any
 
@@ -224,3 +225,26 @@ def test_a_path_that_leaves_the_upstreams_base_is_refused(ledger: tt.Ledger, up:
     assert [r.path for r in up.requests] == ["/base/v1/chat/completions"]
     assert fine.status_code == 404  # FakeUpstream serves no /base: its own answer, passed through
     assert len(stored(ledger)) == 1
+
+
+def test_keys_create_binds_a_virtual_key_to_a_provider(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tokentrail.cli import _load, app
+
+    _load()
+    runner = CliRunner()
+    unnamed = runner.invoke(app, ["keys", "create", "--provider-key-env", "LLM_KEY", "--db", sqlite_url])
+    assert unnamed.exit_code == 2 and "--provider" in unnamed.output
+    made = runner.invoke(
+        app, ["keys", "create", "--provider-key-env", "LLM_KEY", "--provider", "anthropic", "--db", sqlite_url]
+    )
+    assert made.exit_code == 0, made.output
+    named = runner.invoke(app, ["keys", "create", "--provider-key-env", "OPENAI_API_KEY", "--db", sqlite_url])
+    assert named.exit_code == 0, named.output
+    listed = runner.invoke(app, ["keys", "list", "--json", "--db", sqlite_url])
+    rows = json.loads(listed.stdout)
+    assert sorted((r["provider_key_env"], r["provider"]) for r in rows) == [
+        ("LLM_KEY", "anthropic"),
+        ("OPENAI_API_KEY", "openai"),
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 SIMPLE_CONTENT_TYPES = frozenset(("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"))
 
 
+@lru_cache(maxsize=256)  # called on every request with the same few names
 def is_loopback(host: str) -> bool:
     """True for `localhost`, `*.localhost` and loopback addresses (127.0.0.0/8, ::1)."""
     name = host.strip().lower().rstrip(".")
@@ -48,7 +50,7 @@ def host_name(host: str) -> str:
     if host.startswith("["):
         end = host.find("]")
         return host[1:end] if end > 0 else host
-    return host.split(":", 1)[0] if host.count(":") == 1 else host
+    return (host.split(":", 1)[0] if host.count(":") == 1 else host).rstrip(".")
 
 
 class Guard:
