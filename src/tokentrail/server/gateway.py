@@ -30,7 +30,7 @@ from tokentrail.server.auth import KEY_HEADER
 from tokentrail.server.errors import provider_error
 from tokentrail.server.keys import PREFIX, ApiKey, KeyRing
 from tokentrail.server.metrics import Metrics
-from tokentrail.server.upstreams import Upstreams, path_problem
+from tokentrail.server.upstreams import Upstreams
 
 log = logging.getLogger("tokentrail")
 
@@ -92,17 +92,17 @@ class Gateway:
         keys: KeyRing,
         metrics: Metrics,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
-        max_body_bytes: int = 64 * 1024 * 1024,
         max_buffered_bytes: int = 256 * 1024 * 1024,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.ledger = ledger
         self.upstreams = upstreams
         self.keys = keys
         self.metrics = metrics
         self.timeouts = timeouts
-        self.max_body_bytes = max_body_bytes
         self.max_buffered_bytes = max_buffered_bytes
         self.buffered = 0  # bytes of request bodies held by requests in flight (one event loop)
+        self.max_body_bytes = max_body_bytes
         self.session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s
@@ -140,7 +140,7 @@ class Gateway:
         status = 500
         held = [0]  # bytes of this request's body counted in self.buffered
         try:
-            problem = path_problem(path)
+            problem = self.upstreams.path_problem(path)
             if problem is not None:
                 raise GatewayError(400, f"tokentrail: {problem}")
             # who is calling, before a byte of the body is read: a caller without a valid key

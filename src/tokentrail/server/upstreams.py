@@ -76,6 +76,8 @@ class Upstreams:
             urls[name] = base_url(url)
         return cls(urls)
 
+    path_problem = staticmethod(path_problem)
+
     @staticmethod
     def provider_for(path: str, headers: Mapping[str, str]) -> str:
         """Gemini paths (`:generateContent`, `:streamGenerateContent`, /v1beta, /v1alpha, or an
