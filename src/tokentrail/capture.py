@@ -79,6 +79,18 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|xox[abposr]-[\w-]{10,})"),
         "[REDACTED:api_key]",
     ),
+    # Hugging Face, GitLab (glpat- and its siblings), Slack apps, npm, PyPI, Groq, Replicate, xAI,
+    # Perplexity, Google OAuth, SendGrid, DigitalOcean, Stripe webhooks, LangSmith
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{30,}|gl(?:pat|dt|rt|ptt|ft|cbt|oas|imt|soat|agent)-[\w-]{20,}|"
+            r"xapp-[\w-]{10,}|npm_[A-Za-z0-9]{36,}|pypi-AgE[\w-]{50,}|(?:gsk|r8)_[A-Za-z0-9]{30,}|"
+            r"(?:xai|pplx)-[A-Za-z0-9]{40,}|GOCSPX-[\w-]{20,}|ya29\.[\w-]{20,}|SG\.[\w-]{16,}\.[\w-]{16,}|"
+            r"dop_v1_[a-f0-9]{64}|whsec_[A-Za-z0-9+/=]{24,}|lsv2_(?:pt|sk)_\w{30,})"
+        ),
+        "[REDACTED:api_key]",
+    ),
+    (re.compile(r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[\w/]{16,}"), r"\1[REDACTED:secret]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "[REDACTED:token]"),
     # a long secret-looking value after a name that says what it is: key=…, "token": "…"
     (

@@ -39,6 +39,15 @@ def create_command(
             show_default=False,
         ),
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="The provider (openai, anthropic, gemini) whose key --provider-key-env holds: the key is never "
+            "sent to another upstream (default: the one its variable's name names, e.g. OPENAI_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A note to recognise the key by.")] = None,
     db: DbOption = None,
 ) -> None:
@@ -54,6 +63,7 @@ def create_command(
                 attribution={"team": team, "agent": agent, "project": project, "org": org},
                 name=name,
                 provider_key_env=provider_key_env,
+                provider=provider,
             )
         finally:
             store.close()  # type: ignore[attr-defined]
@@ -87,6 +97,7 @@ def list_command(
                     "last4": k.last4,
                     "name": k.name,
                     "provider_key_env": k.provider_key_env,
+                    "provider": k.provider,
                     "created": from_micros(k.created_us).isoformat(),
                     "revoked": from_micros(k.revoked_us).isoformat() if k.revoked_us else None,
                 }
@@ -101,7 +112,7 @@ def list_command(
             k.role,
             ", ".join(f"{a}={v}" for a, v in k.attribution.items()) or "every team",
             f"tt-…{k.last4}",
-            k.provider_key_env or "",
+            f"{k.provider_key_env} ({k.provider or 'no provider'})" if k.provider_key_env else "",
             k.name or "",
             from_micros(k.created_us).strftime("%Y-%m-%d %H:%M"),
             from_micros(k.revoked_us).strftime("%Y-%m-%d %H:%M") if k.revoked_us else "",

@@ -34,6 +34,23 @@ def serve_command(
         float | None, typer.Option("--total-timeout", help="Longest upstream call, s (default: none).")
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve on an address other than loopback with auth off (anyone who reaches it may write and "
+            "read everything).",
+        ),
+    ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="A Host name to answer on a loopback address besides localhost and 127.0.0.1 (e.g. behind a "
+            "reverse proxy); repeatable, * for any.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the gateway (/v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, Gemini),
     /api/v1/events, /v1/traces (OTLP), the JSON API, the dashboard (/) and /metrics.
@@ -42,6 +59,7 @@ def serve_command(
     require_extra("server", "starlette", "uvicorn", "aiohttp", "prometheus_client")
     import tokentrail as tt
     from tokentrail.server import Timeouts, create_app, serve
+    from tokentrail.server.guard import is_loopback
 
     upstreams: dict[str, str] = {}
     for item in upstream or ():
@@ -50,7 +68,12 @@ def serve_command(
             fail(f"--upstream {item!r}: expected PROVIDER=URL, e.g. --upstream openai=https://api.openai.com/v1")
         upstreams[name.strip().lower()] = url.strip()
     admin_key = os.environ.get("TOKENTRAIL_ADMIN_KEY") or None
-    if host not in ("127.0.0.1", "localhost", "::1") and admin_key is None:
+    if not is_loopback(host) and admin_key is None:
+        if not allow_unauthenticated:
+            fail(
+                f"--host {host} with auth off would let anyone who reaches {host} write and read the ledger: set "
+                "TOKENTRAIL_ADMIN_KEY to turn auth on (see `tokentrail keys`), or pass --allow-unauthenticated"
+            )
         typer.echo(f"warning: serving on {host} with auth off (set TOKENTRAIL_ADMIN_KEY to turn it on)", err=True)
     with user_errors():
         ledger = tt.Ledger(db)
@@ -60,6 +83,7 @@ def serve_command(
                 upstreams=upstreams,
                 admin_key=admin_key,
                 timeouts=Timeouts(connect_s=connect_timeout, read_s=read_timeout, total_s=total_timeout),
+                allowed_hosts=allow_host or (),
             )
         except BaseException:
             ledger.close()

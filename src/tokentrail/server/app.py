@@ -7,9 +7,10 @@ hot path), so no provider path is ever an unmetered hole.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -21,12 +22,15 @@ from starlette.routing import Route
 from tokentrail.server import api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
+from tokentrail.server.errors import provider_error
 from tokentrail.server.gateway import DEFAULT_TIMEOUTS, Gateway, Receive, Scope, Send, Timeouts
+from tokentrail.server.guard import Guard
 from tokentrail.server.ingest import ingest_events
 from tokentrail.server.keys import KeyRing
 from tokentrail.server.metrics import CountingLedger, Metrics
 from tokentrail.server.openapi import schema
 from tokentrail.server.otlp import receive_traces
+from tokentrail.server.page_policy import page_headers
 from tokentrail.server.state import State, auth_error, caller, error, state_of
 from tokentrail.server.upstreams import Upstreams
 
@@ -39,16 +43,21 @@ class TokentrailApp:
     """The ASGI app of `tokentrail serve`. Owns the gateway's aiohttp session (opened at startup,
     closed at shutdown); the ledger belongs to the caller."""
 
-    def __init__(self, own: Starlette, gateway: Gateway, state: State) -> None:
+    def __init__(self, own: Starlette, gateway: Gateway, state: State, guard: Guard | None = None) -> None:
         self.own = own
         self.gateway = gateway
         self.state = state
+        self.guard = guard or Guard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path in _OWN_EXACT or path.startswith(_OWN):
+            own = path in _OWN_EXACT or path.startswith(_OWN)
+            refused = self.guard.refusal(scope, own)
+            if refused is not None:
+                await self._refuse(scope, send, own, *refused)
+            elif own:
                 await self._own(scope, receive, send, path)
             else:
                 await self.gateway(scope, receive, send)
@@ -72,6 +81,19 @@ class TokentrailApp:
         finally:
             self.state.metrics.request(label, status)
 
+    async def _refuse(self, scope: Scope, send: Send, own: bool, status: int, message: str) -> None:
+        """A refusal by the guard: tokentrail's error format on its own routes, the provider's
+        on the gateway's (so its SDK raises a readable error). The body is never read."""
+        if own:
+            body = json.dumps({"error": {"status": status, "message": message}}).encode()
+        else:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            body = provider_error(Upstreams.provider_for(scope["path"], headers), status, message)
+        out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+        self.state.metrics.request("refused", status)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -93,13 +115,17 @@ class TokentrailApp:
 
 
 def _label(path: str) -> str:
+    """The route label of a request to the server's own routes: one of a fixed few, never the
+    path itself (a caller could grow the metrics without bound with paths that 404)."""
     if path == "/v1/traces":
         return "otlp"
     if path == "/api/v1/events":
         return "events"
     if path.startswith("/api/"):
         return "api"
-    return path.strip("/") or "dashboard"
+    if path in _OWN_EXACT:
+        return path.strip("/") or "dashboard"
+    return "dashboard"  # /dashboard/...
 
 
 def create_app(
@@ -109,9 +135,11 @@ def create_app(
     admin_key: str | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
     flush_timeout_s: float = 30.0,
+    allowed_hosts: Iterable[str] = (),
 ) -> TokentrailApp:
     """The server over `ledger` (a tokentrail.Ledger). `upstreams`: provider -> base URL
-    (openai, anthropic, gemini; a trailing /v1 is fine). `admin_key` turns auth on."""
+    (openai, anthropic, gemini; a trailing /v1 is fine). `admin_key` turns auth on.
+    `allowed_hosts`: Host names answered on a loopback address besides loopback names (see guard)."""
     metrics = Metrics(ledger)
     counted = CountingLedger(ledger, metrics)
     keys = KeyRing(ledger.store, admin_key or None)
@@ -136,7 +164,7 @@ def create_app(
     ]
     own = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal})
     own.state.tokentrail = state
-    return TokentrailApp(own, gateway, state)
+    return TokentrailApp(own, gateway, state, Guard(allowed_hosts))
 
 
 _STARTED = time.time()
@@ -167,7 +195,8 @@ async def openapi(request: Request) -> Response:
 
 async def dashboard(request: Request) -> Response:
     page = resources.files("tokentrail.server.dashboard").joinpath("index.html").read_bytes()
-    return Response(page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", **page_headers(page)}
+    return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -92,6 +92,7 @@ class Gateway:
         keys: KeyRing,
         metrics: Metrics,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
         max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.ledger = ledger
@@ -99,6 +100,8 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.timeouts = timeouts
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered = 0  # bytes of request bodies held by requests in flight (one event loop)
         self.max_body_bytes = max_body_bytes
         self.session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
@@ -135,10 +138,16 @@ class Gateway:
         route = self.upstreams.route_for(provider, method, path)
         label = route.operation if route is not None else "passthrough"
         status = 500
+        held = [0]  # bytes of this request's body counted in self.buffered
         try:
-            body = await self._body(headers, receive)
+            problem = self.upstreams.path_problem(path)
+            if problem is not None:
+                raise GatewayError(400, f"tokentrail: {problem}")
+            # who is calling, before a byte of the body is read: a caller without a valid key
+            # costs the server no memory
             key, credential = self._caller(headers, query, provider)
             attribution = _attribution(headers, key)
+            body = await self._body(headers, receive, held)
             out_headers, query = self._forward_headers(raw_headers, provider, key, credential, query, route)
             exchange = None
             if route is not None:
@@ -150,10 +159,14 @@ class Gateway:
             status = e.status
             await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)
         finally:
+            self.buffered -= held[0]
             self.metrics.request(label, status)
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
 
-    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
+    async def _body(self, headers: dict[str, str], receive: Receive, held: list[int]) -> bytes:
+        """The whole body (metering reads it), at most max_body_bytes of it, and only while all
+        requests in flight together hold less than max_buffered_bytes (else 503): many large
+        bodies at once cannot exhaust the server's memory. `held[0]` counts what this one holds."""
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise GatewayError(413, f"request body over the gateway's limit of {self.max_body_bytes} bytes")
@@ -168,6 +181,10 @@ class Gateway:
                 size += len(chunk)
                 if size > self.max_body_bytes:
                     raise GatewayError(413, f"request body over the gateway's limit of {self.max_body_bytes} bytes")
+                if self.buffered + len(chunk) > self.max_buffered_bytes:
+                    raise GatewayError(503, "tokentrail: the gateway is holding too many request bodies: retry")
+                self.buffered += len(chunk)
+                held[0] += len(chunk)
                 chunks.append(chunk)
             if not message.get("more_body"):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -189,6 +206,10 @@ class Gateway:
             raise GatewayError(403, f"tokentrail: this key has the {key.role!r} role; the gateway needs 'proxy'")
         if not virtual:
             return key, None
+        if key.provider != provider:
+            # a provider key goes to its own provider only, never to another upstream
+            bound = f"the {key.provider} upstream" if key.provider else "no provider: issue it again with --provider"
+            raise GatewayError(403, f"tokentrail: this virtual key is bound to {bound}, not {provider}")
         env = key.provider_key_env
         secret = os.environ.get(env) if env else None
         if not secret:

@@ -4,7 +4,9 @@ A key is shown once, when it is created; the ledger keeps only its SHA-256 and l
 characters. Keys are long random strings, so a plain hash is enough (no slow KDF needed).
 A *virtual* key also carries attribution (team, agent, …) and names the environment variable
 that holds the provider key the server sends upstream in its place: the provider key itself
-is never stored.
+is never stored. A virtual key is bound to one provider (the upstream its provider key is
+for): the server never sends that key to another upstream. The binding is kept in the
+`provider_key_env` column as `provider:ENV_NAME` (an environment variable's name has no colon).
 
 Roles: `read` (the JSON API, the dashboard, /metrics for a key of no team), `ingest`
 (`/api/v1/events`, `/v1/traces`), `proxy` (the gateway). The admin key (TOKENTRAIL_ADMIN_KEY)
@@ -26,6 +28,7 @@ from tokentrail.context import ATTRIBUTES
 from tokentrail.events import bound_text, new_event_id
 
 ROLES = ("read", "ingest", "proxy")
+PROVIDERS = ("openai", "anthropic", "gemini")
 PREFIX = "tt-"
 _RELOAD_S = 5.0  # a revoked key stops working within this long in a running server
 _MISS_RELOAD_S = 1.0  # an unknown key re-reads the table at most this often
@@ -51,6 +54,7 @@ class ApiKey:
     provider_key_env: str | None = None
     created_us: int = 0
     revoked_us: int | None = None
+    provider: str | None = None  # the one upstream a virtual key's provider key may go to
 
     @property
     def team(self) -> str | None:
@@ -79,8 +83,11 @@ def create_key(
     attribution: Mapping[str, str | None] | None = None,
     name: str | None = None,
     provider_key_env: str | None = None,
+    provider: str | None = None,
 ) -> tuple[str, ApiKey]:
-    """Issue a key; returns (the key, shown once, and its record). ValueError on bad input."""
+    """Issue a key; returns (the key, shown once, and its record). ValueError on bad input.
+    A virtual key (`provider_key_env`) is bound to `provider`, by default the one provider its
+    variable's name names (OPENAI_API_KEY: openai)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     attrs = {k: bound_text(v) or "" for k, v in (attribution or {}).items() if v}
@@ -89,6 +96,17 @@ def create_key(
         raise ValueError(f"unknown attribution dimension(s): {', '.join(sorted(unknown))}")
     if provider_key_env is not None and not provider_key_env.replace("_", "").isalnum():
         raise ValueError(f"--provider-key-env takes the name of an environment variable, not {provider_key_env!r}")
+    if provider is not None and provider not in PROVIDERS:
+        raise ValueError(f"--provider must be one of {', '.join(PROVIDERS)}, not {provider!r}")
+    if provider is not None and provider_key_env is None:
+        raise ValueError("--provider binds a virtual key: give --provider-key-env with it")
+    if provider_key_env is not None:
+        provider = provider or provider_named_by(provider_key_env)
+        if provider is None:
+            raise ValueError(
+                f"name the provider whose key {provider_key_env} holds with --provider ({', '.join(PROVIDERS)}): "
+                "a virtual key is only ever sent to that provider's upstream"
+            )
     key = PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
         key_id="k" + new_event_id().replace("-", "")[-11:],
@@ -98,6 +116,7 @@ def create_key(
         attribution=attrs,
         provider_key_env=provider_key_env,
         created_us=int(time.time() * 1_000_000),
+        provider=provider,
     )
     p = store.dialect.param
     store.execute_write(
@@ -110,7 +129,7 @@ def create_key(
             role,
             record.name,
             json.dumps(attrs, sort_keys=True),
-            provider_key_env,
+            f"{provider}:{provider_key_env}" if provider_key_env else None,
             record.created_us,
         ),
     )
@@ -136,16 +155,31 @@ def revoke_key(store: _WritableStore, key_id: str) -> bool:
     return n > 0
 
 
+_PROVIDER_WORDS = (("openai", ("OPENAI",)), ("anthropic", ("ANTHROPIC", "CLAUDE")), ("gemini", ("GEMINI", "GOOGLE")))
+
+
+def provider_named_by(env: str) -> str | None:
+    """The one provider an environment variable's name names (OPENAI_API_KEY, CLAUDE_KEY,
+    GOOGLE_API_KEY), or None (none or several)."""
+    name = env.upper()
+    found = {p for p, words in _PROVIDER_WORDS if any(w in name for w in words)}
+    return found.pop() if len(found) == 1 else None
+
+
 def _record(r: tuple[Any, ...]) -> ApiKey:
+    provider, sep, env = (r[5] or "").rpartition(":")
+    if not sep:  # a key issued before keys were bound: bound to the provider its variable names
+        provider = provider_named_by(env) or ""
     return ApiKey(
         key_id=r[0],
         role=r[1],
         last4=r[2],
         name=r[3],
         attribution=json.loads(r[4]) if r[4] else {},
-        provider_key_env=r[5],
+        provider_key_env=env or None,
         created_us=int(r[6]),
         revoked_us=None if r[7] is None else int(r[7]),
+        provider=provider or None,
     )
 
 

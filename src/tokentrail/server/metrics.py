@@ -3,7 +3,9 @@
 Counters count what this process metered or ingested since it started, as Prometheus expects
 (a restart resets them; `rate()` copes). Budget gauges are read from the ledger at scrape time.
 Labels are provider, model, team and agent: never session or user (unbounded cardinality),
-never tags.
+never tags. Those four come from callers (headers, events, spans), so each is bounded: past
+MAX_LABEL_VALUES distinct values of one label, new values are counted under `_other`, and past
+MAX_SERIES label sets every new one is (a scrape stays small whatever callers send).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger("tokentrail")
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+MAX_LABEL_VALUES = 500  # distinct values of one caller-given label (provider, model, team, agent)
+MAX_SERIES = 5000  # distinct (provider, model, team, agent) sets
+OTHER = "_other"
 
 
 class Metrics:
@@ -59,6 +64,7 @@ class Metrics:
         if ledger is not None:
             r.register(_BudgetCollector(ledger))
         self._children: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
+        self._values: tuple[set[str], ...] = (set(), set(), set(), set())  # per label: values in use
         self._request_children: dict[tuple[str, int], Any] = {}
 
     def observe(self, e: UsageEvent) -> None:
@@ -66,10 +72,7 @@ class Metrics:
         key = (e.provider, e.model, e.team, e.agent)
         children = self._children.get(key)
         if children is None:
-            values = [v or "" for v in key]
-            children = (*(self._tokens.labels(t, *values) for t in TOKEN_TYPES), self._cost.labels(*values))
-            if len(self._children) < 10_000:  # a label set past this still counts, only uncached
-                self._children[key] = children
+            children = self._children_of(key)
         counts = (e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_tokens, e.reasoning_tokens)
         for child, n in zip(children, counts, strict=False):
             if n:
@@ -77,6 +80,30 @@ class Metrics:
         if e.cost_usd is not None and e.cost_usd > 0:
             children[-1].inc(float(e.cost_usd))
         self._events.labels(e.kind).inc()
+
+    def _children_of(self, key: tuple[str | None, ...]) -> tuple[Any, ...]:
+        """The counters of a label set never seen: its own while the bounds allow, else those of
+        `_other` in each label past its bound (all four past MAX_SERIES)."""
+        if len(self._children) >= MAX_SERIES:
+            values = [OTHER] * 4
+        else:
+            values = []
+            for v, seen in zip(key, self._values, strict=True):
+                v = v or ""
+                if v not in seen:
+                    if len(seen) >= MAX_LABEL_VALUES:
+                        v = OTHER
+                    else:
+                        seen.add(v)
+                values.append(v)
+        bounded = tuple(values)
+        children = self._children.get(bounded)
+        if children is None:
+            children = (*(self._tokens.labels(t, *values) for t in TOKEN_TYPES), self._cost.labels(*values))
+            self._children[bounded] = children
+        if bounded != key and len(self._children) < MAX_SERIES:
+            self._children[key] = children  # the next event of this set finds its counters at once
+        return children
 
     def request(self, route: str, status: int) -> None:
         child = self._request_children.get((route, status))

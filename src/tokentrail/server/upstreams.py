@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from tokentrail.integrations._wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, Route, route_for
 
@@ -21,6 +22,34 @@ _ANY = {
 }
 # POST endpoints that bill nothing: proxied, never recorded as calls.
 _FREE = ("/messages/count_tokens", ":countTokens", "/moderations")
+
+
+def path_problem(raw_path: str) -> str | None:
+    """Why the gateway refuses to forward `raw_path` (still percent-encoded), or None. The path
+    is appended to an upstream's base URL, so nothing in it may climb out of that base: no `.`
+    or `..` segment, empty segment (`//`), backslash, encoded slash or control character, in
+    any encoding (decoded until it stops changing, as a lax server downstream might)."""
+    if not raw_path.startswith("/"):
+        return "the request path must start with /"
+    seen = raw_path
+    for _ in range(4):
+        low = seen.lower()
+        if "%2f" in low or "%5c" in low:
+            return "the request path may not hold an encoded slash or backslash"
+        decoded = unquote(seen)
+        if decoded == seen:
+            break
+        seen = decoded
+    else:
+        return "the request path is encoded too many times over"
+    if "\\" in seen or any(c < " " or c == "\x7f" for c in seen):
+        return "the request path may not hold a backslash or control character"
+    segments = seen.split("/")[1:]
+    if any(s.split(";", 1)[0].strip(".") == "" and s for s in segments):
+        return "the request path may not hold a '.' or '..' segment"
+    if "" in segments[:-1]:
+        return "the request path may not hold an empty segment (//)"
+    return None
 
 
 def base_url(url: str) -> str:
@@ -46,6 +75,8 @@ class Upstreams:
                 raise ValueError(f"unknown upstream {name!r}: use one of {', '.join(PROVIDERS)}")
             urls[name] = base_url(url)
         return cls(urls)
+
+    path_problem = staticmethod(path_problem)
 
     @staticmethod
     def provider_for(path: str, headers: Mapping[str, str]) -> str:
