@@ -40,7 +40,7 @@ def open_dashboard(page: Page, url: str, *, key: str | None = None) -> None:
     if key is not None:
         page.evaluate("k => localStorage.setItem('tokentrail-key', k)", key)
         page.reload()
-    page.wait_for_function("document.body && document.body.dataset.loaded")
+    page.wait_for_function("() => document.body && document.body.dataset.loaded")
 
 
 def texts(page: Page, selector: str) -> list[str]:

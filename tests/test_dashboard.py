@@ -58,7 +58,7 @@ def test_dashboard_shows_spend_sessions_and_budgets(page: Page, ledger: tt.Ledge
         # the user types the key and uses it
         page.get_by_placeholder("tokentrail key").fill(ADMIN)
         page.get_by_role("button", name="Use key").click()
-        page.wait_for_function("document.body.dataset.loaded === 'true'")
+        page.wait_for_function("() => document.body.dataset.loaded === 'true'")
         assert texts(page, "#by-team tbody td:first-child") == ["legal", "cx"]  # the costlier first
         assert page.locator("#chart rect.bar-seg").count() >= 2
         assert page.locator("#sessions tbody tr").count() == 5
@@ -114,7 +114,7 @@ def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger:
         held: list[Route] = []
         page.route("**/api/**", lambda route: held.append(route))  # hold every API answer
         page.goto(s.url + "/")
-        page.wait_for_function("document.readyState === 'complete'")
+        page.wait_for_function("() => document.readyState === 'complete'")
         for _ in range(200):  # bounded: the page asks for /api/v1/me first
             if held:
                 break
@@ -194,7 +194,7 @@ def test_spend_over_several_days_is_charted_by_day_across_the_width(page: Page, 
         assert [t for _, t in c["ticks"]] == ["$0", "$0.50", "$1.00", "$1.50"]
         # the last 24 hours: by hour again
         page.get_by_label("Range").select_option(label="last 24 hours")
-        page.wait_for_function("document.body.dataset.loaded")
+        page.wait_for_function("() => document.body.dataset.loaded")
         c = _chart(page)
         assert c["bucket"] == "hour" and {b["slot"] for b in c["bars"]} == {c["slots"] - 1}
 
@@ -313,7 +313,7 @@ def test_every_column_fits_and_narrow_screens_degrade(page: Page, ledger: tt.Led
         )
         for width in (900, 420):  # a small laptop, a phone: nothing scrolls sideways, nothing is cut
             page.set_viewport_size({"width": width, "height": 1000})
-            page.wait_for_function(f"innerWidth === {width}")
+            page.wait_for_function(f"() => innerWidth === {width}")
             assert page.evaluate("document.documentElement.scrollWidth <= innerWidth"), width
             assert page.evaluate(_OVERFLOW) == [], width
             right = page.evaluate("document.getElementById('budgets-box').getBoundingClientRect().right")

@@ -50,7 +50,7 @@ def test_an_unpriced_model_is_unpriced_in_the_chart_legend(page: Page, ledger: t
         legend = texts(page, "#legend > span")
         assert legend == ["legal $0.25", "research unpriced"], legend
         page.get_by_label("Group by").select_option("model")
-        page.wait_for_function("document.body.dataset.loaded")
+        page.wait_for_function("() => document.body.dataset.loaded")
         expect(page.locator("#legend > span", has_text="acme-private")).to_have_text("acme-private unpriced")
         assert not any("$0.00" in t for t in texts(page, "#legend > span"))
 

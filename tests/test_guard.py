@@ -163,5 +163,9 @@ def test_the_dashboard_has_a_csp_that_lets_it_run_and_no_framing(ledger: tt.Ledg
     assert not re.search(rb"<[^>]+\son[a-z]+\s*=", page)  # no inline event handlers (a hash cannot allow them)
     assert b"javascript:" not in page
     assert csp["connect-src"] == ["'self'"]  # the page fetches its own API
-    assert b"fetch(" in page and not re.search(rb"fetch\(\s*[\"'`]https?:", page)
+    # the page's code (inline and its own script files) fetches only relative URLs
+    code = page + b"".join(
+        f.read_bytes() for f in resources.files("tokentrail.server.dashboard").iterdir() if f.name.endswith(".js")
+    )
+    assert b"fetch(" in code and not re.search(rb"fetch\(\s*[\"'`]https?:", code)
     assert "'unsafe-inline'" in csp["style-src"]  # its <style> and the style="" of the bars it draws
