@@ -156,7 +156,7 @@ def status_command(
     """Each budget's current period: limit, posted, reserved, remaining, period end, and a bar."""
     with _budgets(db) as budgets, user_errors():
         if name is not None and budgets.get(name) is None:
-            fail(f"no budget named {name!r} (see `tokentrail budget list`)", code=1)
+            fail(f"no budget named {name!r} (see `tokentrail budget list`)")
         rows = budgets.status(name)
         zone(tz)  # a bad --tz is an error before anything is shown
     if fmt is Format.json:
@@ -230,7 +230,7 @@ def rm_command(name: Annotated[str, typer.Argument(help="The budget to remove.")
     with _budgets(db) as budgets:
         found = budgets.rm(name)
     if not found:
-        fail(f"no budget named {name!r} (see `tokentrail budget list`)", code=1)
+        fail(f"no budget named {name!r} (see `tokentrail budget list`)")
     console().print(f"budget {name!r} removed")
 
 
@@ -257,7 +257,7 @@ def resume_command(scope: ScopeOption = None, db: DbOption = None) -> None:
         pairs = parse_scope_items(scope)
         found = budgets.resume(dict(pairs))
     if not found:
-        fail(f"{', '.join(f'{k}={v}' for k, v in pairs)} is not suspended", code=1)
+        fail(f"{', '.join(f'{k}={v}' for k, v in pairs)} is not suspended")
     console().print(f"resumed {', '.join(f'{k}={v}' for k, v in pairs)}")
 
 

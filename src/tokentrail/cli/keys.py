@@ -124,7 +124,7 @@ def revoke_command(
         finally:
             store.close()  # type: ignore[attr-defined]
     if not done:
-        fail(f"no live key {key_id!r} (see `tokentrail keys list --all`)", code=1)
+        fail(f"no live key {key_id!r} (see `tokentrail keys list --all`)")
     typer.echo(f"revoked {key_id}")
 
 

@@ -69,7 +69,7 @@ def show_command(
         p = store.dialect.param
         rows = store.query(f"SELECT ts_us, source, reason, payload FROM quarantine WHERE quarantine_id = {p}", [item])
     if not rows:
-        fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)", code=1)
+        fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)")
     ts_us, src, reason, payload = rows[0]
     try:
         payload = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from tokentrail import reports
 from tokentrail.cli._common import (
+    NOT_COUNTED,
     DbOption,
     Format,
     SinceOption,
@@ -26,10 +26,10 @@ from tokentrail.cli._common import (
     reader,
     span,
     time_range,
-    usd,
     user_errors,
     when,
 )
+from tokentrail.cli._tables import Column, label, money, money_places, print_table
 
 MEASURES = (
     "calls",
@@ -44,16 +44,23 @@ MEASURES = (
     "invalid_calls",
     "tool_runs",
 )
-# (header, measure) of the table; errors and invalid calls show only when there are some
+# The table's measures: (header, measure, drop). drop: when the table is short of room, 0 never
+# goes, n > 0 goes (lowest first). A measure in _ZERO_ONLY_WHEN_ROOM shows while it is zero only
+# where there is room, and always once it is not: cache writes and errors explain a row's cost.
 _TABLE = (
-    ("calls", "calls"),
-    ("input", "input_tokens"),
-    ("output", "output_tokens"),
-    ("cached", "cache_read_tokens"),
-    ("reasoning", "reasoning_tokens"),
-    ("cost", "cost_usd"),
-    ("unpriced", "unpriced_calls"),
+    ("calls", "calls", 0),
+    ("errors", "errors", 3),
+    ("tool runs", "tool_runs", 0),
+    ("input", "input_tokens", 0),
+    ("output", "output_tokens", 0),
+    ("cache read", "cache_read_tokens", 5),
+    ("cache write", "cache_write_tokens", 4),
+    ("reasoning", "reasoning_tokens", 1),  # part of output: the first to go
+    ("cost", "cost_usd", 0),
+    ("unpriced", "unpriced_calls", 2),
+    ("invalid", "invalid_calls", 0),
 )
+_ZERO_ONLY_WHEN_ROOM = {"errors", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced_calls"}
 
 
 def report_command(
@@ -93,32 +100,30 @@ def report_command(
 
 
 def print_report(rep: reports.Report) -> None:
-    """The report as a rich table with a totals line (also used by `tokentrail demo`)."""
-    out = console()
+    """The report as a table with a totals line (also used by `tokentrail demo`)."""
     title = f"Spend by {', '.join(rep.by)}" if rep.by else "Total spend"
     title += f" · {span(rep.since, rep.until, rep.tz)}"
     if rep.where:
         title += " · " + ", ".join(f"{d}={'|'.join(v)}" for d, v in rep.where)
-    columns = list(_TABLE)
-    if rep.totals.tool_runs:
-        columns.insert(1, ("tools", "tool_runs"))
-    if rep.totals.errors:
-        columns.insert(1, ("errors", "errors"))
-    if rep.totals.invalid_calls:
-        columns.append(("invalid", "invalid_calls"))
-    table = Table(title=Text(title), title_justify="left", show_edge=False, pad_edge=False)
-    for d in rep.by:
-        table.add_column(d, overflow="fold")
-    for header, _ in columns:
-        table.add_column(header, justify="right", no_wrap=True)
-    for row in rep.rows if rep.by else ():  # without groups the totals line says it all
-        groups = [_group(row.value(d), d, rep.tz) for d in rep.by]
-        table.add_row(*groups, *(_cell(getattr(row, m), m) for _, m in columns))
-    if rep.rows and rep.by:
-        table.add_section()
-    label = [Text("total", style="bold")] + [Text("")] * (len(rep.by) - 1) if rep.by else []
-    table.add_row(*label, *(_cell(getattr(rep.totals, m), m, bold=True) for _, m in columns))
-    out.print(table)
+    lines: list[reports.Measures] = [*rep.rows] if rep.by else []  # without groups the totals say it all
+    section = len(lines) if lines else None
+    lines.append(rep.totals)
+    columns = [
+        Column(d, [*(_group(r.value(d), d, rep.tz) for r in rep.rows), Text("")], label=True, justify="left")
+        for d in rep.by
+    ]
+    if columns:
+        columns[0].cells[-1] = Text("total", style="bold")
+    places = money_places(m.cost_usd for m in lines)
+    for header, measure, drop in _TABLE:
+        if getattr(rep.totals, measure) or (measure in _ZERO_ONLY_WHEN_ROOM and drop):
+            drop = drop if measure in _ZERO_ONLY_WHEN_ROOM and not getattr(rep.totals, measure) else 0
+            if measure == "reasoning_tokens":
+                drop = 1  # inside output: it may always go
+            cells = [_cell(getattr(m, measure), measure, places) for m in lines]
+            cells[-1].stylize("bold")
+            columns.append(Column(header, cells, drop=drop))
+    print_table(console(), Text(title), columns, len(lines), section_before=section)
 
 
 def _group(value: object, dimension: str, tz: str | None) -> Text:
@@ -126,24 +131,23 @@ def _group(value: object, dimension: str, tz: str | None) -> Text:
         return Text("(none)", style="dim")
     if dimension in ("hour", "day"):
         return Text(when(value, tz, unit=dimension))  # type: ignore[arg-type]
-    return Text(str(value))
+    return label(value)
 
 
-def _cell(value: object, measure: str, *, bold: bool = False) -> Text:
-    if measure == "cost_usd" and value is None:
-        return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
-    text = usd(value) if measure == "cost_usd" else num(value)  # type: ignore[arg-type]
-    style = "bold" if bold else ""
-    if measure in ("unpriced_calls", "invalid_calls", "errors") and value:
-        style += " yellow"
-    return Text(text, style=style.strip())
+def _cell(value: object, measure: str, places: int) -> Text:
+    if measure == "cost_usd":
+        if value is None:
+            return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
+        return Text(money(value, places))  # type: ignore[arg-type]
+    style = "yellow" if measure in ("unpriced_calls", "invalid_calls", "errors") and value else ""
+    return Text(num(value), style=style)  # type: ignore[arg-type]
 
 
 def _notes(totals: reports.Measures, *, machine: bool) -> None:
     if totals.unpriced_calls:
         n = totals.unpriced_calls
         note(
-            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price (not counted in the cost): "
+            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price, {NOT_COUNTED}: "
             "see `tokentrail prices --unpriced`",
             to_stderr=machine,
         )
