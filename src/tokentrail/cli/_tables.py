@@ -5,7 +5,8 @@ Fitting, in this order, until the table fits the console's width:
 2. headers on two lines (`cache` over `read`) and one space between columns instead of three;
 3. abbreviate the labels (the text that says what a row is), the widest first, with a visible
    `…`, never below a floor (8 characters, or what an id needs to stay unique);
-4. if it still does not fit, print it wider than the terminal rather than squeeze a label.
+4. token counts of 10,000 and more in three digits (`420k`, `1.23M`), then labels down to 5;
+5. if it still does not fit, print it wider than the terminal rather than squeeze a label.
 Every cell stays on one line: a label is never folded mid-word onto a second line.
 """
 
@@ -22,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 LABEL_FLOOR = 8  # characters a label keeps at least (with its `…`)
+LAST_FLOOR = 5  # ... when even compact numbers do not make room
 MAX_PLACES = 9  # the stored precision: nano-dollars
 _GAP = 3  # between two columns: padding, the rule, padding
 _TIGHT_GAP = 1  # the rule alone
@@ -45,6 +47,16 @@ def money(value: Decimal | None, places: int) -> str:
     return f"{'-' if q < 0 else ''}${abs(q):,.{places}f}"
 
 
+def count(n: int) -> str:
+    """A token count in at most five characters: `8,006`, `60.0k`, `420k`, `1.23M`."""
+    if abs(n) < 10_000:
+        return f"{n:,}"
+    for unit, size in (("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000)):
+        if abs(n / size) < 999.5 or unit == "G":
+            return f"{n / size:.3g}{unit}"
+    raise AssertionError("unreachable")
+
+
 def label(value: object) -> Text:
     """A label cell: one line whatever the value holds."""
     return Text(" ".join(str(value).split()) if value is not None else "")
@@ -57,9 +69,10 @@ class Column:
 
     header: str
     cells: list[Text] = field(default_factory=list)
+    compact: list[Text] | None = None  # shorter cells (rounded counts) for when room is short
     label: bool = False
     drop: int = 0
-    floor: int = LABEL_FLOOR
+    floor: int | None = None  # a label's own narrowest width (an id's unique start); None: the default
     justify: Literal["left", "right"] = "right"
 
 
@@ -75,6 +88,7 @@ class Fitted:
     columns: list[Column]
     widths: list[int]
     tight: bool
+    compact: bool = False
 
     @property
     def width(self) -> int:
@@ -84,8 +98,16 @@ class Fitted:
 def fit(columns: Sequence[Column], width: int) -> Fitted:
     """The columns kept and their widths, fitted into `width` as the module says."""
 
-    def natural(c: Column, tight: bool) -> int:
-        return max([_header_width(c.header, tight and not c.label), *(t.cell_len for t in c.cells)])
+    def natural(c: Column, tight: bool, compact: bool = False) -> int:
+        cells = c.compact if compact and c.compact is not None else c.cells
+        return max([_header_width(c.header, tight and not c.label), *(t.cell_len for t in cells)])
+
+    def shrink_labels(floor: int) -> None:
+        while f.width > width:
+            shrinkable = [i for i, c in enumerate(f.columns) if c.label and f.widths[i] > (c.floor or floor)]
+            if not shrinkable:
+                return
+            f.widths[max(shrinkable, key=lambda i: f.widths[i])] -= 1
 
     f = Fitted(list(columns), [natural(c, False) for c in columns], tight=False)
     for c in sorted((c for c in columns if c.drop), key=lambda c: c.drop):
@@ -95,11 +117,11 @@ def fit(columns: Sequence[Column], width: int) -> Fitted:
         del f.columns[i], f.widths[i]
     if f.width > width:
         f = Fitted(f.columns, [natural(c, True) for c in f.columns], tight=True)
-    while f.width > width:
-        shrinkable = [i for i, c in enumerate(f.columns) if c.label and f.widths[i] > c.floor]
-        if not shrinkable:
-            break
-        f.widths[max(shrinkable, key=lambda i: f.widths[i])] -= 1
+    shrink_labels(LABEL_FLOOR)
+    if f.width > width:
+        f.compact = True
+        f.widths = [w if c.label else natural(c, True, True) for c, w in zip(f.columns, f.widths, strict=True)]
+        shrink_labels(LAST_FLOOR)
     return f
 
 
@@ -121,7 +143,7 @@ def print_table(
     for i in range(rows):
         if i == section_before:
             table.add_section()
-        table.add_row(*(c.cells[i] for c in f.columns))
+        table.add_row(*((c.compact if f.compact and c.compact is not None else c.cells)[i] for c in f.columns))
     if f.width <= out.width:
         out.print(table)
         return

@@ -8,6 +8,8 @@ import typer
 from rich.text import Text
 
 from tokentrail import reports
+from tokentrail._report_sql import dimension
+from tokentrail._report_sql import filters as reports_filters
 from tokentrail.cli._common import (
     NOT_COUNTED,
     DbOption,
@@ -29,7 +31,7 @@ from tokentrail.cli._common import (
     user_errors,
     when,
 )
-from tokentrail.cli._tables import Column, label, money, money_places, print_table
+from tokentrail.cli._tables import Column, count, label, money, money_places, print_table
 
 MEASURES = (
     "calls",
@@ -85,6 +87,9 @@ def report_command(
         dims = parse_by(by)
         filters = parse_where(where)
         start, end = time_range(since, until, tz)
+        for d in dims:  # a usage error is told before the ledger is opened (which may fail too)
+            dimension(d, allow_time=True)
+        reports_filters(filters)
     with reader(db) as store:
         rep = reports.report(store, by=dims, since=start, until=end, where=filters, tz=tz)
     if fmt is Format.json:
@@ -122,7 +127,10 @@ def print_report(rep: reports.Report) -> None:
                 drop = 1  # inside output: it may always go
             cells = [_cell(getattr(m, measure), measure, places) for m in lines]
             cells[-1].stylize("bold")
-            columns.append(Column(header, cells, drop=drop))
+            compact = None
+            if measure.endswith("_tokens"):  # rounded only when even abbreviated labels leave no room
+                compact = [Text(count(getattr(m, measure)), style=c.style) for m, c in zip(lines, cells, strict=True)]
+            columns.append(Column(header, cells, compact=compact, drop=drop))
     print_table(console(), Text(title), columns, len(lines), section_before=section)
 
 

@@ -30,7 +30,7 @@ from tokentrail.cli._common import (
     user_errors,
     when,
 )
-from tokentrail.cli._tables import Column, label, money, money_places, print_table, unique_prefix
+from tokentrail.cli._tables import Column, count, label, money, money_places, print_table, unique_prefix
 
 _FIELDS = (
     "session_id",
@@ -104,7 +104,7 @@ def print_sessions(
     columns += [
         Column("calls", [Text(num(s.calls)) for s in found]),
         Column("tool runs", [Text(num(s.tool_calls)) for s in found]),
-        Column("tokens", [Text(num(s.tokens)) for s in found]),
+        Column("tokens", [Text(num(s.tokens)) for s in found], compact=[Text(count(s.tokens)) for s in found]),
         Column(
             "cost",
             [Text(money(s.cost_usd, places), style="" if s.cost_usd is not None else "yellow") for s in found],

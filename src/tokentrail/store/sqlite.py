@@ -66,13 +66,17 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         # Writers wait up to 5 s for another process's transaction; past that the ledger spools.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise sqlite3.OperationalError("could not switch the journal to WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        # Probe that the file is really writable now, not at the first event.
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise sqlite3.OperationalError("could not switch the journal to WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            # Probe that the file is really writable now, not at the first event.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except BaseException:
+            conn.close()  # not left open until the garbage collector finds it
+            raise
         return conn
 
     @property
