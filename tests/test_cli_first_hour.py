@@ -373,5 +373,41 @@ def test_a_ledger_on_a_read_only_mount_is_read(fleet_url: str) -> None:
         _check(_read_commands(folder / "ledger.db"))
         assert run("migrate", "--db", str(folder / "ledger.db"))[0] == 1  # a write is a runtime failure
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        # lazy: a file still open somewhere must not leave the mount behind
+        subprocess.run(["umount", "-l", str(folder)], check=True)
         folder.rmdir()
+
+
+def test_a_read_only_postgres_role_reads_the_ledger(db_url: str) -> None:
+    """The PostgreSQL side of a read-only ledger: a role that may only SELECT (an auditor's)."""
+    if not db_url.startswith("postgresql://"):
+        pytest.skip("the SQLite side: the two tests above")
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+
+    import psycopg
+
+    from .pg import terminate, with_params
+
+    with tt.Ledger(db_url, prices=PriceBook(overrides="")) as led:
+        _fleet(led)
+    base = os.environ["TOKENTRAIL_TEST_PG"]
+    schema = parse_qs(urlsplit(db_url).query)["application_name"][0]
+    role = f"tt_auditor_{secrets.token_hex(4)}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        url = with_params(db_url, user=role)
+        results = [
+            run("report", "--by", "agent", "--db", url)[:2],
+            run("audit", "verify", "--db", url)[:2],
+            run("sessions", "--db", url)[:2],
+        ]
+        _check(results)
+    finally:
+        terminate(base, schema)
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
