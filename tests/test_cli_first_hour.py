@@ -241,6 +241,16 @@ def test_an_empty_dimension_is_refused(fleet_url: str, by: str) -> None:
     assert "empty dimension" in err
 
 
+@pytest.mark.parametrize(
+    "args", [["--alert-at", "0.5,,0.8"], ["--alert-at", "0.5,"], ["--scope", "team=legal,,agent=x"]]
+)
+def test_an_empty_item_in_a_budget_list_is_refused(tmp_path: Path, args: list[str]) -> None:
+    scope = [] if "--scope" in args else ["--scope", "team=legal"]
+    code, _, err = run("budget", "set", "b", *scope, "--limit-usd", "5", *args, "--db", str(tmp_path / "l.db"))
+    assert code == 2
+    assert "empty item" in err
+
+
 def test_version() -> None:
     from importlib.metadata import version
 
@@ -411,3 +421,18 @@ def test_a_read_only_postgres_role_reads_the_ledger(db_url: str) -> None:
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_budget_tables_keep_their_labels(tmp_path: Path, columns: int) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for name, scope in (("contract-analyzer-session-cap", "agent=contract-analyzer"), ("legal-monthly", "team=legal")):
+        code, _, err = run("budget", "set", name, "--scope", scope, "--limit-usd", "12.5", "--db", url)
+        assert code == 0, err
+    for command in ("status", "list"):
+        code, out, err = run("budget", command, "--db", url, columns=columns)
+        assert code == 0, err
+        body = _body(out)
+        assert len(body) == 2  # one line each: nothing folded
+        assert _shows(body[0][0], "contract-analyzer-session-cap") and _shows(body[0][1], "agent=contract-analyzer")
+        assert all(len(line) <= columns for line in out.splitlines() if "│" in line)

@@ -149,14 +149,15 @@ def reader(db: str | None) -> Iterator[Store]:
 
 
 def parse_by(text: str, flag: str = "--by") -> list[str]:
-    """Comma-separated dimensions (an empty TEXT: none, the totals only); ValueError for an empty
-    one in a list (`team,,agent`, a trailing comma), which is a typo, not "no dimension"."""
+    """A comma-separated list such as --by's dimensions (an empty TEXT: none, the totals only);
+    ValueError for an empty item (`team,,agent`, a trailing comma): a typo, not "no dimension"."""
     if not text.strip():
         return []
     parts = [part.strip() for part in text.split(",")]
     if all(parts):
         return parts
-    raise ValueError(f"{flag} {text!r}: empty dimension; write comma-separated names, e.g. {flag} team,agent")
+    what, example = ("dimension", "team,agent") if flag == "--by" else ("item", "0.5,0.8")
+    raise ValueError(f"{flag} {text!r}: empty {what}; write comma-separated {what}s, e.g. {flag} {example}")
 
 
 def parse_where(items: Sequence[str] | None) -> dict[str, list[str]]:

@@ -12,7 +12,18 @@ from rich.text import Text
 
 from tokentrail.budget_defs import parse_scope_items
 from tokentrail.budgets import Budgets, BudgetStatus
-from tokentrail.cli._common import DbOption, Format, console, emit_csv, emit_json, fail, note, user_errors, when
+from tokentrail.cli._common import (
+    DbOption,
+    Format,
+    console,
+    emit_csv,
+    emit_json,
+    fail,
+    note,
+    parse_by,
+    user_errors,
+    when,
+)
 from tokentrail.cli._tables import Column, label, money, money_places, print_table
 from tokentrail.store import default_url, open_store
 from tokentrail.timespec import zone
@@ -68,7 +79,7 @@ def set_command(
 ) -> None:
     """Create or replace a budget."""
     with _budgets(db) as budgets, user_errors():
-        thresholds = [t.strip() for t in alert_at.split(",") if t.strip()] if alert_at.strip() != "none" else []
+        thresholds = parse_by(alert_at, "--alert-at") if alert_at.strip() != "none" else []
         b = budgets.set(
             name,
             scope=dict(parse_scope_items(scope or [])),
