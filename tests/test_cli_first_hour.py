@@ -273,6 +273,13 @@ def test_runtime_failures_exit_1_usage_errors_exit_2(tmp_path: Path) -> None:
         assert "not a database" in err and "Traceback" not in err
     assert run("report", "--no-such-flag")[0] == 2
     assert run("report", "--by", "colour", "--db", str(garbage))[0] == 2
+    # a file the command cannot write is a runtime failure too
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with tt.Ledger(ledger, prices=PriceBook(overrides="")) as led:
+        led.record_llm(provider="openai", model="gpt-4o", input_tokens=5)
+    out_file = str(tmp_path / "no-such-folder" / "checkpoints.jsonl")
+    code, _, err = run("audit", "checkpoint", "--out", out_file, "--db", ledger, TOKENTRAIL_AUDIT_KEY="k" * 32)
+    assert code == 1 and "cannot write the checkpoint file" in err
 
 
 def test_ctrl_c_while_starting_is_quiet() -> None:
@@ -341,36 +348,42 @@ def test_one_wording_for_unpriced_calls(fleet_url: str) -> None:
 # -- read-only ledgers ------------------------------------------------------------------------
 
 
-def _read_commands(path: Path) -> list[tuple[int, str]]:
+def _read_commands(path: Path, copy_to: Path) -> list[tuple[int, str]]:
     return [
         run("report", "--by", "agent", "--db", str(path))[:2],
         run("audit", "verify", "--db", str(path))[:2],
         run("sessions", "--db", str(path))[:2],
+        run("copy", "--from", str(path), "--to", str(copy_to))[:2],  # the source is only read
     ]
 
 
 def _check(results: list[tuple[int, str]]) -> None:
-    (rc, report), (vc, verified), (sc, sessions) = results
+    (rc, report), (vc, verified), (sc, sessions), *copied = results
     assert rc == 0 and "contract-analyzer" in report
     assert vc == 0 and "verified 21 events" in verified
     assert sc == 0 and "tiny-session" in sessions
+    for cc, out in copied:
+        assert cc == 0 and "Copied 21 event(s)" in " ".join(out.split()), out
 
 
 def test_a_ledger_this_user_cannot_write_is_read(fleet_url: str) -> None:
     """An auditor's account: it may read the copy but not write it nor its folder."""
     folder = Path(tempfile.mkdtemp(prefix="tokentrail-ro-", dir="/tmp"))
+    theirs = Path(tempfile.mkdtemp(prefix="tokentrail-auditor-", dir="/tmp"))
     try:
         copy = folder / "ledger.db"
         shutil.copy(sqlite_path(fleet_url), copy)
         folder.chmod(0o755)
         copy.chmod(0o644)
-        _check(run_as_nobody(lambda: _read_commands(copy)))
+        theirs.chmod(0o777)  # where the auditor may write
+        _check(run_as_nobody(lambda: _read_commands(copy, theirs / "mine.db")))
         assert sorted(p.name for p in folder.iterdir()) == ["ledger.db"]  # nothing written next to it
     finally:
         shutil.rmtree(folder)
+        shutil.rmtree(theirs)
 
 
-def test_a_ledger_on_a_read_only_mount_is_read(fleet_url: str) -> None:
+def test_a_ledger_on_a_read_only_mount_is_read(fleet_url: str, tmp_path: Path) -> None:
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("needs root to mount a read-only file system")
     folder = Path(tempfile.mkdtemp(prefix="tokentrail-mnt-"))
@@ -380,7 +393,7 @@ def test_a_ledger_on_a_read_only_mount_is_read(fleet_url: str) -> None:
     try:
         shutil.copy(sqlite_path(fleet_url), folder / "ledger.db")
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-        _check(_read_commands(folder / "ledger.db"))
+        _check(_read_commands(folder / "ledger.db", tmp_path / "copy.db"))
         assert run("migrate", "--db", str(folder / "ledger.db"))[0] == 1  # a write is a runtime failure
     finally:
         # lazy: a file still open somewhere must not leave the mount behind

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -136,13 +137,18 @@ def reader(db: str | None) -> Iterator[Store]:
             path = sqlite_path(url)
             if not path.exists():
                 fail(f"no ledger at {path}: nothing has been recorded there (pass --db URL or set TOKENTRAIL_DB)")
-            # access() also says no on a read-only file system, even to root
-            read_only = not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+            read_only = cannot_write(path)
         store = open_store(url, read_only=read_only)
         try:
             yield store
         finally:
             store.close()
+
+
+def cannot_write(path: Path) -> bool:
+    """Whether this process cannot write an SQLite ledger (the file, or the folder its journal
+    files go in): then it is opened read-only. access() says no on a read-only mount even to root."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
 
 
 # -- input ------------------------------------------------------------------------------------
