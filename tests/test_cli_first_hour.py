@@ -231,6 +231,14 @@ def test_trail_accepts_a_unique_prefix(prefixed: tuple[str, list[str]]) -> None:
     assert code == 2 and "no event" in err
 
 
+def test_adjust_accepts_a_unique_prefix(prefixed: tuple[str, list[str]]) -> None:
+    url, ids = prefixed
+    start = next(ids[0][:n] for n in range(1, 37) if sum(i.startswith(ids[0][:n]) for i in ids) == 1)
+    code, out, err = run("adjust", "--event", start, "--cost-usd", "0.5", "--reason", "credit", "--db", url)
+    assert code == 0, err
+    assert f"of event {ids[0]}" in " ".join(out.split())
+
+
 # -- flags and exit codes ---------------------------------------------------------------------
 
 
