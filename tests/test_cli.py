@@ -1,5 +1,5 @@
 """The read-side commands: report, sessions, session, prices, migrate. Output content and exit
-codes (0 on success, 2 on bad input, 1 when the thing asked for does not exist)."""
+codes (0 on success, 2 on bad input, an id that names nothing included, 1 on a runtime failure)."""
 
 from __future__ import annotations
 
