@@ -457,3 +457,21 @@ def test_budget_tables_keep_their_labels(tmp_path: Path, columns: int) -> None:
         assert len(body) == 2  # one line each: nothing folded
         assert _shows(body[0][0], "contract-analyzer-session-cap") and _shows(body[0][1], "agent=contract-analyzer")
         assert all(len(line) <= columns for line in out.splitlines() if "│" in line)
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_keys_and_quarantine_tables_keep_whole_ids(tmp_path: Path, columns: int) -> None:
+    """The ids these tables show are what `keys revoke` and `quarantine show` take: never cut."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for team in ("contract-analysis-and-review", "legal"):
+        code, _, err = run("keys", "create", "--team", team, "--role", "read", "--db", url)
+        assert code == 0, err
+    with tt.Ledger(url) as led:
+        led.quarantine("api", "input_tokens: -3 is negative, and the payload named a model nobody knows", "{}")
+    for command, key in ((["keys", "list"], "key_id"), (["quarantine", "list"], "id")):
+        ids = [row[key] for row in json.loads(run(*command, "--json", "--db", url)[1])]
+        code, out, err = run(*command, "--db", url, columns=columns)
+        assert code == 0, err
+        body = _body(out)
+        assert len(body) == len(ids)  # one line each
+        assert sorted(line[0] for line in body) == sorted(ids)
