@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,31 @@ def test_runtime_failures_exit_1_usage_errors_exit_2(tmp_path: Path) -> None:
     out_file = str(tmp_path / "no-such-folder" / "checkpoints.jsonl")
     code, _, err = run("audit", "checkpoint", "--out", out_file, "--db", ledger, TOKENTRAIL_AUDIT_KEY="k" * 32)
     assert code == 1 and "cannot write the checkpoint file" in err
+
+
+def test_a_gateway_that_cannot_start_exits_1(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "tokentrail"),
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "l.db"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(tt.__file__).parent.parent)},
+        )
+    assert done.returncode == 1, done.stderr  # uvicorn's own 3 was no status of ours
+    assert "could not serve" in done.stderr and "address already in use" in done.stderr
 
 
 def test_ctrl_c_while_starting_is_quiet() -> None:

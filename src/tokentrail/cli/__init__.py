@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from tokentrail.cli._common import INTERRUPTED
+
 app = typer.Typer(
     name="tokentrail",
     help="Token accounting for AI agents: meter, price, attribute, budget and audit every model call.",
@@ -36,9 +38,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "quarantine",
 )
-
-
-INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 def version() -> str:

@@ -83,6 +83,7 @@ PAST_CALLS = (
 )
 USAGE = 2  # the user can fix the command: a bad flag, value, dimension or id
 RUNTIME = 1  # the command was right but could not be carried out: the ledger is unreachable or unreadable
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 def fail(message: str, code: int = USAGE) -> NoReturn:
