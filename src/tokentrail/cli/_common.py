@@ -255,4 +255,5 @@ def _cell(v: Any) -> Any:
 
 def note(message: str, *, to_stderr: bool = False) -> None:
     """A visible remark under the output (on stderr when stdout is machine-readable)."""
-    Console(stderr=to_stderr, highlight=False).print(Text(message, style="yellow"))
+    out = Console(stderr=to_stderr, highlight=False)
+    out.print(Text(message, style="yellow"), soft_wrap=not out.is_terminal)  # piped: one line, not cut at 80

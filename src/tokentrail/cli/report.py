@@ -46,23 +46,24 @@ MEASURES = (
     "invalid_calls",
     "tool_runs",
 )
-# The table's measures: (header, measure, drop). drop: when the table is short of room, 0 never
-# goes, n > 0 goes (lowest first). A measure in _ZERO_ONLY_WHEN_ROOM shows while it is zero only
-# where there is room, and always once it is not: cache writes and errors explain a row's cost.
-_TABLE = (
-    ("calls", "calls", 0),
-    ("errors", "errors", 3),
-    ("tool runs", "tool_runs", 0),
-    ("input", "input_tokens", 0),
-    ("output", "output_tokens", 0),
-    ("cache read", "cache_read_tokens", 5),
-    ("cache write", "cache_write_tokens", 4),
-    ("reasoning", "reasoning_tokens", 1),  # part of output: the first to go
-    ("cost", "cost_usd", 0),
-    ("unpriced", "unpriced_calls", 2),
-    ("invalid", "invalid_calls", 0),
+# The table's measures: (header, measure, when shown). "always"; "some": only when not all zero;
+# n > 0: always when not all zero (cache writes and errors explain a row's cost), and while all
+# zero only where there is room, going first (lowest n first) when the table is short of room.
+# Reasoning (part of output) may always go, first of all.
+_REASONING = 1
+_TABLE: tuple[tuple[str, str, str | int], ...] = (
+    ("calls", "calls", "always"),
+    ("errors", "errors", 4),
+    ("tool runs", "tool_runs", "some"),
+    ("input", "input_tokens", "always"),
+    ("output", "output_tokens", "always"),
+    ("cache read", "cache_read_tokens", 6),
+    ("cache write", "cache_write_tokens", 5),
+    ("reasoning", "reasoning_tokens", _REASONING),
+    ("cost", "cost_usd", "always"),
+    ("unpriced", "unpriced_calls", 3),
+    ("invalid", "invalid_calls", "some"),
 )
-_ZERO_ONLY_WHEN_ROOM = {"errors", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "unpriced_calls"}
 
 
 def report_command(
@@ -120,17 +121,17 @@ def print_report(rep: reports.Report) -> None:
     if columns:
         columns[0].cells[-1] = Text("total", style="bold")
     places = money_places(m.cost_usd for m in lines)
-    for header, measure, drop in _TABLE:
-        if getattr(rep.totals, measure) or (measure in _ZERO_ONLY_WHEN_ROOM and drop):
-            drop = drop if measure in _ZERO_ONLY_WHEN_ROOM and not getattr(rep.totals, measure) else 0
-            if measure == "reasoning_tokens":
-                drop = 1  # inside output: it may always go
-            cells = [_cell(getattr(m, measure), measure, places) for m in lines]
-            cells[-1].stylize("bold")
-            compact = None
-            if measure.endswith("_tokens"):  # rounded only when even abbreviated labels leave no room
-                compact = [Text(count(getattr(m, measure)), style=c.style) for m, c in zip(lines, cells, strict=True)]
-            columns.append(Column(header, cells, compact=compact, drop=drop))
+    for header, measure, shown in _TABLE:
+        some = any(getattr(m, measure) for m in lines)
+        if shown == "some" and not some:
+            continue
+        drop = shown if isinstance(shown, int) and (not some or shown == _REASONING) else 0
+        cells = [_cell(getattr(m, measure), measure, places) for m in lines]
+        cells[-1].stylize("bold")
+        compact = None
+        if measure.endswith("_tokens"):  # rounded only when even abbreviated labels leave no room
+            compact = [Text(count(getattr(m, measure)), style=c.style) for m, c in zip(lines, cells, strict=True)]
+        columns.append(Column(header, cells, compact=compact, drop=drop))
     print_table(console(), Text(title), columns, len(lines), section_before=section)
 
 
