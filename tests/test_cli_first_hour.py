@@ -501,3 +501,12 @@ def test_keys_and_quarantine_tables_keep_whole_ids(tmp_path: Path, columns: int)
         body = _body(out)
         assert len(body) == len(ids)  # one line each
         assert sorted(line[0] for line in body) == sorted(ids)
+
+
+def test_an_empty_report_keeps_its_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert run("migrate", "--db", url)[0] == 0
+    code, out, _ = run("report", "--db", url, columns=80)
+    assert code == 0
+    assert {"calls", "input", "output", "cost"} <= set(_header_cells(out))
+    assert "$0.00" in out
