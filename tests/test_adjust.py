@@ -148,7 +148,7 @@ def test_adjust_command_errors(led: tt.Ledger) -> None:
     call, _, _ = seed(led)
     url = led.url
     cases = [
-        (["--event", "01900000-0000-7000-8000-000000000000", "--cost-usd", "1"], 1, "no event"),
+        (["--event", "01900000-0000-7000-8000-000000000000", "--cost-usd", "1"], 2, "no event"),  # usage
         (["--event", call.event_id, "--cost-usd", "lots"], 2, "not a number"),
         (["--event", call.event_id], 2, "--cost-usd DELTA or --new-cost-usd TOTAL"),
         (["--event", call.event_id, "--cost-usd", "1", "--new-cost-usd", "1"], 2, "one of them"),

@@ -36,7 +36,7 @@ def test_keys_cli_create_list_revoke(sqlite_url: str) -> None:
     assert row["role"] == "read" and row["attribution"] == {"team": "legal"} and row["last4"] == key[-4:]
     assert key not in Path(sqlite_url[len("sqlite:///") :]).read_bytes().decode("latin-1")  # only a hash is kept
     assert runner.invoke(app, ["keys", "revoke", row["key_id"], "--db", sqlite_url]).exit_code == 0
-    assert runner.invoke(app, ["keys", "revoke", row["key_id"], "--db", sqlite_url]).exit_code == 1
+    assert runner.invoke(app, ["keys", "revoke", row["key_id"], "--db", sqlite_url]).exit_code == 2
     bad = runner.invoke(app, ["keys", "create", "--role", "root", "--db", sqlite_url])
     assert bad.exit_code == 2 and "role must be one of" in bad.output
 

@@ -1,5 +1,5 @@
 """The read-side commands: report, sessions, session, prices, migrate. Output content and exit
-codes (0 on success, 2 on bad input, 1 when the thing asked for does not exist)."""
+codes (0 on success, 2 on bad input, an id that names nothing included, 1 on a runtime failure)."""
 
 from __future__ import annotations
 
@@ -173,9 +173,9 @@ def test_session_tree(ledger_url: str) -> None:
     assert tree[0]["kind"] == "step" and tree[0]["children"][0]["children"][0]["name"] == "web_search"
 
 
-def test_unknown_session_exits_1(ledger_url: str) -> None:
+def test_unknown_session_exits_2(ledger_url: str) -> None:
     code, _, err = run("session", "no-such-session", "--db", ledger_url)
-    assert code == 1
+    assert code == 2  # an id that names nothing is a usage error
     assert "no session 'no-such-session'" in err
 
 

@@ -365,7 +365,9 @@ def test_session_detail_is_a_call_tree(led: tt.Ledger) -> None:
     assert research.cost_usd == first.cost_usd + second.cost_usd + Decimal("0.002")  # type: ignore[operator]
     total = first.cost_usd + second.cost_usd + third.cost_usd + Decimal("0.001")  # type: ignore[operator]
     assert detail.totals.cost_usd == total
-    assert detail.totals.calls == 5
+    # model calls and tool runs counted apart, exactly as the SQL report counts them
+    assert (detail.totals.calls, detail.totals.tool_runs) == (3, 2)
+    assert detail.totals == reports.report(led.store, where={"session": s.session_id}).totals
     assert detail.to_dict()["tree"][0]["children"][0]["children"][0]["children"][0]["name"] == "web_search"
     with pytest.raises(LookupError, match="no session"):
         reports.session_detail(led.store, "no-such-session")

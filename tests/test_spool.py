@@ -180,4 +180,4 @@ def test_quarantine_cli_lists_and_shows_with_the_reason(ledger: tt.Ledger) -> No
     assert (item["source"], item["reason"]) == ("api", "input_tokens: -3 is negative")
     shown = runner.invoke(app, ["quarantine", "show", item["id"], "--db", url])
     assert shown.exit_code == 0 and '"input_tokens": -3' in shown.output
-    assert runner.invoke(app, ["quarantine", "show", "nope", "--db", url]).exit_code == 1
+    assert runner.invoke(app, ["quarantine", "show", "nope", "--db", url]).exit_code == 2

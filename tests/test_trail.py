@@ -138,7 +138,7 @@ def test_trail_errors(led: tt.Ledger) -> None:
     seed(led)
     for missing in ("01900000-0000-7000-8000-000000000000", "nope"):
         out = invoke("trail", missing, "--db", led.url)
-        assert out.exit_code == 1 and "no event" in out.output
+        assert out.exit_code == 2 and "no event" in out.output  # an id that names nothing: usage
     assert invoke("trail", "x", "--db", led.url, "--tz", "Mars/Olympus").exit_code == 2
 
 

@@ -1,5 +1,6 @@
 """tokentrail: token accounting for AI agents."""
 
+from tokentrail import _cli_interrupt  # noqa: F401  (first: Ctrl-C in the CLI before the slow imports)
 from tokentrail.context import Session, attributes, current, session, step, with_context
 from tokentrail.events import ToolCall, UsageEvent
 from tokentrail.exceptions import (

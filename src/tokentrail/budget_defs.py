@@ -70,8 +70,8 @@ def parse_scope_items(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, st
     out: dict[str, str] = {}
     for item in items:
         for part in item.split(","):
-            if not part.strip():
-                continue
+            if not part.strip():  # `team=a,,agent=b`: a typo, never "no constraint"
+                raise ConfigError(f"--scope {item!r}: empty item; write KEY=VALUE,KEY=VALUE, e.g. team=legal,agent=*")
             key, sep, value = part.partition("=")
             if not sep:
                 raise ConfigError(f"--scope {part!r}: expected KEY=VALUE, e.g. --scope team=legal or --scope agent=*")

@@ -231,10 +231,13 @@ def session_detail(store: Store, session_id: str, *, scope: Scope | None = None)
 
 def measure(events: Iterable[UsageEvent]) -> Measures:
     """Measures over events in Python, with the same definitions as the SQL ones."""
-    m = [0] * 10
+    m = [0] * 11
     for e in events:
+        if e.kind in ("llm", "embedding"):
+            m[0] += 1  # calls are model calls; tool runs have their own count, as in SQL
+        elif e.kind == "tool":
+            m[10] += 1
         if e.kind != "adjustment":
-            m[0] += 1
             m[1] += e.status != "ok"
         m[2] += e.input_tokens
         m[3] += e.output_tokens

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -74,8 +75,19 @@ WhereOption = Annotated[
 # -- errors -----------------------------------------------------------------------------------
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print a red error on stderr and exit (2: bad input or unusable ledger; 1: not found)."""
+# What happens to a call that has no price, in the one wording every command (and the README) uses.
+NOT_COUNTED = "not counted in the cost (never as $0)"
+PAST_CALLS = (
+    "Adding a price prices new calls only: past calls stay unpriced until repriced "
+    "(tokentrail has no reprice command yet)."
+)
+USAGE = 2  # the user can fix the command: a bad flag, value, dimension or id
+RUNTIME = 1  # the command was right but could not be carried out: the ledger is unreachable or unreadable
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def fail(message: str, code: int = USAGE) -> NoReturn:
+    """Print a red error on stderr and exit (2: bad input; 1: a runtime failure)."""
     Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="bold red"))
     raise typer.Exit(code)
 
@@ -85,14 +97,16 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into a message and an exit code instead of a traceback."""
     try:
         yield
-    except (ValueError, StoreError) as e:  # ConfigError is a ValueError
+    except ValueError as e:  # ConfigError is a ValueError
         fail(str(e))
     except LookupError as e:
         if isinstance(e, (KeyError, IndexError)):
             raise  # a bug, not a missing record
-        fail(str(e), code=1)
+        fail(str(e))  # an id that names nothing is bad input, like an unknown dimension
+    except StoreError as e:
+        fail(str(e), code=RUNTIME)
     except sqlite3.DatabaseError as e:
-        fail(f"cannot read the ledger: {e}")
+        fail(f"cannot read the ledger: {e}", code=RUNTIME)
 
 
 def require_extra(extra: str, *modules: str) -> None:
@@ -116,25 +130,41 @@ def require_extra(extra: str, *modules: str) -> None:
 @contextmanager
 def reader(db: str | None) -> Iterator[Store]:
     """Open an existing ledger for reading (an SQLite file that does not exist is an error, not
-    a new empty ledger); errors become exit code 2."""
+    a new empty ledger; one this user cannot write, e.g. on a read-only mount, is opened read-only)."""
     url = db or default_url()
+    read_only = False
     with user_errors():
         if not url.startswith(("postgresql://", "postgres://")) and ("://" not in url or url.startswith("sqlite://")):
             path = sqlite_path(url)
             if not path.exists():
                 fail(f"no ledger at {path}: nothing has been recorded there (pass --db URL or set TOKENTRAIL_DB)")
-        store = open_store(url)
+            read_only = cannot_write(path)
+        store = open_store(url, read_only=read_only)
         try:
             yield store
         finally:
             store.close()
 
 
+def cannot_write(path: Path) -> bool:
+    """Whether this process cannot write an SQLite ledger (the file, or the folder its journal
+    files go in): then it is opened read-only. access() says no on a read-only mount even to root."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+
+
 # -- input ------------------------------------------------------------------------------------
 
 
-def parse_by(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def parse_by(text: str, flag: str = "--by") -> list[str]:
+    """A comma-separated list such as --by's dimensions (an empty TEXT: none, the totals only);
+    ValueError for an empty item (`team,,agent`, a trailing comma): a typo, not "no dimension"."""
+    if not text.strip():
+        return []
+    parts = [part.strip() for part in text.split(",")]
+    if all(parts):
+        return parts
+    what, example = ("dimension", "team,agent") if flag == "--by" else ("item", "0.5,0.8")
+    raise ValueError(f"{flag} {text!r}: empty {what}; write comma-separated {what}s, e.g. {flag} {example}")
 
 
 def parse_where(items: Sequence[str] | None) -> dict[str, list[str]]:
@@ -225,4 +255,5 @@ def _cell(v: Any) -> Any:
 
 def note(message: str, *, to_stderr: bool = False) -> None:
     """A visible remark under the output (on stderr when stdout is machine-readable)."""
-    Console(stderr=to_stderr, highlight=False).print(Text(message, style="yellow"))
+    out = Console(stderr=to_stderr, highlight=False)
+    out.print(Text(message, style="yellow"), soft_wrap=not out.is_terminal)  # piped: one line, not cut at 80

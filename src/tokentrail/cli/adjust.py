@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from tokentrail import lookup
 from tokentrail.cli._common import DbOption, console, fail, reader, usd, user_errors
 from tokentrail.corrections import adjust, effective_cost, find_event
 from tokentrail.events import from_row
@@ -40,9 +41,10 @@ def adjust_command(
     if (cost_usd is None) == (new_cost_usd is None):
         fail("give --cost-usd DELTA or --new-cost-usd TOTAL (one of them)")
     with reader(db) as store, user_errors():  # a missing ledger or event fails before a Ledger is opened
+        event = lookup.event_id(store, event)  # a unique prefix names its event
         found = find_event(store, event)
         if found is None:
-            fail(f"no event {event!r} in the ledger", code=1)
+            fail(f"no event {event!r} in the ledger")
         before = effective_cost(store, from_row(found[3]))
         url = store.url
     with user_errors():

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from tokentrail import audit
-from tokentrail.cli._common import DbOption, console, fail, reader, user_errors
+from tokentrail.cli._common import RUNTIME, DbOption, console, fail, reader, user_errors
 
 audit_app = typer.Typer(help="The tamper-evident audit chain over the events.", no_args_is_help=True)
 
@@ -107,7 +107,7 @@ def checkpoint_command(
         try:
             audit.append_checkpoint(out_file, cp, key)
         except OSError as e:
-            raise ValueError(f"cannot write the checkpoint file {out_file}: {e.strerror or e}") from None
+            fail(f"cannot write the checkpoint file {out_file}: {e.strerror or e}", code=RUNTIME)
     console().print(f"{note} -> {out_file}", soft_wrap=True)
 
 

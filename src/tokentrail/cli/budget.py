@@ -8,13 +8,23 @@ from decimal import Decimal
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from tokentrail.alerts import money
 from tokentrail.budget_defs import parse_scope_items
 from tokentrail.budgets import Budgets, BudgetStatus
-from tokentrail.cli._common import DbOption, Format, console, emit_csv, emit_json, fail, note, user_errors, when
+from tokentrail.cli._common import (
+    DbOption,
+    Format,
+    console,
+    emit_csv,
+    emit_json,
+    fail,
+    note,
+    parse_by,
+    user_errors,
+    when,
+)
+from tokentrail.cli._tables import Column, label, money, money_places, print_table
 from tokentrail.store import default_url, open_store
 from tokentrail.timespec import zone
 
@@ -69,7 +79,7 @@ def set_command(
 ) -> None:
     """Create or replace a budget."""
     with _budgets(db) as budgets, user_errors():
-        thresholds = [t.strip() for t in alert_at.split(",") if t.strip()] if alert_at.strip() != "none" else []
+        thresholds = parse_by(alert_at, "--alert-at") if alert_at.strip() != "none" else []
         b = budgets.set(
             name,
             scope=dict(parse_scope_items(scope or [])),
@@ -81,8 +91,9 @@ def set_command(
             tz=tz,
             source="cli",
         )
+    places = money_places([b.limit_usd])
     console().print(
-        f"budget {b.name!r} set: {b.scope_text}, {b.period}, {_limit(b.limit_usd, b.limit_tokens)}, "
+        f"budget {b.name!r} set: {b.scope_text}, {b.period}, {_limit(b.limit_usd, b.limit_tokens, places)}, "
         f"action {b.action}" + (f", tz {b.tz}" if b.tz != "UTC" else "")
     )
 
@@ -119,21 +130,18 @@ def list_command(
         )
         return
     out = console()
-    table = Table(title="Budgets", title_justify="left")
-    for col in ("name", "scope", "period", "limit", "alerts at", "action", "tz", "source"):
-        table.add_column(col)
-    for b in rows:
-        table.add_row(
-            b.name,
-            b.scope_text,
-            b.period,
-            _limit(b.limit_usd, b.limit_tokens),
-            ", ".join(f"{t * 100:g}%" for t in b.alert_at) or "-",
-            b.action,
-            b.tz,
-            b.source,
-        )
-    out.print(table)
+    places = money_places(b.limit_usd for b in rows)
+    columns = [
+        Column("name", [label(b.name) for b in rows], label=True, justify="left"),
+        Column("scope", [label(b.scope_text) for b in rows], label=True, justify="left"),
+        Column("period", [Text(b.period) for b in rows], justify="left"),
+        Column("limit", [Text(_limit(b.limit_usd, b.limit_tokens, places)) for b in rows]),
+        Column("alerts at", [Text(", ".join(f"{t * 100:g}%" for t in b.alert_at) or "-") for b in rows]),
+        Column("action", [Text(b.action) for b in rows], justify="left"),
+        Column("tz", [Text(b.tz) for b in rows], justify="left", drop=2),
+        Column("source", [Text(b.source) for b in rows], justify="left", drop=1),
+    ]
+    print_table(out, Text("Budgets"), columns, len(rows))
     if not rows:
         note("no budgets: add one with `tokentrail budget set NAME --scope team=legal --limit-usd 500`")
     for s in susp:
@@ -156,7 +164,7 @@ def status_command(
     """Each budget's current period: limit, posted, reserved, remaining, period end, and a bar."""
     with _budgets(db) as budgets, user_errors():
         if name is not None and budgets.get(name) is None:
-            fail(f"no budget named {name!r} (see `tokentrail budget list`)", code=1)
+            fail(f"no budget named {name!r} (see `tokentrail budget list`)")
         rows = budgets.status(name)
         zone(tz)  # a bad --tz is an error before anything is shown
     if fmt is Format.json:
@@ -168,49 +176,44 @@ def status_command(
         emit_csv(header, [tuple(d.values()) for d in dicts])
         return
     out = console()
-    table = Table(title="Budget status", title_justify="left")
-    for col, justify in (
-        ("budget", "left"),
-        ("scope", "left"),
-        ("period", "left"),
-        ("limit", "right"),
-        ("posted", "right"),
-        ("reserved", "right"),
-        ("remaining", "right"),
-        ("period end", "left"),
-        ("used", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for s in rows:
-        table.add_row(
-            s.budget.name,
-            s.bucket,
-            s.budget.period,
-            _limit(s.budget.limit_usd, s.budget.limit_tokens),
-            _pair(s.posted_usd, s.posted_tokens, s),
-            _pair(s.reserved_usd, s.reserved_tokens, s),
-            _pair(s.remaining_usd, s.remaining_tokens, s),
-            _end(s, tz),
-            _bar(s.used),
-        )
-    out.print(table)
+    amounts = (a for s in rows for a in (s.budget.limit_usd, s.posted_usd, s.reserved_usd, s.remaining_usd))
+    places = money_places(amounts)
+    reserved = [_pair(s.reserved_usd, s.reserved_tokens, s, places) for s in rows]
+    held = any(s.reserved_usd or s.reserved_tokens for s in rows)  # zero reservations may go when short of room
+    columns = [
+        Column("budget", [label(s.budget.name) for s in rows], label=True, justify="left"),
+        Column("scope", [label(s.bucket) for s in rows], label=True, justify="left"),
+        Column("period", [Text(s.budget.period) for s in rows], justify="left"),
+        Column("limit", [Text(_limit(s.budget.limit_usd, s.budget.limit_tokens, places)) for s in rows]),
+        Column("posted", [Text(_pair(s.posted_usd, s.posted_tokens, s, places)) for s in rows]),
+        Column(
+            "reserved",
+            [Text(r) for r in reserved],
+            drop=0 if held else 1,
+        ),
+        Column("remaining", [Text(_pair(s.remaining_usd, s.remaining_tokens, s, places)) for s in rows]),
+        Column("period end", [Text(_end(s, tz)) for s in rows], justify="left"),
+        # short of room, a shorter bar
+        Column("used", [_bar(s.used) for s in rows], compact=[_bar(s.used, 4) for s in rows], justify="left"),
+    ]
+    print_table(out, Text("Budget status"), columns, len(rows))
     if not rows:
         note("no budgets: add one with `tokentrail budget set NAME --scope team=legal --limit-usd 500`")
 
 
-def _limit(usd: Decimal | None, tokens: int | None) -> str:
+def _limit(usd: Decimal | None, tokens: int | None, places: int) -> str:
     parts = []
     if usd is not None:
-        parts.append(money(usd))
+        parts.append(money(usd, places))
     if tokens is not None:
         parts.append(f"{tokens:,} tok")
     return " / ".join(parts)
 
 
-def _pair(usd: Decimal | None, tokens: int | None, s: BudgetStatus) -> str:
+def _pair(usd: Decimal | None, tokens: int | None, s: BudgetStatus, places: int) -> str:
     parts = []
     if s.budget.limit_usd is not None and usd is not None:
-        parts.append(money(usd))
+        parts.append(money(usd, places))
     if s.budget.limit_tokens is not None and tokens is not None:
         parts.append(f"{tokens:,} tok")
     return " / ".join(parts)
@@ -230,7 +233,7 @@ def rm_command(name: Annotated[str, typer.Argument(help="The budget to remove.")
     with _budgets(db) as budgets:
         found = budgets.rm(name)
     if not found:
-        fail(f"no budget named {name!r} (see `tokentrail budget list`)", code=1)
+        fail(f"no budget named {name!r} (see `tokentrail budget list`)")
     console().print(f"budget {name!r} removed")
 
 
@@ -257,7 +260,7 @@ def resume_command(scope: ScopeOption = None, db: DbOption = None) -> None:
         pairs = parse_scope_items(scope)
         found = budgets.resume(dict(pairs))
     if not found:
-        fail(f"{', '.join(f'{k}={v}' for k, v in pairs)} is not suspended", code=1)
+        fail(f"{', '.join(f'{k}={v}' for k, v in pairs)} is not suspended")
     console().print(f"resumed {', '.join(f'{k}={v}' for k, v in pairs)}")
 
 

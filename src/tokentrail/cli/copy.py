@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokentrail.cli._common import console, fail, user_errors
+from tokentrail.cli._common import RUNTIME, cannot_write, console, fail, user_errors
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.store import open_store, sqlite_path
 from tokentrail.types import Store
@@ -51,7 +51,11 @@ def _open_source(url: str) -> Store:
         fail(f"no ledger at {path}: nothing to copy")
     from tokentrail.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path, migrate=False)
+    return SQLiteStore(path, migrate=False, read_only=cannot_write(path))
+
+
+class BrokenChain(Exception):
+    """The source's audit chain does not verify: a finding about the ledger (exit 1), not bad input."""
 
 
 def copy_ledger(
@@ -81,7 +85,7 @@ def copy_ledger(
     for seq, prev_hash, h, row in source.chain():
         if verify and (prev_hash != prev or h != chain_hash(seq, prev_hash, row)):
             flush()
-            raise ValueError(
+            raise BrokenChain(
                 f"the source's audit chain is broken at seq {seq} (event {row[0]}): copied the "
                 f"{counts['events']} event(s) before it and stopped; `tokentrail audit verify` says more, "
                 "and --no-verify copies anyway"
@@ -169,7 +173,10 @@ def copy_command(
                     TimeRemainingColumn(),
                 )
                 with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-                    counts = copy_ledger(source, dest, batch=batch, verify=verify, progress=progress)
+                    try:
+                        counts = copy_ledger(source, dest, batch=batch, verify=verify, progress=progress)
+                    except BrokenChain as e:
+                        fail(str(e), code=RUNTIME)
             finally:
                 dest.close()
         finally:

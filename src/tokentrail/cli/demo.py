@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
 import shutil
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from tokentrail import reports
-from tokentrail.cli._common import console, num, require_extra, usd, user_errors
+from tokentrail.cli._common import NOT_COUNTED, RUNTIME, console, fail, num, require_extra, user_errors
+from tokentrail.cli._tables import money, money_places
 from tokentrail.cli.report import print_report
 from tokentrail.cli.sessions import print_sessions
 
@@ -48,11 +51,16 @@ def demo_command(
     require_extra("sdks", "openai", "anthropic", "google.genai", "aiohttp")
     if via_gateway:
         require_extra("server", "starlette", "uvicorn", "prometheus_client")
+    with contextlib.ExitStack() as held:
+        url = db or held.enter_context(_fresh_default())
+        _run(url, db, seed, via_gateway)
+
+
+def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
     import tokentrail as tt
     from tokentrail.cli._fleet import FLEET, Fleet, responder, set_budgets, total_sessions
     from tokentrail.testing import FakeUpstream
 
-    url = db or _fresh_default()
     rng = random.Random(seed)
     # The fleet's self-hosted model has no price on purpose; the report below says so.
     logging.getLogger("tokentrail").setLevel(logging.ERROR)
@@ -106,12 +114,25 @@ def _budget_lines(ledger: object, stopped: list[tuple[str, int, str]]) -> list[T
     return lines
 
 
-def _fresh_default() -> str:
-    """The default demo ledger starts empty every run, so numbers never pile up across runs."""
+@contextlib.contextmanager
+def _fresh_default() -> Iterator[str]:
+    """The default demo ledger starts empty every run, so numbers never pile up across runs.
+    A lock held for the whole run refuses a second demo on the same file, which would delete
+    the first one's ledger while it is written."""
     path = DEFAULT_DEMO_DB.expanduser()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return f"sqlite:///{path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fail(
+                f"another `tokentrail demo` is writing {path}: wait for it to finish, "
+                "or give this one its own ledger with --db sqlite:///other.db",
+                code=RUNTIME,
+            )
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        yield f"sqlite:///{path}"
 
 
 def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | None = None) -> None:
@@ -123,23 +144,25 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     costliest = sorted(sessions, key=lambda s: s.cost_usd or Decimal(0), reverse=True)[:5]
     out.print()
     print_sessions(costliest, title="The 5 costliest sessions", compact=True)
-    busiest = max(sessions, key=lambda s: s.calls)
+    busiest = max(sessions, key=lambda s: s.calls, default=None)
     out.print()
-    out.print(
-        Text.assemble(
-            ("Runaway: ", "bold red"),
-            f"{busiest.agent} made {num(busiest.calls)} model calls and {num(busiest.tool_calls)} "
-            "tool runs in one session "
-            f"for {usd(busiest.cost_usd)}, re-running the same tool while its context grew.",
+    if busiest is not None and busiest.calls > 1:
+        out.print(
+            Text.assemble(
+                ("Runaway: ", "bold red"),
+                f"{busiest.agent} made {num(busiest.calls)} calls and {num(busiest.tool_calls)} "
+                "tool runs in one session "
+                f"for {money(busiest.cost_usd, money_places([busiest.cost_usd]))}, re-running the same tool "
+                "while its context grew.",
+            )
         )
-    )
     unpriced = reports.unpriced_models(store)  # type: ignore[arg-type]
     for m in unpriced:
         out.print(
             Text.assemble(
                 ("Unpriced: ", "bold yellow"),
-                f"{m.provider}/{m.model} ({num(m.calls)} calls) has no price: its cost shows as unpriced, never "
-                "as $0. Add it to a TOKENTRAIL_PRICES overrides file.",
+                f"{m.provider}/{m.model} ({num(m.calls)} calls) has no price: its calls are {NOT_COUNTED}. "
+                "Add it to a TOKENTRAIL_PRICES overrides file.",
             )
         )
     for line in budget_lines or ():
@@ -152,14 +175,14 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     for command in (
         f"tokentrail report{flag} --by team,agent",
         f"tokentrail report{flag} --by customer,model",
-        f"tokentrail report{flag} --by step --where agent={busiest.agent}",
+        *([f"tokentrail report{flag} --by step --where agent={busiest.agent}"] if busiest else []),
         f"tokentrail sessions{flag}",
-        f"tokentrail session {busiest.session_id}{flag}",
+        *([f"tokentrail session {busiest.session_id}{flag}"] if busiest else []),
         f"tokentrail prices{flag} --unpriced",
         f"tokentrail budget status{flag}",
         f"tokentrail alerts{flag}",
     ):
-        out.print(f"  {prog}{command.removeprefix('tokentrail')}")
+        out.print(f"  {prog}{command.removeprefix('tokentrail')}", soft_wrap=True)  # whole, to paste
 
 
 def register(app: typer.Typer) -> None:

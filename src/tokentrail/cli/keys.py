@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from tokentrail.cli._common import DbOption, console, emit_json, fail, user_errors
+from tokentrail.cli._tables import Column, label, print_table
 from tokentrail.events import from_micros
 
 keys_app = typer.Typer(help="Keys for `tokentrail serve` (auth is on when TOKENTRAIL_ADMIN_KEY is set).")
@@ -105,19 +106,28 @@ def list_command(
             ]
         )
         return
-    table = Table("id", "role", "scope", "key", "provider key from", "name", "created", "revoked")
-    for k in found:
-        table.add_row(
-            k.key_id,
-            k.role,
-            ", ".join(f"{a}={v}" for a, v in k.attribution.items()) or "every team",
-            f"tt-…{k.last4}",
-            f"{k.provider_key_env} ({k.provider or 'no provider'})" if k.provider_key_env else "",
-            k.name or "",
-            from_micros(k.created_us).strftime("%Y-%m-%d %H:%M"),
-            from_micros(k.revoked_us).strftime("%Y-%m-%d %H:%M") if k.revoked_us else "",
-        )
-    console().print(table)
+    ids = [k.key_id for k in found]  # a column of no one's provider key or no revocation may go when short
+    envs = [f"{k.provider_key_env} ({k.provider or 'no provider'})" if k.provider_key_env else "" for k in found]
+    revoked = [from_micros(k.revoked_us).strftime("%Y-%m-%d %H:%M") if k.revoked_us else "" for k in found]
+    columns = [
+        # `keys revoke` takes the whole id: it is never abbreviated
+        Column("id", [label(i) for i in ids], label=True, floor=max(map(len, ids), default=2), justify="left"),
+        Column("role", [Text(k.role) for k in found], justify="left"),
+        Column(
+            "scope",
+            [label(", ".join(f"{a}={v}" for a, v in k.attribution.items()) or "every team") for k in found],
+            label=True,
+            justify="left",
+        ),
+        Column("key", [Text(f"tt-…{k.last4}") for k in found], justify="left"),
+        Column(
+            "provider key from", [label(e) for e in envs], label=any(envs), drop=0 if any(envs) else 2, justify="left"
+        ),
+        Column("name", [label(k.name or "") for k in found], label=True, justify="left"),
+        Column("created", [Text(from_micros(k.created_us).strftime("%Y-%m-%d %H:%M")) for k in found], justify="left"),
+        Column("revoked", [Text(r) for r in revoked], drop=0 if any(revoked) else 1, justify="left"),
+    ]
+    print_table(console(), Text("API keys"), columns, len(found))
 
 
 @keys_app.command("revoke")
@@ -135,7 +145,7 @@ def revoke_command(
         finally:
             store.close()  # type: ignore[attr-defined]
     if not done:
-        fail(f"no live key {key_id!r} (see `tokentrail keys list --all`)", code=1)
+        fail(f"no live key {key_id!r} (see `tokentrail keys list --all`)")
     typer.echo(f"revoked {key_id}")
 
 

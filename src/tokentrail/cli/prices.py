@@ -11,6 +11,8 @@ from rich.text import Text
 
 from tokentrail import reports
 from tokentrail.cli._common import (
+    NOT_COUNTED,
+    PAST_CALLS,
     DbOption,
     SinceOption,
     TreeFormat,
@@ -25,6 +27,7 @@ from tokentrail.cli._common import (
     user_errors,
     when,
 )
+from tokentrail.cli._tables import Column, label, print_table
 from tokentrail.pricing import Price, PriceBook
 
 _UNITS = {"mtok": "per 1M tokens", "ktok": "per 1K tokens", "kcount": "per 1,000", "count": "each"}
@@ -140,7 +143,8 @@ def _no_price(provider: str, model: str, book: PriceBook, fmt: TreeFormat) -> No
     message = Text(f"{name} is unpriced", style="bold yellow")
     message.append(
         f": no price in genai-prices nor in {where}.\n"
-        "Its calls are recorded with no cost and flagged in reports. To price it, write a TOML file\n"
+        f"Its calls are {NOT_COUNTED} and flagged in reports.\n{PAST_CALLS}\n"
+        "To price it, write a TOML file "
         "and point TOKENTRAIL_PRICES at it:\n\n"
         "  [[prices]]\n"
         f'  provider = "{provider or "your-provider"}"\n'
@@ -163,26 +167,18 @@ def _unpriced(since: str | None, tz: str | None, fmt: TreeFormat, db: str | None
     if not models:
         out.print(f"Every model call in {span(start, None, tz)} is priced.")
         return
-    table = Table(show_edge=False, title=Text(f"Models with unpriced calls · {span(start, None, tz)}"))
-    table.title_justify = "left"
-    for header in ("provider", "model"):
-        table.add_column(header, overflow="fold")
-    table.add_column("calls", justify="right")
-    table.add_column("first seen", no_wrap=True)
-    table.add_column("last seen", no_wrap=True)
-    for m in models:
-        table.add_row(
-            Text(m.provider or "(none)"),
-            Text(m.model or "(none)"),
-            num(m.calls),
-            when(m.first_seen, tz),
-            when(m.last_seen, tz),
-        )
-    out.print(table)
+    columns = [
+        Column("provider", [label(m.provider or "(none)") for m in models], label=True, justify="left"),
+        Column("model", [label(m.model or "(none)") for m in models], label=True, justify="left"),
+        Column("calls", [Text(num(m.calls)) for m in models]),
+        Column("first seen", [Text(when(m.first_seen, tz)) for m in models], justify="left", drop=1),
+        Column("last seen", [Text(when(m.last_seen, tz)) for m in models], justify="left"),
+    ]
+    print_table(out, Text(f"Models with unpriced calls · {span(start, None, tz)}"), columns, len(models))
     out.print(
         Text(
-            "Their calls count $0 in reports. Add prices in a TOML file named by TOKENTRAIL_PRICES "
-            "(see `tokentrail prices MODEL` for the format).",
+            f"Their calls are {NOT_COUNTED}. {PAST_CALLS} Add prices in a TOML file named by "
+            "TOKENTRAIL_PRICES (see `tokentrail prices MODEL` for the format).",
             style="dim",
         )
     )

@@ -6,10 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from tokentrail.cli._common import DbOption, SinceOption, console, emit_json, fail, reader, time_range, user_errors
+from tokentrail.cli._tables import Column, label, print_table
 from tokentrail.events import from_micros, ts_micros
 
 quarantine_app = typer.Typer(
@@ -51,12 +51,15 @@ def list_command(
     if not rows:
         console().print("Nothing is in quarantine.")
         return
-    table = Table(show_edge=False, title=Text("Quarantine (newest first)"), title_justify="left")
-    for header in ("id", "when (UTC)", "source", "reason"):
-        table.add_column(header, overflow="fold")
-    for r in rows:
-        table.add_row(Text(r[0]), from_micros(r[1]).strftime("%Y-%m-%d %H:%M:%S"), Text(r[2]), Text(r[3]))
-    console().print(table)
+    ids = [str(r[0]) for r in rows]
+    columns = [
+        # `quarantine show` takes the whole id: it is never abbreviated
+        Column("id", [label(i) for i in ids], label=True, floor=max(map(len, ids)), justify="left"),
+        Column("when (UTC)", [Text(from_micros(r[1]).strftime("%Y-%m-%d %H:%M:%S")) for r in rows], justify="left"),
+        Column("source", [label(r[2]) for r in rows], label=True, justify="left"),
+        Column("reason", [label(r[3]) for r in rows], label=True, justify="left"),  # whole: `quarantine show`
+    ]
+    print_table(console(), Text("Quarantine (newest first)"), columns, len(rows))
 
 
 @quarantine_app.command("show")
@@ -69,7 +72,7 @@ def show_command(
         p = store.dialect.param
         rows = store.query(f"SELECT ts_us, source, reason, payload FROM quarantine WHERE quarantine_id = {p}", [item])
     if not rows:
-        fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)", code=1)
+        fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)")
     ts_us, src, reason, payload = rows[0]
     try:
         payload = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)

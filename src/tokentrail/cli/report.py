@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from tokentrail import reports
+from tokentrail._report_sql import dimension
+from tokentrail._report_sql import filters as reports_filters
 from tokentrail.cli._common import (
+    NOT_COUNTED,
     DbOption,
     Format,
     SinceOption,
@@ -26,10 +28,10 @@ from tokentrail.cli._common import (
     reader,
     span,
     time_range,
-    usd,
     user_errors,
     when,
 )
+from tokentrail.cli._tables import Column, count, label, money, money_places, print_table
 
 MEASURES = (
     "calls",
@@ -44,15 +46,23 @@ MEASURES = (
     "invalid_calls",
     "tool_runs",
 )
-# (header, measure) of the table; errors and invalid calls show only when there are some
-_TABLE = (
-    ("calls", "calls"),
-    ("input", "input_tokens"),
-    ("output", "output_tokens"),
-    ("cached", "cache_read_tokens"),
-    ("reasoning", "reasoning_tokens"),
-    ("cost", "cost_usd"),
-    ("unpriced", "unpriced_calls"),
+# The table's measures: (header, measure, when shown). "always"; "some": only when not all zero;
+# n > 0: always when not all zero (cache writes and errors explain a row's cost), and while all
+# zero only where there is room, going first (lowest n first) when the table is short of room.
+# Reasoning (part of output) may always go, first of all.
+_REASONING = 1
+_TABLE: tuple[tuple[str, str, str | int], ...] = (
+    ("calls", "calls", "always"),
+    ("errors", "errors", 4),
+    ("tool runs", "tool_runs", "some"),
+    ("input", "input_tokens", "always"),
+    ("output", "output_tokens", "always"),
+    ("cache read", "cache_read_tokens", 6),
+    ("cache write", "cache_write_tokens", 5),
+    ("reasoning", "reasoning_tokens", _REASONING),
+    ("cost", "cost_usd", "always"),
+    ("unpriced", "unpriced_calls", 3),
+    ("invalid", "invalid_calls", "some"),
 )
 
 
@@ -78,6 +88,9 @@ def report_command(
         dims = parse_by(by)
         filters = parse_where(where)
         start, end = time_range(since, until, tz)
+        for d in dims:  # a usage error is told before the ledger is opened (which may fail too)
+            dimension(d, allow_time=True)
+        reports_filters(filters)
     with reader(db) as store:
         rep = reports.report(store, by=dims, since=start, until=end, where=filters, tz=tz)
     if fmt is Format.json:
@@ -93,32 +106,33 @@ def report_command(
 
 
 def print_report(rep: reports.Report) -> None:
-    """The report as a rich table with a totals line (also used by `tokentrail demo`)."""
-    out = console()
+    """The report as a table with a totals line (also used by `tokentrail demo`)."""
     title = f"Spend by {', '.join(rep.by)}" if rep.by else "Total spend"
     title += f" · {span(rep.since, rep.until, rep.tz)}"
     if rep.where:
         title += " · " + ", ".join(f"{d}={'|'.join(v)}" for d, v in rep.where)
-    columns = list(_TABLE)
-    if rep.totals.tool_runs:
-        columns.insert(1, ("tools", "tool_runs"))
-    if rep.totals.errors:
-        columns.insert(1, ("errors", "errors"))
-    if rep.totals.invalid_calls:
-        columns.append(("invalid", "invalid_calls"))
-    table = Table(title=Text(title), title_justify="left", show_edge=False, pad_edge=False)
-    for d in rep.by:
-        table.add_column(d, overflow="fold")
-    for header, _ in columns:
-        table.add_column(header, justify="right", no_wrap=True)
-    for row in rep.rows if rep.by else ():  # without groups the totals line says it all
-        groups = [_group(row.value(d), d, rep.tz) for d in rep.by]
-        table.add_row(*groups, *(_cell(getattr(row, m), m) for _, m in columns))
-    if rep.rows and rep.by:
-        table.add_section()
-    label = [Text("total", style="bold")] + [Text("")] * (len(rep.by) - 1) if rep.by else []
-    table.add_row(*label, *(_cell(getattr(rep.totals, m), m, bold=True) for _, m in columns))
-    out.print(table)
+    lines: list[reports.Measures] = [*rep.rows] if rep.by else []  # without groups the totals say it all
+    section = len(lines) if lines else None
+    lines.append(rep.totals)
+    columns = [
+        Column(d, [*(_group(r.value(d), d, rep.tz) for r in rep.rows), Text("")], label=True, justify="left")
+        for d in rep.by
+    ]
+    if columns:
+        columns[0].cells[-1] = Text("total", style="bold")
+    places = money_places(m.cost_usd for m in lines)
+    for header, measure, shown in _TABLE:
+        some = any(getattr(m, measure) for m in lines)
+        if shown == "some" and not some:
+            continue
+        drop = shown if isinstance(shown, int) and (not some or shown == _REASONING) else 0
+        cells = [_cell(getattr(m, measure), measure, places) for m in lines]
+        cells[-1].stylize("bold")
+        compact = None
+        if measure.endswith("_tokens"):  # rounded only when even abbreviated labels leave no room
+            compact = [Text(count(getattr(m, measure)), style=c.style) for m, c in zip(lines, cells, strict=True)]
+        columns.append(Column(header, cells, compact=compact, drop=drop))
+    print_table(console(), Text(title), columns, len(lines), section_before=section)
 
 
 def _group(value: object, dimension: str, tz: str | None) -> Text:
@@ -126,24 +140,23 @@ def _group(value: object, dimension: str, tz: str | None) -> Text:
         return Text("(none)", style="dim")
     if dimension in ("hour", "day"):
         return Text(when(value, tz, unit=dimension))  # type: ignore[arg-type]
-    return Text(str(value))
+    return label(value)
 
 
-def _cell(value: object, measure: str, *, bold: bool = False) -> Text:
-    if measure == "cost_usd" and value is None:
-        return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
-    text = usd(value) if measure == "cost_usd" else num(value)  # type: ignore[arg-type]
-    style = "bold" if bold else ""
-    if measure in ("unpriced_calls", "invalid_calls", "errors") and value:
-        style += " yellow"
-    return Text(text, style=style.strip())
+def _cell(value: object, measure: str, places: int) -> Text:
+    if measure == "cost_usd":
+        if value is None:
+            return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
+        return Text(money(value, places))  # type: ignore[arg-type]
+    style = "yellow" if measure in ("unpriced_calls", "invalid_calls", "errors") and value else ""
+    return Text(num(value), style=style)  # type: ignore[arg-type]
 
 
 def _notes(totals: reports.Measures, *, machine: bool) -> None:
     if totals.unpriced_calls:
         n = totals.unpriced_calls
         note(
-            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price (not counted in the cost): "
+            f"{n:,} call{'s' if n != 1 else ''} {'have' if n != 1 else 'has'} no price, {NOT_COUNTED}: "
             "see `tokentrail prices --unpriced`",
             to_stderr=machine,
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tokentrail.cli._common import DbOption, fail, require_extra, user_errors
+from tokentrail.cli._common import INTERRUPTED, RUNTIME, DbOption, fail, require_extra, user_errors
 
 
 def serve_command(
@@ -93,6 +93,10 @@ def serve_command(
     )
     try:
         serve(app, host, port, log_level=log_level)
+    except SystemExit as e:
+        if e.code not in (None, 0, INTERRUPTED):  # uvicorn's own status (3: could not start)
+            fail(f"the gateway could not serve on {host}:{port} (the log above says why)", code=RUNTIME)
+        raise
     finally:
         ledger.close()
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from tokentrail import reports
+from tokentrail import lookup, reports
 from tokentrail.cli._common import (
     DbOption,
     Format,
@@ -27,10 +27,10 @@ from tokentrail.cli._common import (
     reader,
     span,
     time_range,
-    usd,
     user_errors,
     when,
 )
+from tokentrail.cli._tables import Column, count, label, money, money_places, print_table, unique_prefix
 
 _FIELDS = (
     "session_id",
@@ -88,34 +88,36 @@ def sessions_command(
 def print_sessions(
     found: list[reports.SessionSummary], *, title: str, tz: str | None = None, compact: bool = False
 ) -> None:
-    """Sessions as a rich table (also used by `tokentrail demo`); `compact` leaves out the
-    times, the user and the outcomes."""
-    out = console()
-    extra = [("unpriced", "unpriced_calls")] if any(s.unpriced_calls for s in found) else []
-    extra += [("errors", "errors")] if any(s.errors for s in found) else []
-    table = Table(title=Text(title), title_justify="left", show_edge=False)
-    table.add_column("session", no_wrap=True)
-    times = () if compact else ("started", "took")
-    people = ("agent", "team") if compact else ("agent", "team", "user")
-    for header in times:
-        table.add_column(header, justify="right", no_wrap=True)
-    for header in people:
-        table.add_column(header, overflow="fold")
-    for header in ("calls", "tools", "tokens", "cost", *(h for h, _ in extra)):
-        table.add_column(header, justify="right", no_wrap=True)
+    """Sessions as a table (also used by `tokentrail demo`); `compact` leaves out the times, the
+    user and the outcomes. Short of room, a session id keeps a start that tells it apart."""
+    ids = [s.session_id for s in found]
+    columns = [Column("session", [label(i) for i in ids], label=True, floor=unique_prefix(ids), justify="left")]
     if not compact:
-        table.add_column("outcomes", overflow="fold")
-    for s in found:
-        cells = [Text(s.session_id)]
-        if not compact:
-            cells += [Text(when(s.started, tz)), Text(_duration(s.ended - s.started))]
-        cells += [Text(getattr(s, p) or "") for p in people]
-        cells += [Text(num(s.calls)), Text(num(s.tool_calls)), Text(num(s.tokens)), Text(usd(s.cost_usd))]
-        cells += [Text(num(getattr(s, m)), style="yellow" if getattr(s, m) else "") for _, m in extra]
-        if not compact:
-            cells.append(Text(_outcomes(s)))
-        table.add_row(*cells)
-    out.print(table)
+        columns.append(Column("started", [Text(when(s.started, tz)) for s in found], justify="left"))
+        columns.append(Column("took", [Text(_duration(s.ended - s.started)) for s in found], drop=3))
+    for who in ("agent", "team") if compact else ("agent", "team", "user"):
+        values = [getattr(s, who) for s in found]
+        # a person column nobody filled in may go when short of room; a filled one is a label
+        cells = [label(v or "") for v in values]
+        columns.append(Column(who, cells, label=any(values), drop=0 if any(values) else 2, justify="left"))
+    places = money_places(s.cost_usd for s in found)
+    columns += [
+        Column("calls", [Text(num(s.calls)) for s in found]),
+        Column("tool runs", [Text(num(s.tool_calls)) for s in found]),
+        Column("tokens", [Text(num(s.tokens)) for s in found], compact=[Text(count(s.tokens)) for s in found]),
+        Column(
+            "cost",
+            [Text(money(s.cost_usd, places), style="" if s.cost_usd is not None else "yellow") for s in found],
+        ),
+    ]
+    for header, measure, drop in (("unpriced", "unpriced_calls", 4), ("errors", "errors", 5)):
+        counts = [getattr(s, measure) for s in found]
+        columns.append(
+            Column(header, [Text(num(n), style="yellow" if n else "") for n in counts], drop=0 if any(counts) else drop)
+        )
+    if not compact:
+        columns.append(Column("outcomes", [label(_outcomes(s)) for s in found], drop=1, justify="left"))
+    print_table(console(), Text(title), columns, len(found))
 
 
 def _outcomes(s: reports.SessionSummary) -> str:
@@ -132,7 +134,9 @@ def _duration(d: timedelta) -> str:
 
 
 def session_command(
-    session_id: Annotated[str, typer.Argument(help="The session id (see `tokentrail sessions`).")],
+    session_id: Annotated[
+        str, typer.Argument(help="The session id, or a start only it has (see `tokentrail sessions`).")
+    ],
     tz: TzOption = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = TreeFormat.table,
     db: DbOption = None,
@@ -140,12 +144,14 @@ def session_command(
     """One session as a call tree: steps, model calls, the tool runs they asked for, adjustments."""
     with user_errors():
         time_range(None, None, tz)  # checks --tz
-    with reader(db) as store:
-        detail = reports.session_detail(store, session_id)
+    with reader(db) as store, user_errors():
+        detail = reports.session_detail(store, lookup.session_id(store, session_id))
     if fmt is TreeFormat.json:
         emit_json(detail.to_dict())
         return
     t = detail.totals
+    # one decimals rule for every amount of the tree, as for a table's money column
+    places = money_places([t.cost_usd, *(e.cost_usd for e in detail.events), *_step_costs(detail.tree)])
     head = Text(f"Session {detail.session_id}", style="bold")
     who = " · ".join(
         f"{k} {v}" for k, v in (("agent", detail.agent), ("team", detail.team), ("user", detail.user)) if v
@@ -154,7 +160,8 @@ def session_command(
     head.append(
         f"{when(detail.started, tz)} → {when(detail.ended, tz)} ({tz or 'UTC'}, "
         f"took {_duration(detail.ended - detail.started)})"
-        f"\n{num(t.calls)} calls · {num(t.input_tokens)} in · {num(t.output_tokens)} out · {usd(t.cost_usd)}"
+        f"\n{_counted(t.calls, 'call')} · {_counted(t.tool_runs, 'tool run')} · "
+        f"{num(t.input_tokens)} in · {num(t.output_tokens)} out · {money(t.cost_usd, places)}"
     )
     if t.unpriced_calls:
         head.append(f" · {num(t.unpriced_calls)} unpriced", style="yellow")
@@ -164,52 +171,63 @@ def session_command(
         head.append("\noutcomes: " + ", ".join(f"{n}×{c}" if c != 1 else n for n, c in detail.outcomes))
     tree = Tree(head, guide_style="dim")
     for node in detail.tree:
-        _add(tree, node, tz)
+        _add(tree, node, tz, places)
     console().print(tree)
 
 
-def _add(parent: Tree, node: reports.CallNode, tz: str | None) -> None:
-    branch = parent.add(_label(node, tz))
+def _counted(n: int, noun: str) -> str:
+    """`20 calls`, `1 tool run`: the words of the sessions table's columns (calls, tool runs)."""
+    return f"{num(n)} {noun}{'' if n == 1 else 's'}"
+
+
+def _step_costs(nodes: tuple[reports.CallNode, ...]) -> list[Decimal]:
+    return [c for n in nodes if n.event is None for c in (n.cost_usd, *_step_costs(n.children))]
+
+
+def _add(parent: Tree, node: reports.CallNode, tz: str | None, places: int) -> None:
+    branch = parent.add(_label(node, tz, places))
     for child in node.children:
-        _add(branch, child, tz)
+        _add(branch, child, tz, places)
 
 
-def _label(node: reports.CallNode, tz: str | None) -> Text:
+def _label(node: reports.CallNode, tz: str | None, places: int) -> Text:
     e = node.event
     if e is None:  # a step
-        label = Text(f"▸ {node.name}", style="bold cyan")
-        label.append(f"  {usd(node.cost_usd)} · {num(node.tokens)} tok", style="dim")
-        return label
-    label = Text(when(e.ts, tz, unit="second") + "  ", style="dim")
+        line = Text(f"▸ {node.name}", style="bold cyan")
+        line.append(f"  {money(node.cost_usd, places)} · {num(node.tokens)} tok", style="dim")
+        return line
+    line = Text(when(e.ts, tz, unit="second") + "  ", style="dim")
     if node.kind in ("llm", "embedding"):
-        label.append(node.name, style="bold")
-        label.append(f"  {num(e.input_tokens)} in")
+        line.append(node.name, style="bold")
+        line.append(f"  {num(e.input_tokens)} in")
         if node.context_growth:
-            label.append(f" ({node.context_growth:+,})", style="magenta" if node.context_growth > 0 else "dim")
-        label.append(f" · {num(e.output_tokens)} out")
+            line.append(f" ({node.context_growth:+,})", style="magenta" if node.context_growth > 0 else "dim")
+        line.append(f" · {num(e.output_tokens)} out")
         if e.cache_read_tokens:
-            label.append(f" · {num(e.cache_read_tokens)} cached")
+            line.append(f" · {num(e.cache_read_tokens)} cache read")
+        if e.cache_write_tokens:
+            line.append(f" · {num(e.cache_write_tokens)} cache write")
         if e.reasoning_tokens:
-            label.append(f" · {num(e.reasoning_tokens)} reasoning")
+            line.append(f" · {num(e.reasoning_tokens)} reasoning")
     elif node.kind == "tool":
-        label.append(f"tool {node.name}", style="bold green")
+        line.append(f"tool {node.name}", style="bold green")
         if e.tool_call_id:
-            label.append(f" [{e.tool_call_id}]", style="dim")
+            line.append(f" [{e.tool_call_id}]", style="dim")
     else:
-        label.append("adjustment", style="bold yellow")
+        line.append("adjustment", style="bold yellow")
     if e.cost_usd is None and node.kind in ("llm", "embedding"):
-        label.append(" · unpriced", style="yellow")
+        line.append(" · unpriced", style="yellow")
     elif e.cost_usd is not None:
-        label.append(f" · {usd(e.cost_usd)}")
+        line.append(f" · {money(e.cost_usd, places)}")
     if e.latency_ms is not None:
-        label.append(f" · {e.latency_ms:,.0f} ms", style="dim")
+        line.append(f" · {e.latency_ms:,.0f} ms", style="dim")
     if e.status != "ok":
-        label.append(f" · {e.status}", style="red")
+        line.append(f" · {e.status}", style="red")
     if e.tool_calls:
-        label.append(" → asked for " + ", ".join(tc.name for tc in e.tool_calls), style="green")
+        line.append(" → asked for " + ", ".join(tc.name for tc in e.tool_calls), style="green")
     if e.note:
-        label.append(f" ({e.note})", style="dim")
-    return label
+        line.append(f" ({e.note})", style="dim")
+    return line
 
 
 def register(app: typer.Typer) -> None:

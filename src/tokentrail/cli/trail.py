@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from tokentrail import lookup
 from tokentrail import trail as trails
 from tokentrail.cli._common import (
     DbOption,
@@ -28,7 +29,10 @@ from tokentrail.timespec import zone
 
 
 def trail_command(
-    event_id: Annotated[str, typer.Argument(help="The event id (see `tokentrail session ID --format json`).")],
+    event_id: Annotated[
+        str,
+        typer.Argument(help="The event id, or a start only it has (see `tokentrail session ID --format json`)."),
+    ],
     tz: TzOption = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = TreeFormat.table,
     db: DbOption = None,
@@ -38,7 +42,7 @@ def trail_command(
     with user_errors():
         time_range(None, None, tz)  # checks --tz
     with reader(db) as store, user_errors():
-        t = trails.trail(store, event_id)
+        t = trails.trail(store, lookup.event_id(store, event_id))
     if fmt is TreeFormat.json:
         emit_json(t.to_dict())
         return

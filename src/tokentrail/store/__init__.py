@@ -29,8 +29,9 @@ def sqlite_path(url: str) -> Path:
     return Path(url).expanduser()
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open (and migrate) the store a URL names."""
+def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
+    """Open (and migrate) the store a URL names; `read_only` (SQLite): open an existing file
+    that this process cannot write, for reading only (PostgreSQL: permissions decide)."""
     url = url or default_url()
     if url.startswith(("postgresql://", "postgres://")):
         from tokentrail.store.postgres import PostgresStore
@@ -40,4 +41,4 @@ def open_store(url: str | None = None) -> Store:
         raise ConfigError(f"database URL {url!r}: use sqlite:///path.db, a file path, or postgresql://…")
     from tokentrail.store.sqlite import SQLiteStore
 
-    return SQLiteStore(sqlite_path(url))
+    return SQLiteStore(sqlite_path(url), read_only=read_only)

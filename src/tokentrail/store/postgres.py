@@ -351,10 +351,11 @@ class PostgresStore:
         ident = pg_sql.Identifier(role)
         with self._pool.connection() as conn, conn.transaction():
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-                raise StoreError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN …)")
+                # bad input, not a failing store: the CLI says so with its usage status (2)
+                raise ConfigError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN …)")
             schema = conn.execute("SELECT current_schema()").fetchone()
             if schema is None or schema[0] is None:
-                raise StoreError("no current schema: check the search_path of the ledger URL")
+                raise ConfigError("no current schema: check the search_path of the ledger URL")
             conn.execute(pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema[0]), ident))
             for table, privileges in APP_PRIVILEGES.items():
                 name = pg_sql.Identifier(table)

@@ -41,14 +41,21 @@ class SQLiteStore:
 
     dialect: Dialect = SQLITE
 
-    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
+    def __init__(self, path: str | Path, *, migrate: bool = True, read_only: bool = False) -> None:
+        """`read_only`: open an existing file for reading only (a copy on a read-only mount, a
+        file this user may read but not write): no migration, no WAL switch, writes fail."""
         self.path = Path(path)
+        self.read_only = read_only
         self.url = f"sqlite:///{self.path}"
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
         try:
+            if read_only:
+                self._conn = self._reader()
+                self._check_schema()
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
             if migrate:
@@ -59,13 +66,17 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         # Writers wait up to 5 s for another process's transaction; past that the ledger spools.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise sqlite3.OperationalError("could not switch the journal to WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        # Probe that the file is really writable now, not at the first event.
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise sqlite3.OperationalError("could not switch the journal to WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            # Probe that the file is really writable now, not at the first event.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except BaseException:
+            conn.close()  # not left open until the garbage collector finds it
+            raise
         return conn
 
     @property
@@ -192,16 +203,40 @@ class SQLiteStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _check_schema(self) -> None:
+        """A read-only ledger cannot be migrated: say so rather than fail on a missing column."""
+        done = {r[0] for r in self._conn.execute("SELECT name FROM schema_migrations")}
+        missing = [name for name, _ in MIGRATIONS if name not in done]
+        if missing:
+            raise sqlite3.OperationalError(
+                f"it is read-only and its schema lacks {', '.join(missing)}: "
+                "run `tokentrail migrate` on a writable copy"
+            )
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            conn = self._open_for_reading()
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
             with self._write_lock:
                 self._readers.append(conn)
         return conn
+
+    def _open_for_reading(self) -> sqlite3.Connection:
+        if not self.read_only:
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL ledger needs its -shm file, which nobody can create on a read-only mount:
+            # nobody can write there either, so the file cannot change while it is read.
+            immutable = f"{uri}?mode=ro&immutable=1"
+            return sqlite3.connect(immutable, uri=True, isolation_level=None, check_same_thread=False)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._reader().execute(sql, params).fetchall()
@@ -229,7 +264,7 @@ class SQLiteStore:
             return
         self._closed = True
         with self._write_lock:
-            self._conn.close()
+            self._conn.close()  # read-only: also one of the readers (closing twice is harmless)
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
