@@ -2,7 +2,8 @@
 
 Every SQL fragment here runs on both backends: placeholders come from `store.dialect.param`,
 JSON from `store.dialect.json_text`, the rest is ANSI SQL. `%` is avoided on purpose (no LIKE,
-no modulo): psycopg reads it as a placeholder.
+no modulo): psycopg reads it as a placeholder. Whatever a caller gives (filter values, tag keys)
+is a parameter, never SQL text.
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ def filters(where: Where | None) -> Filters:
     return tuple(out.items())
 
 
-def expression(store: Store, d: str) -> str:
-    """SQL for a (non-time) dimension over the events table."""
+def expression(store: Store, d: str) -> tuple[str, list[str]]:
+    """SQL for a (non-time) dimension over the events table, and its parameters."""
     if d.startswith("tag."):
-        return store.dialect.json_text("tags", d[4:])
-    return COLUMNS[d]
+        return store.dialect.json_text("tags"), [store.dialect.json_key(d[4:])]
+    return COLUMNS[d], []
 
 
 def filter_sql(store: Store, flt: Filters, *, rollup: bool = False) -> tuple[str, list[str]]:
@@ -145,11 +146,11 @@ def filter_sql(store: Store, flt: Filters, *, rollup: bool = False) -> tuple[str
     conds: list[str] = []
     params: list[str] = []
     for d, values in flt:
-        col = d if rollup else expression(store, d)
+        col, cparams = (d, []) if rollup else expression(store, d)
         if "" in values and not rollup:
             col = f"COALESCE({col}, '')"
         conds.append(f"{col} IN ({', '.join(p for _ in values)})")
-        params.extend(values)
+        params.extend((*cparams, *values))
     return " AND ".join(conds), params
 
 

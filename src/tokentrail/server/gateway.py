@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 
 from tokentrail.context import Attribution
-from tokentrail.events import bound_tags, bound_text
+from tokentrail.events import bound_tags, bound_text, text_problem
 from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable
 from tokentrail.integrations._exchange import Exchange
 from tokentrail.server.auth import KEY_HEADER
@@ -238,6 +238,8 @@ class Gateway:
                 parsed = json.loads(body)
             except ValueError:
                 parsed = None
+            except RecursionError:
+                raise GatewayError(400, "tokentrail: the request body nests JSON too deeply") from None
         try:
             exchange = Exchange(
                 self.ledger, route, parsed, path=path, raw_body=body, attribution=attribution, reserve=False
@@ -418,6 +420,9 @@ def _attribution(headers: dict[str, str], key: ApiKey | None) -> Attribution:
         if not name.startswith("x-tokentrail-"):
             continue
         attr = ATTRIBUTION_HEADERS.get(name)
+        tagged = attr is not None or name.startswith(TAG_PREFIX)
+        if tagged and (why := text_problem(value)) is not None:  # never stored: it would break reports
+            raise GatewayError(400, f"tokentrail: the {name} header {why}")
         if attr is not None:
             fields[attr] = bound_text(value.strip()) or None
         elif name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX):

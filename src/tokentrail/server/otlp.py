@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import zlib
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tokentrail.events import UsageEvent
 from tokentrail.exceptions import FlushTimeout
-from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, to_events
+from tokentrail.integrations.otlp import OTLPError, Rejected, decode_json, decode_protobuf, to_events
 from tokentrail.server.auth import AuthError
 from tokentrail.server.state import MAX_OTLP_BODY_BYTES, TooLarge, caller, read_body, state_of
 
@@ -37,20 +39,19 @@ async def receive_traces(request: Request) -> Response:
     state = state_of(request)
     try:
         raw = await read_body(request, MAX_OTLP_BODY_BYTES)
-        raw = _decompress(raw, request.headers.get("content-encoding", ""))
+    except TooLarge:
+        return _status(413, f"the export is over {MAX_OTLP_BODY_BYTES} bytes: export smaller batches", as_json)
+    encoding = request.headers.get("content-encoding", "")
+    try:
+        # Decoding, mapping and recording a large export take seconds: off the event loop, so
+        # no other request waits on it.
+        found, rejected = await asyncio.to_thread(
+            _convert, state.ledger, raw, encoding, as_json, dict(caller_key.attribution)
+        )
     except TooLarge:
         return _status(413, f"the export is over {MAX_OTLP_BODY_BYTES} bytes: export smaller batches", as_json)
     except OTLPError as e:
         return _status(400, str(e), as_json)
-    try:
-        spans = decode_json(raw) if as_json else await asyncio.to_thread(decode_protobuf, raw)
-    except OTLPError as e:
-        return _status(400, str(e), as_json)
-    found, rejected = to_events(spans, state.ledger, dict(caller_key.attribution))
-    for r in rejected:
-        state.ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
-    for event in found:
-        state.ledger.record(event)
     if found or rejected:
         try:
             await state.flush()
@@ -59,6 +60,21 @@ async def receive_traces(request: Request) -> Response:
             return _status(503, "the ledger could not make the events durable in time", as_json)
     message = "; ".join(sorted({r.reason for r in rejected}))[:2000]
     return _success(len(rejected), message, as_json)
+
+
+def _convert(
+    ledger: Any, raw: bytes, encoding: str, as_json: bool, fixed: dict[str, str]
+) -> tuple[list[UsageEvent], list[Rejected]]:
+    """Decode an export, map its spans to events and record them (in a worker thread): the events
+    recorded and the spans refused."""
+    raw = _decompress(raw, encoding)
+    spans = decode_json(raw) if as_json else decode_protobuf(raw)
+    found, rejected = to_events(spans, ledger, fixed)
+    for r in rejected:
+        ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
+    for event in found:
+        ledger.record(event)
+    return found, rejected
 
 
 def _decompress(raw: bytes, encoding: str) -> bytes:

@@ -45,11 +45,17 @@ class Dialect:
     json: str
     serial: str  # an auto-numbered integer primary key
 
-    def json_text(self, column: str, key: str) -> str:
-        """SQL for the text value of `key` in a JSON column."""
+    def json_text(self, column: str) -> str:
+        """SQL for the text value of a key in a JSON column: the key is a parameter (json_key),
+        never spliced into the SQL (a `%` would be a psycopg placeholder, a quote worse)."""
         if self.name == "sqlite":
-            return f"json_extract({column}, '$.\"{key}\"')"
-        return f"({column}::jsonb ->> '{key}')"
+            return f"json_extract({column}, ?)"
+        # jsonb refuses \u0000: a NUL written before tags refused it must not break every report
+        return f"(replace({column}, '\\u0000', '\\ufffd')::jsonb ->> %s)"
+
+    def json_key(self, key: str) -> str:
+        """The parameter of json_text for `key`."""
+        return f'$."{key}"' if self.name == "sqlite" else key
 
 
 SQLITE = Dialect(
