@@ -398,7 +398,10 @@ def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str,
     """The attribution fields of an event: the context's, with call tags merged (and bounded)."""
     fields = a.as_event_fields()
     if tags:
-        fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
+        try:
+            fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
+        except ValueError as e:  # a NUL or a lone surrogate
+            raise InvalidUsage(str(e)) from None
     return fields
 
 
