@@ -59,6 +59,15 @@ def verify_command(
         out.print(line, soft_wrap=True)
         out.print(f"verified {result.count:,} events before it, up to seq {result.head_seq}", soft_wrap=True)
         raise typer.Exit(1)
+    if result.rollups:
+        out.print(
+            Text("FAILED: the rollups reports read disagree with the events (changed by hand?)", style="bold red"),
+            soft_wrap=True,
+        )
+        for m in result.rollups:
+            out.print(Text(f"  {m}", style="red"), soft_wrap=True)
+        out.print(f"the chain itself verified: {result.count:,} events, head {result.head_hash.hex()}", soft_wrap=True)
+        raise typer.Exit(1)
     out.print(f"verified {result.count} events, head {result.head_hash.hex()}", soft_wrap=True)
     if marks:
         latest = max(marks, key=lambda c: c.seq)
