@@ -221,3 +221,17 @@ def test_json_nested_10k_deep_is_a_400_with_a_message(client: TestClient) -> Non
     assert "too deeply" in g.json()["error"]["message"]  # in OpenAI's error shape
     o = client.post("/v1/traces", content=deep, headers={"Content-Type": "application/json"})
     assert o.status_code == 400 and o.json()["message"]
+
+
+def test_read_paths_answer_a_nul_with_a_4xx(client: TestClient, any_ledger: tt.Ledger) -> None:
+    """Filters and ids are parameters: a NUL in one is a 400 (or no such session), never a 500."""
+    post_json(client, "/api/v1/events", {"events": [event(session_id="s1", team="legal")]})
+    r = client.get("/api/v1/report", params={"by": "team", "where": f"team={NUL}"})
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+    r = client.get("/api/v1/sessions", params={"team": NUL})
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+    r = client.get("/api/v1/sessions/s%001")
+    assert r.status_code == 404
+    with pytest.raises(ValueError, match="tag"):
+        report(any_ledger.store, by=("tag.k\ud800",))
+    assert client.get("/api/v1/sessions/s1").status_code == 200

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail.events import nano_to_usd, ts_micros
+from tokentrail.events import nano_to_usd, text_problem, ts_micros
 from tokentrail.store.migrations import ROLLUP_MEASURES
 from tokentrail.types import Store
 
@@ -107,7 +107,7 @@ def dimension(name: str, *, allow_time: bool = False) -> str:
     if d in COLUMNS or (allow_time and d in TIME_BUCKETS):
         return d
     if d.startswith("tag."):
-        if _TAG_KEY.fullmatch(d[4:]):
+        if _TAG_KEY.fullmatch(d[4:]) and text_problem(d) is None:
             return d
         raise ValueError(f"bad tag dimension {name!r}: write tag.<key>, a key without quotes or backslashes")
     if d in TIME_BUCKETS:
@@ -128,6 +128,11 @@ def filters(where: Where | None) -> Filters:
         values = (value,) if isinstance(value, str) else tuple(value)
         if not values:
             raise ValueError(f"filter {key!r} has no value")
+        for v in values:
+            if (
+                isinstance(v, str) and (why := text_problem(v)) is not None
+            ):  # nothing stored holds one; PostgreSQL would fail
+                raise ValueError(f"filter {key!r}: the value {v[:64]!r} {why}")
         d = dimension(key)
         out[d] = (*out.get(d, ()), *values)
     return tuple(out.items())

@@ -22,7 +22,7 @@ from tokentrail._report_sql import (
     time_sql,
     to_jsonable,
 )
-from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, usd_to_nano
+from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, text_problem, usd_to_nano
 from tokentrail.types import Store
 
 _CHUNK = 500
@@ -186,8 +186,13 @@ def _outcomes(store: Store, session_ids: Sequence[str]) -> dict[str, tuple[tuple
 def session_detail(store: Store, session_id: str) -> SessionDetail:
     """Every event of a session in time order, as a call tree. LookupError if there is none."""
     p = store.dialect.param
-    rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} ORDER BY ts_us, seq", [session_id]
+    # no stored id holds a NUL or a lone surrogate (refused at every door); PostgreSQL would fail on one
+    rows = (
+        []
+        if text_problem(session_id)
+        else store.query(
+            f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} ORDER BY ts_us, seq", [session_id]
+        )
     )
     if not rows:
         raise LookupError(f"no session {session_id!r} in the ledger")
