@@ -235,3 +235,23 @@ def test_read_paths_answer_a_nul_with_a_4xx(client: TestClient, any_ledger: tt.L
     with pytest.raises(ValueError, match="tag"):
         report(any_ledger.store, by=("tag.k\ud800",))
     assert client.get("/api/v1/sessions/s1").status_code == 200
+
+
+def test_an_unexpected_failure_is_a_json_500(
+    any_ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug is answered in JSON (the gateway: in the provider's error shape), and logged."""
+    from tokentrail.server import api, gateway
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway, "_attribution", broken)
+    monkeypatch.setattr(api.reports, "report", broken)
+    app = create_app(any_ledger, upstreams={"openai": "http://127.0.0.1:9"})
+    with TestClient(app, raise_server_exceptions=False) as c:
+        g = c.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+        assert g.status_code == 500 and g.json()["error"]["message"].startswith("tokentrail: internal error")
+        r = c.get("/api/v1/report")
+        assert r.status_code == 500 and r.json()["error"]["message"].startswith("internal error")
+    assert "a bug" in caplog.text

@@ -149,6 +149,13 @@ class Gateway:
         except GatewayError as e:
             status = e.status
             await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)
+        except Exception:
+            # a bug, not the caller's fault: logged, and answered in the provider's error shape
+            log.exception("tokentrail: the gateway failed on %s %s", method, path)
+            status = 500
+            await _respond(
+                send, 500, provider_error(provider, 500, "tokentrail: internal error (logged on the server)")
+            )
         finally:
             self.metrics.request(label, status)
             self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
