@@ -345,3 +345,12 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@pg_only
+def test_the_app_role_cannot_rebuild_the_rollups(app_role: tuple[str, str], prices: PriceBook) -> None:
+    _, app_url = app_role
+    with tt.Ledger(app_url, prices=prices) as led:
+        record(led, 1, 4)
+    out = invoke("audit", "rebuild-rollups", "--db", app_url)
+    assert out.exit_code == 2 and "run it as the ledger's owner" in out.output

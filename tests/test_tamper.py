@@ -18,6 +18,7 @@ import tokentrail as tt
 from tokentrail import audit, cli
 from tokentrail.events import COLUMNS, UsageEvent, chain_hash, new_event_id, to_row
 from tokentrail.pricing import PriceBook
+from tokentrail.reports import report
 from tokentrail.store import open_store, sqlite_path
 
 if not any(getattr(g, "name", None) == "audit" for g in cli.app.registered_groups):
@@ -476,3 +477,28 @@ def test_classification_rules(tamper: Callable[[list[Link]], None], expected: tu
     links = chain_of(10)
     tamper(links)
     assert verdict(FakeStore(links, head=(10, chain_of(10)[-1][2]))) == expected
+
+
+def test_rebuild_rollups_repairs_what_verify_found(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    try:
+        right = [r.cost_usd for r in report(store, by=("team",)).rows]
+    finally:
+        store.close()
+    a = Attacker(ledger_url)
+    try:
+        a.x("UPDATE rollup_hourly SET cost_nusd = 0")
+        a.x("UPDATE rollup_daily SET cost_nusd = 0, calls = calls + 5")
+    finally:
+        a.close()
+    out = CliRunner().invoke(cli.app, ["audit", "rebuild-rollups", "--db", ledger_url], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    assert "some were wrong" in out.stdout
+    store = open_store(ledger_url)
+    try:
+        assert audit.verify(store).ok
+        assert [r.cost_usd for r in report(store, by=("team",)).rows] == right
+    finally:
+        store.close()
+    again = CliRunner().invoke(cli.app, ["audit", "rebuild-rollups", "--db", ledger_url])
+    assert again.exit_code == 0 and "none was wrong" in again.stdout

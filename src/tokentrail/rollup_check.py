@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.events import from_micros
+from tokentrail.exceptions import StoreError
 from tokentrail.store.migrations import (
     DAY_US,
     HOUR_US,
@@ -100,3 +101,53 @@ def _mismatches(
 
 def _show(m: dict[str, int] | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in (m or {}).items() if v) or "nothing"
+
+
+def rebuild_rollups(store: Store) -> int:
+    """Recompute both rollups from the events, in one transaction that writers wait for; return
+    the hourly rows written. The repair after `check_rollups` found rows changed by hand (on
+    PostgreSQL, run it as the owner: the application role may not write the rollups)."""
+    statements: list[str] = []
+    for table, column, unit in ROLLUPS:
+        cols = ", ".join((column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+        groups = ", ".join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))
+        statements += [
+            f"DELETE FROM {table}",
+            f"INSERT INTO {table} ({cols}) SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, "
+            f"{', '.join(ROLLUP_SQL_MEASURES)} FROM events GROUP BY {groups}",
+        ]
+    if store.dialect.name == "postgresql":
+        from tokentrail.store.postgres import PostgresStore
+
+        if not isinstance(store, PostgresStore):
+            raise TypeError(f"cannot rebuild the rollups of a {type(store).__name__}")
+        from psycopg.errors import InsufficientPrivilege
+
+        try:
+            with store.connection() as pg, pg.transaction():
+                pg.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")  # writers wait
+                for sql in statements:
+                    pg.execute(sql)
+        except InsufficientPrivilege as e:
+            raise StoreError(f"cannot rebuild the rollups ({e}): run it as the ledger's owner") from None
+    else:
+        import sqlite3
+
+        from tokentrail.store.sqlite import SQLiteStore
+
+        if not isinstance(store, SQLiteStore):
+            raise TypeError(f"cannot rebuild the rollups of a {type(store).__name__}")
+        conn = sqlite3.connect(str(store.path), isolation_level=None, timeout=30)
+        try:
+            with store.write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql in statements:
+                        conn.execute(sql)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        finally:
+            conn.close()
+    return int(store.query("SELECT COUNT(*) FROM rollup_hourly")[0][0])

@@ -120,5 +120,21 @@ def checkpoint_command(
     console().print(f"{note} -> {out_file}", soft_wrap=True)
 
 
+@audit_app.command("rebuild-rollups")
+def rebuild_rollups_command(db: DbOption = None) -> None:
+    """Recompute the hourly and daily rollups from the events (after `verify` found rollup rows
+    changed by hand). On PostgreSQL, run it as the owner: the application role may not write them."""
+    from tokentrail.rollup_check import check_rollups, rebuild_rollups
+
+    with reader(db) as store, user_errors():
+        wrong = check_rollups(store)
+        rows = rebuild_rollups(store)
+        left = check_rollups(store)
+    if left:
+        fail(f"the rollups still disagree with the events after the rebuild: {left[0]}", code=1)
+    was = "some were wrong" if wrong else "none was wrong"
+    console().print(f"rebuilt the rollups from the events: {rows:,} hourly rows ({was})", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
