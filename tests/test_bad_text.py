@@ -255,3 +255,28 @@ def test_an_unexpected_failure_is_a_json_500(
         r = c.get("/api/v1/report")
         assert r.status_code == 500 and r.json()["error"]["message"].startswith("internal error")
     assert "a bug" in caplog.text
+
+
+def test_otlp_protobuf_refuses_a_nul_in_a_tag(client: TestClient, any_ledger: tt.Ledger) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes(range(16)), bytes(range(8)), "chat"
+    span.start_time_unix_nano = span.end_time_unix_nano = 1767225600000000000
+    for k, v in (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o"), ("tokentrail.tag.k", NUL)):
+        kv = span.attributes.add()
+        kv.key, kv.value.string_value = k, v
+    kv = span.attributes.add()
+    kv.key, kv.value.int_value = "gen_ai.usage.input_tokens", 10
+    r = client.post(
+        "/v1/traces", content=request.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}
+    )
+    assert r.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(r.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert "contains a NUL" in answer.partial_success.error_message
+    assert stored(any_ledger) == [] and tag_report_works(any_ledger) == {}
