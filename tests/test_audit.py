@@ -251,6 +251,12 @@ def test_every_table_has_app_privileges(db_url: str) -> None:
         "DELETE FROM outcomes",
         "TRUNCATE outcomes",
         "DELETE FROM rollup_hourly",
+        "UPDATE rollup_hourly SET cost_nusd = 0",
+        "UPDATE rollup_daily SET cost_nusd = 0",
+        "DELETE FROM rollup_daily",
+        "TRUNCATE rollup_hourly",
+        "INSERT INTO rollup_daily (day_us, org, team, project, agent, provider, model, task_type, kind) "
+        "VALUES (0, '', '', '', '', '', '', '', '')",
         "DELETE FROM chain_head",
         "INSERT INTO chain_head (id, seq, hash) VALUES (2, 0, '')",
         "DROP TRIGGER events_no_update ON events",
@@ -290,3 +296,61 @@ def test_grant_app_role_errors(db_url: str) -> None:
 def test_grant_app_role_needs_postgres(sqlite_url: str) -> None:
     out = invoke("migrate", "--db", sqlite_url, "--grant-app-role", "app")
     assert out.exit_code == 2 and "needs a PostgreSQL ledger" in out.output
+
+
+@pg_only
+def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_roles_writes(
+    db_url: str, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger migrated before 0010, whose app role was granted writes on the rollups then: after
+    `migrate`, the database keeps the rollups (each event counted once, before and after) and the
+    app role may no longer write them."""
+    import psycopg
+
+    from tokentrail.rollup_check import check_rollups
+    from tokentrail.store import postgres
+    from tokentrail.store.migrations import MIGRATIONS
+
+    from .pg import terminate, with_params
+
+    base = os.environ["TOKENTRAIL_TEST_PG"]
+    schema = parse_qs(urlsplit(db_url).query)["application_name"][0]
+    role = f"tt_app_{secrets.token_hex(4)}"
+    before = [m for m in MIGRATIONS if m[0] != "0010_rollups_in_database"]
+    monkeypatch.setattr(postgres, "MIGRATIONS", before)
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        with tt.Ledger(db_url, prices=prices) as old:
+            record(old, 1, 11)
+            store = old.store
+            assert isinstance(store, postgres.PostgresStore)
+            store.grant_app_role(role)
+            store.execute_write(f"GRANT SELECT, INSERT, UPDATE ON rollup_hourly, rollup_daily TO {role}, PUBLIC")
+        monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS)
+        migrated = invoke("migrate", "--db", db_url)  # the migration itself takes the writes back
+        assert migrated.exit_code == 0, migrated.output
+        app_url = with_params(db_url, user=role)
+        with tt.Ledger(app_url, prices=prices) as led:
+            record(led, 11, 21)
+            store = led.store
+            assert check_rollups(store) == []
+            calls = store.query("SELECT CAST(SUM(calls) AS BIGINT) FROM rollup_daily")[0][0]
+            assert calls == 20  # 10 rolled up in Python before, 10 by the database after: none twice
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                store.execute_write("UPDATE rollup_hourly SET cost_nusd = 0")  # type: ignore[attr-defined]
+            assert audit.verify(store).ok
+    finally:
+        terminate(base, schema)
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@pg_only
+def test_the_app_role_cannot_rebuild_the_rollups(app_role: tuple[str, str], prices: PriceBook) -> None:
+    _, app_url = app_role
+    with tt.Ledger(app_url, prices=prices) as led:
+        record(led, 1, 4)
+    out = invoke("audit", "rebuild-rollups", "--db", app_url)
+    assert out.exit_code == 2 and "run it as the ledger's owner" in out.output

@@ -210,7 +210,7 @@ def test_trigger_names(pg_store: PostgresStore) -> None:
         r[0]
         for r in pg_store.query("SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal")
     }
-    assert names == {"events_no_update", "events_no_delete", "events_no_truncate"}
+    assert names == {"events_no_update", "events_no_delete", "events_no_truncate", "events_rollup"}
 
 
 # -- rows ---------------------------------------------------------------------------------------------
@@ -274,8 +274,9 @@ def test_the_app_role_needs_no_create_right(db_url: str, prices: PriceBook, capl
         admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         admin.execute(f"GRANT SELECT ON {schema}.schema_migrations TO {role}")
         admin.execute(f"GRANT SELECT, INSERT ON {schema}.events, {schema}.event_ids, {schema}.outcomes TO {role}")
-        updated = f"{schema}.rollup_hourly, {schema}.rollup_daily, {schema}.chain_head"
-        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON {updated} TO {role}")
+        # no write on the rollups: the database keeps them (migration 0010)
+        admin.execute(f"GRANT SELECT ON {schema}.rollup_hourly, {schema}.rollup_daily TO {role}")
+        admin.execute(f"GRANT SELECT, UPDATE ON {schema}.chain_head TO {role}")
         app_url = with_params(db_url, user=role)
         with caplog.at_level(logging.WARNING, logger="tokentrail"):
             ledger = tt.Ledger(app_url, prices=prices)  # wants 3 months ahead, may not create them

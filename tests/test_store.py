@@ -269,8 +269,8 @@ def test_execute_write_and_query_params(store: Store) -> None:
     assert store.query(f"SELECT name, count FROM outcomes WHERE outcome_id = {p}", ("o-1",)) == [("x", 2)]
     teams = store.query(f"SELECT team, COUNT(*) FROM events WHERE team = {p} GROUP BY team", ("legal",))
     assert teams == [("legal", 2)]
-    tag = store.dialect.json_text("tags", "customer")
-    assert store.query(f"SELECT COUNT(*) FROM events WHERE {tag} = {p}", ("acme",))[0][0] == 6
+    tag, key = store.dialect.json_text("tags"), store.dialect.json_key("customer")
+    assert store.query(f"SELECT COUNT(*) FROM events WHERE {tag} = {p}", (key, "acme"))[0][0] == 6
 
 
 @pytest.mark.parametrize("statement", ["UPDATE events SET model = 'x'", "DELETE FROM events"])

@@ -18,6 +18,7 @@ import tokentrail as tt
 from tokentrail import audit, cli
 from tokentrail.events import COLUMNS, UsageEvent, chain_hash, new_event_id, to_row
 from tokentrail.pricing import PriceBook
+from tokentrail.reports import report
 from tokentrail.store import open_store, sqlite_path
 
 if not any(getattr(g, "name", None) == "audit" for g in cli.app.registered_groups):
@@ -201,7 +202,9 @@ def test_delete_the_last_rows_and_the_head_caught_by_a_checkpoint(
     attacker.x("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (N - 3, last[2]))
     store = open_store(ledger_url)
     try:
-        assert audit.verify(store).ok  # a clean cut with the head moved back: the chain alone cannot tell
+        result = audit.verify(store)
+        assert result.problem is None  # a clean cut with the head moved back: the chain alone cannot tell
+        assert result.rollups  # but the rollups still count the rows cut off (unless rewritten too)
     finally:
         store.close()
     check(ledger_url, N - 2, "missing", checkpoint=file)
@@ -284,6 +287,65 @@ def test_swap_the_contents_of_two_rows(ledger_url: str, attacker: Attacker) -> N
     check(ledger_url, K, "reordered")
 
 
+# -- rollups: outside the chain, checked against the events -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE rollup_hourly SET cost_nusd = 0",
+        "UPDATE rollup_daily SET cost_nusd = 0",
+        "UPDATE rollup_hourly SET input_tokens = input_tokens + 1 WHERE team = 't'",
+        "DELETE FROM rollup_daily",
+        "INSERT INTO rollup_hourly (hour_us, org, team, project, agent, provider, model, task_type, kind, calls, "
+        "cost_nusd) VALUES (1772442000000000, '', 'x', '', '', 'openai', 'gpt-4o', '', 'llm', 1, 5)",  # T0's hour
+    ],
+    ids=["hourly-cost", "daily-cost", "hourly-tokens", "daily-deleted", "hourly-forged"],
+)
+def test_a_rollup_changed_by_hand_fails_verify(ledger_url: str, statement: str, tmp_path: Path) -> None:
+    """Reports read the rollups: one set to $0 must not pass `audit verify` while the chain does."""
+    file = take_checkpoint(ledger_url, tmp_path)
+    a = Attacker(ledger_url)
+    try:
+        a.x(statement)
+    finally:
+        a.close()
+    store = open_store(ledger_url)
+    try:
+        result = audit.verify(store)
+        assert result.problem is None and result.count == N  # the chain itself is untouched
+        assert result.rollups and not result.ok
+        assert "rollup_" in str(result.rollups[0])
+        later = audit.verify(store, from_seq=K)  # from a later seq: the days of the rows walked
+        assert later.rollups
+        with pytest.raises(ValueError, match="rollups disagree"):
+            audit.checkpoint(store)
+        # from the last checkpoint on, no event is walked: nothing of the rollups is checked then
+        assert audit.checkpoint(store, previous=audit.load_checkpoints(file, KEY.encode()))[1].ok
+    finally:
+        store.close()
+    out = CliRunner().invoke(cli.app, ["audit", "verify", "--db", ledger_url], env={"COLUMNS": "300"})
+    assert out.exit_code == 1, out.output
+    assert "FAILED: the rollups" in out.stdout and "rollup_" in out.stdout
+
+
+def test_a_cost_set_to_zero_in_the_rollup_is_named_with_both_figures(ledger_url: str) -> None:
+    a = Attacker(ledger_url)
+    try:
+        a.x("UPDATE rollup_hourly SET cost_nusd = 0")
+    finally:
+        a.close()
+    store = open_store(ledger_url)
+    try:
+        [m] = audit.verify(store).rollups
+        events = int(store.query("SELECT SUM(cost_nusd) FROM events")[0][0])
+    finally:
+        store.close()
+    assert m.table == "rollup_hourly" and m.found is not None and m.expected is not None
+    assert (m.found["cost_nusd"], m.expected["cost_nusd"]) == (0, events)
+    assert f"cost_nusd 0 (the events: {events})" in str(m) and "team='t'" in str(m)
+
+
 # -- rebuilt: only a checkpoint can tell -----------------------------------------------------------
 
 
@@ -314,7 +376,9 @@ def test_rebuild_the_chain_after_an_edit(db_url: str, prices: PriceBook, env: No
         a.close()
     store = open_store(db_url)
     try:
-        assert audit.verify(store).ok
+        result = audit.verify(store)
+        assert result.problem is None  # the chain verifies on its own ...
+        assert result.rollups  # ... but the rollups still hold the old cost (unless rewritten too)
     finally:
         store.close()
     check(db_url, K, "modified", checkpoint=file)
@@ -341,6 +405,10 @@ class FakeStore:
         return (x for x in self.links if x[0] >= from_seq)
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        if "rollup_" in sql:
+            return []  # rollups are not this chain's concern (tokentrail.rollup_check)
+        if sql.startswith("SELECT MIN(ts_us)"):
+            return [(None,)]
         if sql.startswith("SELECT MIN(seq)"):
             return [(min((x[0] for x in self.links), default=None),)]
         if "chain_head" in sql:
@@ -409,3 +477,28 @@ def test_classification_rules(tamper: Callable[[list[Link]], None], expected: tu
     links = chain_of(10)
     tamper(links)
     assert verdict(FakeStore(links, head=(10, chain_of(10)[-1][2]))) == expected
+
+
+def test_rebuild_rollups_repairs_what_verify_found(ledger_url: str) -> None:
+    store = open_store(ledger_url)
+    try:
+        right = [r.cost_usd for r in report(store, by=("team",)).rows]
+    finally:
+        store.close()
+    a = Attacker(ledger_url)
+    try:
+        a.x("UPDATE rollup_hourly SET cost_nusd = 0")
+        a.x("UPDATE rollup_daily SET cost_nusd = 0, calls = calls + 5")
+    finally:
+        a.close()
+    out = CliRunner().invoke(cli.app, ["audit", "rebuild-rollups", "--db", ledger_url], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    assert "some were wrong" in out.stdout
+    store = open_store(ledger_url)
+    try:
+        assert audit.verify(store).ok
+        assert [r.cost_usd for r in report(store, by=("team",)).rows] == right
+    finally:
+        store.close()
+    again = CliRunner().invoke(cli.app, ["audit", "rebuild-rollups", "--db", ledger_url])
+    assert again.exit_code == 0 and "none was wrong" in again.stdout

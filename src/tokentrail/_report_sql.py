@@ -2,7 +2,8 @@
 
 Every SQL fragment here runs on both backends: placeholders come from `store.dialect.param`,
 JSON from `store.dialect.json_text`, the rest is ANSI SQL. `%` is avoided on purpose (no LIKE,
-no modulo): psycopg reads it as a placeholder.
+no modulo): psycopg reads it as a placeholder. Whatever a caller gives (filter values, tag keys)
+is a parameter, never SQL text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail.events import nano_to_usd, ts_micros
+from tokentrail.events import nano_to_usd, text_problem, ts_micros
 from tokentrail.store.migrations import ROLLUP_MEASURES
 from tokentrail.types import Store
 
@@ -109,7 +110,7 @@ def dimension(name: str, *, allow_time: bool = False) -> str:
         return d
     d = name.strip().lower()  # a tag key is matched as stored (lower-cased, not case-folded)
     if d.startswith("tag."):
-        if _TAG_KEY.fullmatch(d[4:]):
+        if _TAG_KEY.fullmatch(d[4:]) and text_problem(d) is None:
             return d
         raise ValueError(f"bad tag dimension {name!r}: write tag.<key>, a key without quotes or backslashes")
     if d in TIME_BUCKETS:
@@ -130,6 +131,11 @@ def filters(where: Where | None) -> Filters:
         values = (value,) if isinstance(value, str) else tuple(value)
         if not values:
             raise ValueError(f"filter {key!r} has no value")
+        for v in values:
+            if (
+                isinstance(v, str) and (why := text_problem(v)) is not None
+            ):  # nothing stored holds one; PostgreSQL would fail
+                raise ValueError(f"filter {key!r}: the value {v[:64]!r} {why}")
         d = dimension(key)
         out[d] = (*out.get(d, ()), *values)
     return tuple(out.items())
@@ -153,11 +159,11 @@ def scope_filters(scope: Scope | None) -> Filters:
     return tuple(out)
 
 
-def expression(store: Store, d: str) -> str:
-    """SQL for a (non-time) dimension over the events table."""
+def expression(store: Store, d: str) -> tuple[str, list[str]]:
+    """SQL for a (non-time) dimension over the events table, and its parameters."""
     if d.startswith("tag."):
-        return store.dialect.json_text("tags", d[4:])
-    return COLUMNS[d]
+        return store.dialect.json_text("tags"), [store.dialect.json_key(d[4:])]
+    return COLUMNS[d], []
 
 
 def filter_sql(store: Store, flt: Filters, *, rollup: bool = False) -> tuple[str, list[str]]:
@@ -166,11 +172,11 @@ def filter_sql(store: Store, flt: Filters, *, rollup: bool = False) -> tuple[str
     conds: list[str] = []
     params: list[str] = []
     for d, values in flt:
-        col = d if rollup else expression(store, d)
+        col, cparams = (d, []) if rollup else expression(store, d)
         if "" in values and not rollup:
             col = f"COALESCE({col}, '')"
         conds.append(f"{col} IN ({', '.join(p for _ in values)})")
-        params.extend(values)
+        params.extend((*cparams, *values))
     return " AND ".join(conds), params
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.exceptions import ConfigError, TokentrailError
+from tokentrail.rollup_check import RollupMismatch, check_rollups
 from tokentrail.types import Store
 
 KEY_ENV = "TOKENTRAIL_AUDIT_KEY"
@@ -68,10 +69,12 @@ class Verification:
     head_hash: bytes
     problem: Problem | None = None
     checkpoints: int = 0
+    # rollup rows that disagree with the events (tokentrail.rollup_check): reports read them
+    rollups: tuple[RollupMismatch, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.problem is None
+        return self.problem is None and not self.rollups
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,8 @@ def checkpoint(store: Store, *, previous: Sequence[Checkpoint] = ()) -> tuple[Ch
     result = verify(store, from_seq=start.seq + 1 if start else 1, checkpoints=previous)
     if result.problem is not None:
         raise ValueError(f"the audit chain is broken, not signing it: {result.problem}")
+    if result.rollups:
+        raise ValueError(f"the rollups disagree with the events, not signing: {result.rollups[0]}")
     return Checkpoint(result.head_seq, result.head_hash), result
 
 
@@ -178,7 +183,8 @@ def verify(
     Starting later trusts the stored hash of row `from_seq - 1` (a checkpoint at that seq makes it
     trusted). Each checkpoint must match the chain at its seq; one before the start is checked by
     a point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
-    appended around the writer)."""
+    appended around the writer). The rollups must hold what the events add up to: all of them from
+    genesis; from a later seq, the days of the events walked (tokentrail.rollup_check)."""
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"--from-seq must be a whole number >= 1, not {from_seq!r}")
     marks: dict[int, list[Checkpoint]] = {}
@@ -188,7 +194,17 @@ def verify(
     problem = w.start(from_seq)
     if problem is None:
         problem = w.run(from_seq)
-    return Verification(w.count, w.seq, w.prev, problem, w.matched)
+    return Verification(w.count, w.seq, w.prev, problem, w.matched, _rollups(store, from_seq))
+
+
+def _rollups(store: Store, from_seq: int) -> tuple[RollupMismatch, ...]:
+    since = None
+    if from_seq > 1:
+        p = store.dialect.param
+        since = store.query(f"SELECT MIN(ts_us) FROM events WHERE seq >= {p}", [from_seq])[0][0]
+        if since is None:
+            return ()  # nothing walked: nothing of the rollups to check against it
+    return tuple(check_rollups(store, since_us=None if since is None else int(since)))
 
 
 class _Walk:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from tokentrail.events import bound_tags, bound_text, new_event_id
+from tokentrail.events import bound_tags, checked_text, new_event_id
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
@@ -201,11 +201,11 @@ def session(
         "workflow": workflow,
         "task_type": task_type,
     }
-    dims: dict[str, Any] = {k: bound_text(v) if v is not None else getattr(outer, k) for k, v in given.items()}
+    dims: dict[str, Any] = {k: checked_text(v, k) if v is not None else getattr(outer, k) for k, v in given.items()}
     merged_tags = {**outer.tags, **bound_tags(tags)} if tags else dict(outer.tags)
     attribution = Attribution(
         **dims,
-        session_id=bound_text(session_id) or new_event_id(),
+        session_id=checked_text(session_id, "session_id") or new_event_id(),
         step=None,
         tags=bound_tags(merged_tags),
         trace_id=new_trace_id(),
@@ -221,9 +221,10 @@ def session(
 def step(name: str) -> Iterator[Attribution]:
     """Name a step of the agent's work; nested steps join with '/' (e.g. "research/planning")."""
     outer = _current.get()
-    name = bound_text(name) or "step"
+    name = checked_text(name, "step") or "step"
     path = f"{outer.step}/{name}" if outer.step else name
-    inner = replace(outer, step=bound_text(path), span_id=new_span_id(), trace_id=outer.trace_id or new_trace_id())
+    trace_id = outer.trace_id or new_trace_id()
+    inner = replace(outer, step=checked_text(path, "step"), span_id=new_span_id(), trace_id=trace_id)
     token = _current.set(inner)
     try:
         yield inner
@@ -239,7 +240,7 @@ def attributes(**dims: Any) -> Iterator[Attribution]:
     unknown = set(dims) - set(ATTRIBUTES)
     if unknown:
         raise TypeError(f"unknown attribution dimension(s): {', '.join(sorted(unknown))}")
-    changes: dict[str, Any] = {k: bound_text(v) for k, v in dims.items()}
+    changes: dict[str, Any] = {k: checked_text(v, k) for k, v in dims.items()}
     if tags:
         changes["tags"] = bound_tags({**outer.tags, **tags})
     token = _current.set(replace(outer, **changes))

@@ -47,8 +47,45 @@ def bound_text(value: object) -> str | None:
     return s if len(s) <= MAX_TEXT else s[:MAX_TEXT]
 
 
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD = timedelta(days=1)
+
+
+def ts_problem(ts: datetime) -> str | None:
+    """Why a submitted event time cannot be right (before 2000, or more than a day ahead), or None."""
+    if ts < EARLIEST_TS:
+        return "is before 2000"
+    if ts > datetime.now(UTC) + MAX_AHEAD:
+        return "is more than a day in the future"
+    return None
+
+
+def text_problem(s: str) -> str | None:
+    """Why a string cannot be stored as it is on every backend, or None. PostgreSQL text holds no
+    NUL (and jsonb no \\u0000: one NUL in a tag would break every tag report), and no store can
+    encode a lone surrogate as UTF-8."""
+    if "\x00" in s:
+        return "contains a NUL character"
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (not valid Unicode)"
+    return None
+
+
+def checked_text(value: object, what: str) -> str | None:
+    """bound_text for text a caller gives (attribution, names): ValueError naming `what` if it
+    holds what no store can keep (see text_problem)."""
+    s = bound_text(value)
+    if s is not None and (why := text_problem(s)) is not None:
+        raise ValueError(f"{what} {s[:64]!r} {why}")
+    return s
+
+
 def bound_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
-    """String keys (lower-cased) and string values, at most MAX_TAGS of them, MAX_TEXT characters each."""
+    """String keys (lower-cased) and string values, at most MAX_TAGS of them, MAX_TEXT characters
+    each. ValueError when a key or value holds what no store can keep (see text_problem)."""
     if not tags:
         return {}
     out: dict[str, str] = {}
@@ -57,7 +94,12 @@ def bound_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
             break
         key = str(k).strip().lower()[:MAX_TEXT]
         if key and v is not None:
-            out[key] = str(v)[:MAX_TEXT]
+            value = str(v)[:MAX_TEXT]
+            if (why := text_problem(key)) is not None:
+                raise ValueError(f"tag key {key[:64]!r} {why}")
+            if (why := text_problem(value)) is not None:
+                raise ValueError(f"tag {key[:64]!r}: its value {why}")
+            out[key] = value
     return out
 
 
@@ -69,7 +111,7 @@ def args_hash(args: object) -> str:
         except ValueError:
             pass
     text = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # a lone surrogate hashes too
 
 
 def quantize_usd(value: Decimal | None) -> Decimal | None:

@@ -32,6 +32,7 @@ from tokentrail.events import (
     bound_text,
     new_event_id,
     quantize_usd,
+    text_problem,
 )
 from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
@@ -132,6 +133,7 @@ class Ledger:
             raise InvalidUsage(f"record_llm: kind must be 'llm' or 'embedding', not {kind!r}")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
             raise InvalidUsage("record_llm: provider and model must be non-empty strings")
+        _check_text("record_llm", provider=provider, model=model, operation=operation, status=status)
         _check_latency("record_llm", latency_ms)
         if ts is not None and (not isinstance(ts, datetime) or ts.utcoffset() is None):
             raise InvalidUsage(f"record_llm: ts must be a datetime with a time zone, not {ts!r}")
@@ -152,6 +154,8 @@ class Ledger:
         except UsageProblem as e:
             raise InvalidUsage(f"record_llm({provider}/{model}): impossible usage: {e.reason}") from None
         calls = tuple(ToolCall(i, str(n), args_hash(a)) for i, n, a in tool_calls or ())
+        for c in calls:
+            _check_text("record_llm", tool_call_name=c.name, tool_call_id=c.id)
         event = self.build_call(
             provider=provider,
             model=model,
@@ -264,6 +268,7 @@ class Ledger:
         """Record a tool that ran, linked to the model call that asked for it when there was one."""
         if not isinstance(name, str) or not name:
             raise InvalidUsage("record_tool: name must be a non-empty string")
+        _check_text("record_tool", name=name, tool_call_id=tool_call_id, status=status)
         cost = _caller_cost(f"record_tool({name})", cost_usd)
         _check_latency(f"record_tool({name})", latency_ms)
         a = ctx.current()
@@ -292,6 +297,7 @@ class Ledger:
         """Record that a session reached an outcome (cost per action)."""
         if not isinstance(name, str) or not name or type(count) is not int or count < 1:
             raise InvalidUsage("outcome: name must be a non-empty string and count a positive integer")
+        _check_text("outcome", name=name)
         a = attribution
         row = (
             new_event_id(),
@@ -392,8 +398,18 @@ def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str,
     """The attribution fields of an event: the context's, with call tags merged (and bounded)."""
     fields = a.as_event_fields()
     if tags:
-        fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
+        try:
+            fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
+        except ValueError as e:  # a NUL or a lone surrogate
+            raise InvalidUsage(str(e)) from None
     return fields
+
+
+def _check_text(where: str, **given: object) -> None:
+    """InvalidUsage when a text argument holds what no store can keep (a NUL, a lone surrogate)."""
+    for name, value in given.items():
+        if isinstance(value, str) and (why := text_problem(value)) is not None:
+            raise InvalidUsage(f"{where}: {name} {value[:64]!r} {why}")
 
 
 def _check_latency(where: str, latency_ms: object) -> None:

@@ -216,9 +216,10 @@ def _raw_query(
     flt: Filters,
     ranges: list[tuple[int | None, int | None]],
 ) -> list[Any]:
-    groups = (*((f"(ts_us / {slot}) * {slot}",) if timed else ()), *(expression(store, d) for d in plain))
+    exprs = [expression(store, d) for d in plain]
+    groups = (*((f"(ts_us / {slot}) * {slot}",) if timed else ()), *(sql for sql, _ in exprs))
     spans: list[str] = []
-    params: list[Any] = []
+    params: list[Any] = [p for _, ps in exprs for p in ps]  # the grouped expressions' come first
     for lo, hi in ranges:
         conds, ps = time_sql(store, lo, hi)
         spans.append(" AND ".join(conds) or "1 = 1")
@@ -234,7 +235,8 @@ def _grouped(
     where = " AND ".join(c for c in conds if c)
     sql = f"SELECT {', '.join((*groups, *sums))} FROM {table}"
     sql += f" WHERE {where}" if where else ""
-    sql += f" GROUP BY {', '.join(groups)}" if groups else ""
+    # grouped by position: an expression with a parameter (a tag key) is not repeated
+    sql += f" GROUP BY {', '.join(str(i) for i in range(1, len(groups) + 1))}" if groups else ""
     return store.query(sql, params)
 
 

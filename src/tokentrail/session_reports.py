@@ -25,7 +25,7 @@ from tokentrail._report_sql import (
     time_sql,
     to_jsonable,
 )
-from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, usd_to_nano
+from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, text_problem, usd_to_nano
 from tokentrail.types import Store
 
 _CHUNK = 500
@@ -206,10 +206,15 @@ def session_detail(store: Store, session_id: str, *, scope: Scope | None = None)
     p = store.dialect.param
     forced = scope_filters(scope)
     cond, cparams = filter_sql(store, forced)
-    rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} {f'AND {cond} ' if cond else ''}"
-        "ORDER BY ts_us, seq",
-        [session_id, *cparams],
+    # no stored id holds a NUL or a lone surrogate (refused at every door); PostgreSQL would fail on one
+    rows = (
+        []
+        if text_problem(session_id)
+        else store.query(
+            f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} {f'AND {cond} ' if cond else ''}"
+            "ORDER BY ts_us, seq",
+            [session_id, *cparams],
+        )
     )
     if not rows:
         raise LookupError(f"no session {session_id!r} in the ledger")

@@ -59,6 +59,15 @@ def verify_command(
         out.print(line, soft_wrap=True)
         out.print(f"verified {result.count:,} events before it, up to seq {result.head_seq}", soft_wrap=True)
         raise typer.Exit(1)
+    if result.rollups:
+        out.print(
+            Text("FAILED: the rollups reports read disagree with the events (changed by hand?)", style="bold red"),
+            soft_wrap=True,
+        )
+        for m in result.rollups:
+            out.print(Text(f"  {m}", style="red"), soft_wrap=True)
+        out.print(f"the chain itself verified: {result.count:,} events, head {result.head_hash.hex()}", soft_wrap=True)
+        raise typer.Exit(1)
     out.print(f"verified {result.count} events, head {result.head_hash.hex()}", soft_wrap=True)
     if marks:
         latest = max(marks, key=lambda c: c.seq)
@@ -109,6 +118,22 @@ def checkpoint_command(
         except OSError as e:
             fail(f"cannot write the checkpoint file {out_file}: {e.strerror or e}", code=RUNTIME)
     console().print(f"{note} -> {out_file}", soft_wrap=True)
+
+
+@audit_app.command("rebuild-rollups")
+def rebuild_rollups_command(db: DbOption = None) -> None:
+    """Recompute the hourly and daily rollups from the events (after `verify` found rollup rows
+    changed by hand). On PostgreSQL, run it as the owner: the application role may not write them."""
+    from tokentrail.rollup_check import check_rollups, rebuild_rollups
+
+    with reader(db) as store, user_errors():
+        wrong = check_rollups(store)
+        rows = rebuild_rollups(store)
+        left = check_rollups(store)
+    if left:
+        fail(f"the rollups still disagree with the events after the rebuild: {left[0]}", code=1)
+    was = "some were wrong" if wrong else "none was wrong"
+    console().print(f"rebuilt the rollups from the events: {rows:,} hourly rows ({was})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

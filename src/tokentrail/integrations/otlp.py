@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentrail.context import Attribution
-from tokentrail.events import MAX_TAGS, MAX_TEXT, UsageEvent, bound_tags, bound_text
+from tokentrail.events import MAX_TAGS, MAX_TEXT, UsageEvent, bound_tags, text_problem, ts_problem
 from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 
 INFERENCE_OPS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "embeddings": "embedding"}
@@ -386,6 +386,8 @@ def _text(value: Any, what: str) -> str | None:
     text = str(value)
     if len(text) > MAX_TEXT:
         raise ValueError(f"{what} is {len(text)} characters long; the limit is {MAX_TEXT}")
+    if (why := text_problem(text)) is not None:
+        raise ValueError(f"{what} {why}")
     return text
 
 
@@ -399,6 +401,8 @@ def _event(s: Span, kind: str, ledger: Any, fixed: Mapping[str, str]) -> UsageEv
         dims[dim] = value
     tags = _tags(s)
     ts = datetime.fromtimestamp(s.start_ns / 1e9, UTC) if s.start_ns else datetime.now(UTC)
+    if (why := ts_problem(ts)) is not None:  # the range the events API accepts
+        raise ValueError(f"startTimeUnixNano {s.start_ns} ({ts:%Y-%m-%d %H:%M:%S} UTC) {why}")
     latency = (s.end_ns - s.start_ns) / 1e6 if s.end_ns >= s.start_ns > 0 else None
     status = "error" if s.error else "ok"
     event_id = span_event_id(s.trace_id, s.span_id, s.start_ns, dims.get("team"))
@@ -443,7 +447,7 @@ def _event(s: Span, kind: str, ledger: Any, fixed: Mapping[str, str]) -> UsageEv
         model=model,
         usage=usage,
         kind=kind,
-        operation=bound_text(op) if isinstance(op, str) else kind,
+        operation=_text(op, "gen_ai.operation.name") if isinstance(op, str) else kind,
         status=status,
         latency_ms=latency,
         ts=ts,

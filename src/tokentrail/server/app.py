@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokentrail.server import api
@@ -209,4 +209,4 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("tokentrail: %s %s failed", request.method, request.url.path, exc_info=exc)
-    return PlainTextResponse("internal error", status_code=500)
+    return error(500, "internal error (logged on the server)")

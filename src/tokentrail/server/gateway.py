@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 
 from tokentrail.context import Attribution
-from tokentrail.events import bound_tags, bound_text
+from tokentrail.events import bound_tags, bound_text, text_problem
 from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable
 from tokentrail.integrations._exchange import Exchange
 from tokentrail.server.auth import KEY_HEADER
@@ -158,6 +158,13 @@ class Gateway:
         except GatewayError as e:
             status = e.status
             await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)
+        except Exception:
+            # a bug, not the caller's fault: logged, and answered in the provider's error shape
+            log.exception("tokentrail: the gateway failed on %s %s", method, path)
+            status = 500
+            await _respond(
+                send, 500, provider_error(provider, 500, "tokentrail: internal error (logged on the server)")
+            )
         finally:
             self.buffered -= held[0]
             self.metrics.request(label, status)
@@ -259,6 +266,8 @@ class Gateway:
                 parsed = json.loads(body)
             except ValueError:
                 parsed = None
+            except RecursionError:
+                raise GatewayError(400, "tokentrail: the request body nests JSON too deeply") from None
         try:
             exchange = Exchange(
                 self.ledger, route, parsed, path=path, raw_body=body, attribution=attribution, reserve=False
@@ -439,6 +448,9 @@ def _attribution(headers: dict[str, str], key: ApiKey | None) -> Attribution:
         if not name.startswith("x-tokentrail-"):
             continue
         attr = ATTRIBUTION_HEADERS.get(name)
+        tagged = attr is not None or name.startswith(TAG_PREFIX)
+        if tagged and (why := text_problem(value)) is not None:  # never stored: it would break reports
+            raise GatewayError(400, f"tokentrail: the {name} header {why}")
         if attr is not None:
             fields[attr] = bound_text(value.strip()) or None
         elif name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX):

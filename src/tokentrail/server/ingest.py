@@ -15,6 +15,7 @@ The answer comes only once the accepted events are durable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokentrail.events import COLUMNS, UsageEvent, to_row
+from tokentrail.events import COLUMNS, UsageEvent, text_problem, to_row
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.server.auth import AuthError
 from tokentrail.server.state import (
@@ -54,15 +55,46 @@ async def ingest_events(request: Request) -> Response:
     except TooLarge:
         return error(413, f"the body is over {MAX_EVENTS_BODY_BYTES} bytes: send smaller batches")
     try:
+        items = await asyncio.to_thread(_parse, raw)
+    except _BadBody as e:
+        return error(e.status, e.message)
+    # Checking, pricing and recording a batch take a while: off the event loop, so no other
+    # request waits on it.
+    results = await asyncio.to_thread(_ingest, state, items, dict(key.attribution))
+    try:
+        await state.flush()
+    except FlushTimeout as e:
+        log.error("tokentrail: events accepted over HTTP are not durable yet: %s", e)
+        return error(503, "the ledger could not make the events durable in time; send the batch again")
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    status = 422 if items and counts["rejected"] == len(items) else 200
+    return JSONResponse({**counts, "results": results}, status_code=status)
+
+
+class _BadBody(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _parse(raw: bytes) -> list[Any]:
+    """The events of a body, or _BadBody saying why there are none."""
+    try:
         body = json.loads(raw)
+    except RecursionError:
+        raise _BadBody(400, "the body nests JSON too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
-        return error(400, f"the body is not JSON: {e}")
+        raise _BadBody(400, f"the body is not JSON: {e}") from None
     items = body.get("events") if isinstance(body, dict) else body
     if not isinstance(items, list) or (isinstance(body, dict) and set(body) != {"events"}):
-        return error(400, 'the body must be {"events": [ ... ]} or an array of events')
+        raise _BadBody(400, 'the body must be {"events": [ ... ]} or an array of events')
     if len(items) > MAX_EVENTS_PER_BATCH:
-        return error(413, f"{len(items)} events in one batch; the limit is {MAX_EVENTS_PER_BATCH}")
-    fixed = dict(key.attribution)
+        raise _BadBody(413, f"{len(items)} events in one batch; the limit is {MAX_EVENTS_PER_BATCH}")
+    return items
+
+
+def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[str, Any]]:
+    """Check, price and record a batch (in a worker thread); the result of each event, in order."""
     ledger = state.ledger
     results: list[dict[str, Any]] = []
     good: list[tuple[int, UsageEvent, Checked]] = []
@@ -76,7 +108,7 @@ async def ingest_events(request: Request) -> Response:
             continue
         results.append({"index": i, "status": "accepted", "event_id": event.event_id})
         good.append((i, event, checked))
-    known = await _stored_rows(state.store, [e.event_id for _, e, _ in good])
+    known = _query_rows(state.store, [e.event_id for _, e, _ in good])
     for i, event, checked in good:
         prior = known.get(event.event_id)
         if prior is None:
@@ -95,14 +127,7 @@ async def ingest_events(request: Request) -> Response:
             continue
         results[i].update(status="rejected", reason=CONFLICT, fields=differ)
         ledger.quarantine("api", CONFLICT, _payload(items[i]))
-    try:
-        await state.flush()
-    except FlushTimeout as e:
-        log.error("tokentrail: events accepted over HTTP are not durable yet: %s", e)
-        return error(503, "the ledger could not make the events durable in time; send the batch again")
-    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
-    status = 422 if items and counts["rejected"] == len(items) else 200
-    return JSONResponse({**counts, "results": results}, status_code=status)
+    return results
 
 
 def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> set[str]:
@@ -132,19 +157,13 @@ def _id_of(item: Any) -> dict[str, Any]:
 
 
 def _payload(item: Any) -> str:
-    return json.dumps(item, ensure_ascii=False, default=str)
-
-
-async def _stored_rows(store: Any, ids: list[str]) -> dict[str, tuple[Any, ...]]:
-    """The stored rows (tokentrail.events.COLUMNS) of those of these event ids the ledger holds."""
-    if not ids:
-        return {}
-    import asyncio
-
-    return await asyncio.to_thread(_query_rows, store, ids)
+    text = json.dumps(item, ensure_ascii=False, default=str)
+    # a lone surrogate cannot be stored as UTF-8: keep it as its JSON escape (the same value)
+    return text if text_problem(text) is None else json.dumps(item, default=str)
 
 
 def _query_rows(store: Any, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored rows (tokentrail.events.COLUMNS) of those of these event ids the ledger holds."""
     p = store.dialect.param
     cast = "::uuid" if store.dialect.name == "postgresql" else ""
     found: dict[str, tuple[Any, ...]] = {}

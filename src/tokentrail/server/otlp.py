@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from tokentrail.events import UsageEvent
 from tokentrail.exceptions import FlushTimeout
-from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, to_events
+from tokentrail.integrations.otlp import OTLPError, Rejected, decode_json, decode_protobuf, to_events
 from tokentrail.server.auth import AuthError
 from tokentrail.server.ingest import taken_ids
 from tokentrail.server.state import MAX_OTLP_BODY_BYTES, TooLarge, caller, read_body, state_of
@@ -42,23 +42,19 @@ async def receive_traces(request: Request) -> Response:
     state = state_of(request)
     try:
         raw = await read_body(request, MAX_OTLP_BODY_BYTES)
-        raw = _decompress(raw, request.headers.get("content-encoding", ""))
+    except TooLarge:
+        return _status(413, f"the export is over {MAX_OTLP_BODY_BYTES} bytes: export smaller batches", as_json)
+    encoding = request.headers.get("content-encoding", "")
+    try:
+        # Decoding, mapping and recording a large export take seconds: off the event loop, so
+        # no other request waits on it.
+        found, rejected, taken = await asyncio.to_thread(
+            _convert, state.ledger, raw, encoding, as_json, dict(caller_key.attribution)
+        )
     except TooLarge:
         return _status(413, f"the export is over {MAX_OTLP_BODY_BYTES} bytes: export smaller batches", as_json)
     except OTLPError as e:
         return _status(400, str(e), as_json)
-    try:
-        spans = decode_json(raw) if as_json else await asyncio.to_thread(decode_protobuf, raw)
-    except OTLPError as e:
-        return _status(400, str(e), as_json)
-    found, rejected = to_events(spans, state.ledger, dict(caller_key.attribution))
-    for r in rejected:
-        state.ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
-    found, taken = await _not_taken(state.store, found, caller_key.attribution)
-    for event in taken:
-        state.ledger.quarantine("otlp", CONFLICT, json.dumps(event.to_dict(), default=str))
-    for event in found:
-        state.ledger.record(event)
     if found or rejected or taken:
         try:
             await state.flush()
@@ -69,7 +65,7 @@ async def receive_traces(request: Request) -> Response:
     return _success(len(rejected) + len(taken), message, as_json)
 
 
-async def _not_taken(
+def _not_taken(
     store: Any, found: list[UsageEvent], scope: Mapping[str, str]
 ) -> tuple[list[UsageEvent], list[UsageEvent]]:
     """(the events whose ids no event of another team or outside the caller's scope holds, the
@@ -78,8 +74,26 @@ async def _not_taken(
     duplicates of another team's event."""
     if not found:
         return found, []
-    taken = await asyncio.to_thread(taken_ids, store, found, scope)
+    taken = taken_ids(store, found, scope)
     return [e for e in found if str(e.event_id) not in taken], [e for e in found if str(e.event_id) in taken]
+
+
+def _convert(
+    ledger: Any, raw: bytes, encoding: str, as_json: bool, fixed: dict[str, str]
+) -> tuple[list[UsageEvent], list[Rejected], list[UsageEvent]]:
+    """Decode an export, map its spans to events and record them (in a worker thread): the events
+    recorded, the spans refused, and the events whose ids another team holds (refused too)."""
+    raw = _decompress(raw, encoding)
+    spans = decode_json(raw) if as_json else decode_protobuf(raw)
+    found, rejected = to_events(spans, ledger, fixed)
+    for r in rejected:
+        ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
+    found, taken = _not_taken(ledger.store, found, fixed)
+    for event in taken:
+        ledger.quarantine("otlp", CONFLICT, json.dumps(event.to_dict(), default=str))
+    for event in found:
+        ledger.record(event)
+    return found, rejected, taken
 
 
 def _decompress(raw: bytes, encoding: str) -> bytes:

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,7 +26,9 @@ from tokentrail.events import (
     args_hash,
     bound_tags,
     quantize_usd,
+    text_problem,
     to_row,
+    ts_problem,
 )
 from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 
@@ -41,8 +43,6 @@ STATUSES = ("ok", "error", "cancelled")
 MAX_NOTE = 2000
 MAX_TOOL_CALLS = 128
 MAX_COST_USD = Decimal(1_000_000)
-_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-_FUTURE = timedelta(days=1)
 CONFLICT = "event_id already used with different content"
 # Columns of the stored row the server fills whatever the caller sent, and those it fills when the
 # caller left something out (see `differences`).
@@ -249,8 +249,8 @@ def _text(data: dict[str, Any], name: str, limit: int = MAX_TEXT) -> None:
         raise Invalid(f"{name} must be a string, not {_type(v)}")
     if len(v) > limit:
         raise Invalid(f"{name} is {len(v)} characters long; the limit is {limit}")
-    if "\x00" in v:
-        raise Invalid(f"{name} contains a NUL character")
+    if (why := text_problem(v)) is not None:
+        raise Invalid(f"{name} {why}")
 
 
 def _ts(v: Any) -> datetime:
@@ -263,10 +263,8 @@ def _ts(v: Any) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
         raise Invalid(f"ts {_show(v)} has no UTC offset: add Z or +HH:MM")
     t = t.astimezone(UTC)
-    if t < _EARLIEST:
-        raise Invalid(f"ts {_show(v)} is before 2000")
-    if t > datetime.now(UTC) + _FUTURE:
-        raise Invalid(f"ts {_show(v)} is more than a day in the future")
+    if (why := ts_problem(t)) is not None:
+        raise Invalid(f"ts {_show(v)} {why}")
     return t
 
 
@@ -306,8 +304,12 @@ def _tags(v: Any) -> None:
     for k, val in v.items():
         if not k.strip() or len(k) > MAX_TEXT:
             raise Invalid(f"tag key {_show(k)} must be 1 to {MAX_TEXT} characters")
+        if (why := text_problem(k)) is not None:
+            raise Invalid(f"tag key {_show(k)} {why}")
         if not isinstance(val, str) or len(val) > MAX_TEXT:
             raise Invalid(f"tag {_show(k)} must be a string of at most {MAX_TEXT} characters")
+        if (why := text_problem(val)) is not None:
+            raise Invalid(f"tag {_show(k)}: its value {why}")
     if len({k.strip().lower() for k in v}) != len(v):
         raise Invalid("two tag keys differ only in case or spacing (keys are stored lower-cased)")
 
@@ -325,3 +327,6 @@ def _tool_calls(v: Any) -> None:
         for key in ("id", "args_hash"):
             if t.get(key) is not None and (not isinstance(t[key], str) or len(t[key]) > MAX_TEXT):
                 raise Invalid(f"tool_calls[{i}].{key} must be a string of at most {MAX_TEXT} characters")
+        for key in ("name", "id", "args_hash"):
+            if isinstance(t.get(key), str) and (why := text_problem(t[key])) is not None:
+                raise Invalid(f"tool_calls[{i}].{key} {why}")

@@ -45,11 +45,17 @@ class Dialect:
     json: str
     serial: str  # an auto-numbered integer primary key
 
-    def json_text(self, column: str, key: str) -> str:
-        """SQL for the text value of `key` in a JSON column."""
+    def json_text(self, column: str) -> str:
+        """SQL for the text value of a key in a JSON column: the key is a parameter (json_key),
+        never spliced into the SQL (a `%` would be a psycopg placeholder, a quote worse)."""
         if self.name == "sqlite":
-            return f"json_extract({column}, '$.\"{key}\"')"
-        return f"({column}::jsonb ->> '{key}')"
+            return f"json_extract({column}, ?)"
+        # jsonb refuses \u0000: a NUL written before tags refused it must not break every report
+        return f"(replace({column}, '\\u0000', '\\ufffd')::jsonb ->> %s)"
+
+    def json_key(self, key: str) -> str:
+        """The parameter of json_text for `key`."""
+        return f'$."{key}"' if self.name == "sqlite" else key
 
 
 SQLITE = Dialect(
@@ -343,6 +349,88 @@ def m0009_tool_runs(d: Dialect) -> list[str]:
 
 MIGRATIONS.append(("0009_tool_runs", m0009_tool_runs))
 
+
+# The rollup measures over raw events, as SQL (the same definitions as store/_rollup.aggregate and
+# the raw report queries; frozen with the migration that uses them).
+ROLLUP_SQL_MEASURES = (
+    "SUM(CASE WHEN kind IN ('llm', 'embedding') THEN 1 ELSE 0 END)",
+    "SUM(CASE WHEN kind <> 'adjustment' AND status <> 'ok' THEN 1 ELSE 0 END)",
+    "SUM(input_tokens)",
+    "SUM(output_tokens)",
+    "SUM(cache_read_tokens)",
+    "SUM(cache_write_tokens)",
+    "SUM(reasoning_tokens)",
+    "COALESCE(SUM(cost_nusd), 0)",
+    "SUM(CASE WHEN cost_nusd IS NULL AND kind IN ('llm', 'embedding') "
+    "AND SUBSTR(status, 1, 13) <> 'invalid_usage' THEN 1 ELSE 0 END)",
+    "SUM(CASE WHEN cost_nusd IS NULL AND kind IN ('llm', 'embedding') "
+    "AND SUBSTR(status, 1, 13) = 'invalid_usage' THEN 1 ELSE 0 END)",
+    "SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END)",
+)
+
+
+def floor_to(column: str, unit: int) -> str:
+    """SQL for `column` rounded down to a multiple of `unit` (also before 1970), with no `%`."""
+    return (
+        f"CASE WHEN {column} >= 0 THEN ({column} / {unit}) * {unit} ELSE -((-{column} - 1) / {unit} + 1) * {unit} END"
+    )
+
+
+ROLLUP_SQL_DIMENSIONS = tuple(f"COALESCE({c}, '')" for c in ROLLUP_DIMENSIONS)
+
+
+def _pg_rollup_upsert(table: str, time_column: str, unit: int) -> str:
+    key = ", ".join((time_column, *ROLLUP_DIMENSIONS))
+    return (
+        f"INSERT INTO {table} AS r ({key}, {', '.join(ROLLUP_MEASURES)}) "
+        f"SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, "
+        f"{', '.join(ROLLUP_SQL_MEASURES)} FROM new_events "
+        f"GROUP BY {', '.join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))} "
+        f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{m} = r.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
+    )
+
+
+def m0010_rollups_in_database(d: Dialect) -> list[str]:
+    """PostgreSQL keeps the rollups itself: a statement trigger on `events` adds up exactly the rows
+    inserted (a SECURITY DEFINER function of the owner), so the application role needs, and gets,
+    no right to write a rollup (an app role could set a rollup's cost to 0 and reports would show
+    it). The writers' chain head lock is taken first: no writer upserts rollups of its own in the
+    same moment the trigger starts doing it. SQLite (one file, no roles) keeps doing it in Python."""
+    if d.name != "postgresql":
+        return []
+    body = f"""BEGIN
+    {_pg_rollup_upsert("rollup_hourly", "hour_us", HOUR_US)};
+    {_pg_rollup_upsert("rollup_daily", "day_us", DAY_US)};
+    RETURN NULL;
+END"""
+    create = (
+        "CREATE FUNCTION tokentrail_rollup_events() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = %I, pg_temp AS $body$" + body.replace("'", "''") + "$body$"
+    )
+    return [
+        "SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE",
+        # pinned to the ledger's schema: a SECURITY DEFINER function must not follow a caller's search_path
+        f"DO $$ BEGIN EXECUTE format('{create}', current_schema()); END $$",
+        "CREATE TRIGGER events_rollup AFTER INSERT ON events REFERENCING NEW TABLE AS new_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION tokentrail_rollup_events()",
+        # whoever was granted writes on the rollups (an app role, PUBLIC) loses them
+        """DO $$
+DECLARE g record;
+BEGIN
+    FOR g IN SELECT DISTINCT c.relname AS name, a.grantee AS grantee
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.relnamespace = current_schema()::regnamespace AND c.relname IN ('rollup_hourly', 'rollup_daily')
+          AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I FROM %s', g.name,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END $$""",
+    ]
+
+
+MIGRATIONS.append(("0010_rollups_in_database", m0010_rollups_in_database))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -354,8 +442,9 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "outcomes": ("SELECT", "INSERT"),
     "quarantine": ("SELECT", "INSERT"),
     "alerts": ("SELECT", "INSERT"),
-    "rollup_hourly": ("SELECT", "INSERT", "UPDATE"),
-    "rollup_daily": ("SELECT", "INSERT", "UPDATE"),
+    # rollups: kept by the database from the events inserted (migration 0010), never written directly
+    "rollup_hourly": ("SELECT",),
+    "rollup_daily": ("SELECT",),
     "chain_head": ("SELECT", "UPDATE"),
     # budgets: defined by the owner (`tokentrail budget set|rm|suspend`); the app reserves and posts
     "budgets": ("SELECT",),

@@ -7,9 +7,9 @@ One `write_events` batch is one transaction:
 2. `INSERT INTO event_ids … ON CONFLICT DO NOTHING RETURNING event_id` claims the batch's ids
    in the unpartitioned id table: what comes back is exactly the rows never stored before,
    whatever their `ts_us` (the partitioned `events` table cannot hold a ledger-wide unique key);
-3. chain the new rows in Python (`events.chain_hash`), COPY them into `events`, upsert the
-   hourly rollup, move the chain head, COMMIT (durable: the server runs with fsync and
-   synchronous_commit on).
+3. chain the new rows in Python (`events.chain_hash`), COPY them into `events` (a trigger of the
+   owner adds them to the hourly and daily rollups: no application role writes a rollup), move
+   the chain head, COMMIT (durable: the server runs with fsync and synchronous_commit on).
 
 A lost connection surfaces as an exception from the call (never a hang: connect, statement,
 lock and TCP keepalive timeouts are set), the pool replaces the broken connection, and the
@@ -76,6 +76,12 @@ def _upsert(table: str, time_column: str) -> str:
     )
 
 
+# The chain head, locked, and whether the database keeps the rollups itself (migration 0010: a
+# trigger on events). Read under the lock that the migration takes too, so never both or neither.
+_LOCK_HEAD = (
+    "SELECT seq, hash, EXISTS (SELECT 1 FROM schema_migrations WHERE name = '0010_rollups_in_database') "
+    "FROM chain_head WHERE id = 1 FOR UPDATE"
+)
 _UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
 _UPSERT_DAILY = _upsert("rollup_daily", "day_us")
 _OUTCOME_COLS = (
@@ -397,23 +403,26 @@ class PostgresStore:
         which asks `INSERT … ON CONFLICT DO NOTHING RETURNING` which ids are new)."""
         with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
-            head = cur.execute("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE").fetchone()
+            head = cur.execute(_LOCK_HEAD).fetchone()
             if head is None:
                 raise StoreError(f"the ledger at {self.display_url} has no chain head (run `tokentrail migrate`)")
-            seq, prev = head[0], bytes(head[1])
+            seq, prev, in_database = head[0], bytes(head[1]), head[2]
             # Python work is interleaved with the server's: while it indexes the ids (and then the
             # rows) already sent, the rollup deltas (and then the hashes) are being computed.
+            deltas: list[Row] = []
             if assume_new:
                 fresh = batch
                 with cur.copy("COPY event_ids (event_id) FROM STDIN") as copy:
                     copy.write("\n".join([r[0] for r in batch]) + "\n")  # canonical UUIDs need no escaping
-                    deltas = aggregate(fresh)
+                    if not in_database:
+                        deltas = aggregate(fresh)
             else:
                 new_ids = {r[0] for r in cur.execute(_CLAIM_IDS, ([r[0] for r in batch],)).fetchall()}
                 if not new_ids:
                     return 0
                 fresh = batch if len(new_ids) == len(batch) else [r for r in batch if r[0] in new_ids]
-                deltas = aggregate(fresh)
+                if not in_database:
+                    deltas = aggregate(fresh)
             with cur.copy(_COPY_EVENTS) as copy:
                 write_row = copy.write_row
                 for row in fresh:
@@ -421,8 +430,9 @@ class PostgresStore:
                     h = chain_hash(seq, prev, row)
                     write_row((seq, *row, prev, h))
                     prev = h
-            cur.execute(_UPSERT_HOURLY, list(map(list, zip(*deltas, strict=True))))
-            cur.execute(_UPSERT_DAILY, list(map(list, zip(*by_day(deltas), strict=True))))
+            if not in_database:  # a ledger not migrated to 0010 yet: its rollups are kept here
+                cur.execute(_UPSERT_HOURLY, list(map(list, zip(*deltas, strict=True))))
+                cur.execute(_UPSERT_DAILY, list(map(list, zip(*by_day(deltas), strict=True))))
             cur.execute("UPDATE chain_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))
         return len(fresh)
 

@@ -1,0 +1,153 @@
+"""The rollups checked against the events they sum (part of `tokentrail audit verify`).
+
+The audit chain covers the events; reports read the hourly and daily rollups. A rollup row
+changed by hand (`UPDATE rollup_hourly SET cost_nusd = 0`) would make every report lie while the
+chain still verifies, so `verify` recomputes both rollups from the events and compares them, in
+one statement (one snapshot: writers committing meanwhile are never mistaken for tampering).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tokentrail.events import from_micros
+from tokentrail.exceptions import StoreError
+from tokentrail.store.migrations import (
+    DAY_US,
+    HOUR_US,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    ROLLUP_SQL_DIMENSIONS,
+    ROLLUP_SQL_MEASURES,
+    floor_to,
+)
+from tokentrail.types import Store
+
+ROLLUPS = (("rollup_hourly", "hour_us", HOUR_US), ("rollup_daily", "day_us", DAY_US))
+MAX_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RollupMismatch:
+    """A rollup row that does not hold what its events add up to (`expected` None: a row with no
+    events; `found` None: events the rollup lacks)."""
+
+    table: str
+    start_us: int
+    group: tuple[tuple[str, str], ...]
+    expected: dict[str, int] | None
+    found: dict[str, int] | None
+
+    def __str__(self) -> str:
+        unit = "hour" if self.table == "rollup_hourly" else "day"
+        where = ", ".join(f"{k}={v!r}" for k, v in self.group if v) or "no dimension"
+        head = f"{self.table}, {unit} of {from_micros(self.start_us):%Y-%m-%d %H:%M} UTC, {where}"
+        if self.found is None:
+            return f"{head}: no rollup row for events of {_show(self.expected)}"
+        if self.expected is None:
+            return f"{head}: a rollup row of {_show(self.found)} with no events"
+        differ = [
+            f"{m} {self.found[m]} (the events: {self.expected[m]})"
+            for m in ROLLUP_MEASURES
+            if self.found[m] != self.expected[m]
+        ]
+        return f"{head}: {'; '.join(differ)}"
+
+
+def check_rollups(store: Store, *, since_us: int | None = None, limit: int = MAX_SHOWN) -> list[RollupMismatch]:
+    """The rollup rows (from the UTC day of `since_us`, or all) that disagree with the events,
+    at most `limit` of them per table; empty when the rollups are right."""
+    out: list[RollupMismatch] = []
+    for table, column, unit in ROLLUPS:
+        out += _mismatches(store, table, column, unit, since_us, limit)
+    return out
+
+
+def _mismatches(
+    store: Store, table: str, column: str, unit: int, since_us: int | None, limit: int
+) -> list[RollupMismatch]:
+    p = store.dialect.param
+    start = None if since_us is None else since_us - since_us % DAY_US  # whole days: whole rows of both
+    width = 1 + len(ROLLUP_DIMENSIONS)
+    cols = ", ".join((column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+    expected = (
+        f"SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, {', '.join(ROLLUP_SQL_MEASURES)} "
+        f"FROM events{f' WHERE ts_us >= {p}' if start is not None else ''} "
+        f"GROUP BY {', '.join(str(i) for i in range(1, width + 1))}"
+    )
+    found = f"SELECT {cols} FROM {table}{f' WHERE {column} >= {p}' if start is not None else ''}"
+    sql = (
+        f"SELECT 'events', a.* FROM ({expected} EXCEPT {found}) a "
+        f"UNION ALL SELECT 'rollup', b.* FROM ({found} EXCEPT {expected}) b LIMIT {2 * limit}"
+    )
+    params: Sequence[Any] = () if start is None else [start, start, start, start]
+    pairs: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
+    for r in store.query(sql, params):
+        key = tuple(r[1 : 1 + width])
+        pairs.setdefault(key, {})[r[0]] = {m: int(v) for m, v in zip(ROLLUP_MEASURES, r[1 + width :], strict=True)}
+    return [
+        RollupMismatch(
+            table,
+            int(key[0]),
+            tuple(zip(ROLLUP_DIMENSIONS, key[1:], strict=True)),
+            sides.get("events"),
+            sides.get("rollup"),
+        )
+        for key, sides in list(pairs.items())[:limit]
+    ]
+
+
+def _show(m: dict[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (m or {}).items() if v) or "nothing"
+
+
+def rebuild_rollups(store: Store) -> int:
+    """Recompute both rollups from the events, in one transaction that writers wait for; return
+    the hourly rows written. The repair after `check_rollups` found rows changed by hand (on
+    PostgreSQL, run it as the owner: the application role may not write the rollups)."""
+    statements: list[str] = []
+    for table, column, unit in ROLLUPS:
+        cols = ", ".join((column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+        groups = ", ".join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))
+        statements += [
+            f"DELETE FROM {table}",
+            f"INSERT INTO {table} ({cols}) SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, "
+            f"{', '.join(ROLLUP_SQL_MEASURES)} FROM events GROUP BY {groups}",
+        ]
+    if store.dialect.name == "postgresql":
+        from tokentrail.store.postgres import PostgresStore
+
+        if not isinstance(store, PostgresStore):
+            raise TypeError(f"cannot rebuild the rollups of a {type(store).__name__}")
+        from psycopg.errors import InsufficientPrivilege
+
+        try:
+            with store.connection() as pg, pg.transaction():
+                pg.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")  # writers wait
+                for sql in statements:
+                    pg.execute(sql)
+        except InsufficientPrivilege as e:
+            raise StoreError(f"cannot rebuild the rollups ({e}): run it as the ledger's owner") from None
+    else:
+        import sqlite3
+
+        from tokentrail.store.sqlite import SQLiteStore
+
+        if not isinstance(store, SQLiteStore):
+            raise TypeError(f"cannot rebuild the rollups of a {type(store).__name__}")
+        conn = sqlite3.connect(str(store.path), isolation_level=None, timeout=30)
+        try:
+            with store.write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql in statements:
+                        conn.execute(sql)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        finally:
+            conn.close()
+    return int(store.query("SELECT COUNT(*) FROM rollup_hourly")[0][0])
