@@ -193,9 +193,11 @@ class Ledger:
         content: str | None = None,
         note: str | None = None,
         attribution: ctx.Attribution | None = None,
+        usage_estimated: bool = False,
     ) -> UsageEvent:
         """A priced, attributed model-call event. `problem` (an impossible-usage reason) makes it
-        `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost)."""
+        `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost).
+        `usage_estimated`: the counts are tokentrail's estimate, the provider never reported them."""
         a = attribution or ctx.current()
         ts = ts or datetime.now(UTC)
         provider = bound_text(canonical_provider(provider)) or ""
@@ -248,6 +250,7 @@ class Ledger:
             request_hash=request_hash,
             content=content,
             note=note,
+            usage_estimated=usage_estimated,
         )
 
     def record_tool(

@@ -27,8 +27,9 @@ _MEASURES_V1 = (
     "unpriced_calls",
     "invalid_calls",
 )
-# `calls` counts model calls (llm, embedding), `tool_runs` the tool runs (migration 0009).
-ROLLUP_MEASURES = (*_MEASURES_V1, "tool_runs")
+# `calls` counts model calls (llm, embedding), `tool_runs` the tool runs (migration 0009),
+# `estimated_calls` the calls whose usage tokentrail estimated (migration 0010).
+ROLLUP_MEASURES = (*_MEASURES_V1, "tool_runs", "estimated_calls")
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,21 @@ def m0009_tool_runs(d: Dialect) -> list[str]:
 
 
 MIGRATIONS.append(("0009_tool_runs", m0009_tool_runs))
+
+
+def m0010_usage_estimated(d: Dialect) -> list[str]:
+    """`usage_estimated`: the provider never reported the call's usage (a stream cut or abandoned
+    before it, an unreadable body), so its counts are tokentrail's estimate; the rollups count such
+    calls. Every event before this column existed reported its usage (or recorded none): 0."""
+    out = [f"ALTER TABLE events ADD COLUMN usage_estimated {d.bigint} NOT NULL DEFAULT 0"]
+    out += [
+        f"ALTER TABLE {table} ADD COLUMN estimated_calls {d.bigint} NOT NULL DEFAULT 0"
+        for table in ("rollup_hourly", "rollup_daily")
+    ]
+    return out
+
+
+MIGRATIONS.append(("0010_usage_estimated", m0010_usage_estimated))
 
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
