@@ -325,6 +325,33 @@ class Ledger:
                 f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
             )
 
+    async def adurable(self, timeout: float = 30) -> bool:
+        """Wait, without blocking the event loop, until every event recorded so far is durable
+        (committed, or fsynced to the spool); False when that takes longer than `timeout`."""
+        import asyncio  # lazily: `import tokentrail` stays fast
+
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def on_durable() -> None:  # in the writer thread
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._writer.notify(on_durable)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return False
+        return True
+
     @property
     def pending(self) -> int:
         """Events queued and not yet durable."""

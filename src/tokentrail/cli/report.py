@@ -43,6 +43,7 @@ MEASURES = (
     "unpriced_calls",
     "invalid_calls",
     "tool_runs",
+    "estimated_calls",
 )
 # (header, measure) of the table; errors and invalid calls show only when there are some
 _TABLE = (
@@ -106,6 +107,8 @@ def print_report(rep: reports.Report) -> None:
         columns.insert(1, ("errors", "errors"))
     if rep.totals.invalid_calls:
         columns.append(("invalid", "invalid_calls"))
+    if rep.totals.estimated_calls:
+        columns.append(("estimated", "estimated_calls"))
     table = Table(title=Text(title), title_justify="left", show_edge=False, pad_edge=False)
     for d in rep.by:
         table.add_column(d, overflow="fold")
@@ -134,7 +137,7 @@ def _cell(value: object, measure: str, *, bold: bool = False) -> Text:
         return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
     text = usd(value) if measure == "cost_usd" else num(value)  # type: ignore[arg-type]
     style = "bold" if bold else ""
-    if measure in ("unpriced_calls", "invalid_calls", "errors") and value:
+    if measure in ("unpriced_calls", "invalid_calls", "errors", "estimated_calls") and value:
         style += " yellow"
     return Text(text, style=style.strip())
 
@@ -152,6 +155,13 @@ def _notes(totals: reports.Measures, *, machine: bool) -> None:
         note(
             f"{n:,} call{'s' if n != 1 else ''} reported impossible usage (status invalid_usage:…) "
             "and have no cost: see `tokentrail report --by status,model`",
+            to_stderr=machine,
+        )
+    if totals.estimated_calls:
+        n = totals.estimated_calls
+        note(
+            f"{n:,} call{'s' if n != 1 else ''} never had {'their' if n != 1 else 'its'} usage reported by the "
+            "provider (a stream cut or abandoned): tokens and cost are estimated",
             to_stderr=machine,
         )
 

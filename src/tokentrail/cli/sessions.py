@@ -45,6 +45,7 @@ _FIELDS = (
     "cost_usd",
     "unpriced_calls",
     "errors",
+    "estimated_calls",
 )
 
 
@@ -93,6 +94,7 @@ def print_sessions(
     out = console()
     extra = [("unpriced", "unpriced_calls")] if any(s.unpriced_calls for s in found) else []
     extra += [("errors", "errors")] if any(s.errors for s in found) else []
+    extra += [("estimated", "estimated_calls")] if any(s.estimated_calls for s in found) else []
     table = Table(title=Text(title), title_justify="left", show_edge=False)
     table.add_column("session", no_wrap=True)
     times = () if compact else ("started", "took")
@@ -160,6 +162,8 @@ def session_command(
         head.append(f" · {num(t.unpriced_calls)} unpriced", style="yellow")
     if t.errors:
         head.append(f" · {num(t.errors)} errors", style="red")
+    if t.estimated_calls:
+        head.append(f" · {num(t.estimated_calls)} estimated", style="yellow")
     if detail.outcomes:
         head.append("\noutcomes: " + ", ".join(f"{n}×{c}" if c != 1 else n for n, c in detail.outcomes))
     tree = Tree(head, guide_style="dim")
@@ -205,6 +209,8 @@ def _label(node: reports.CallNode, tz: str | None) -> Text:
         label.append(f" · {e.latency_ms:,.0f} ms", style="dim")
     if e.status != "ok":
         label.append(f" · {e.status}", style="red")
+    if e.usage_estimated:
+        label.append(" · usage estimated", style="yellow")
     if e.tool_calls:
         label.append(" → asked for " + ", ".join(tc.name for tc in e.tool_calls), style="green")
     if e.note:
