@@ -6,8 +6,9 @@ Three rules hold however a call ends:
   cancelled; during the body: the connection is closed, and the provider stops generating);
 - an upstream that fails part-way fails the caller's response too (the connection is closed
   without the end of the body), never a clean end of a truncated answer;
-- the last byte of a metered response leaves only once the call's event is durable (committed,
-  or fsynced to the spool), so a caller who got a whole answer never finds it unrecorded.
+- the end of a metered response (a body, or a stream from the event that completes it) leaves
+  only once the call's event is durable (committed, or fsynced to the spool), so a caller who got
+  a whole answer never finds it unrecorded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ Send = Callable[[Message], Awaitable[None]]
 HOP_HEADERS = frozenset(
     (b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers")
 ).union((b"transfer-encoding", b"upgrade", b"content-length", b"host"))
+
+
+_MAX_HELD = 1 << 20
 
 
 class ClientGone(Exception):
@@ -164,11 +168,18 @@ class Relay:
         """Pass a streamed body through chunk by chunk. A caller who goes away mid-stream closes the
         upstream connection (the provider stops generating) and the call is recorded cancelled."""
         ex, gone, send = self.exchange, self.caller.gone, self.send
+        held = b""  # the end of the answer: it leaves once the call's event is durable
         try:
             async for raw in resp.content.iter_any():
                 if gone.is_set():
                     break
                 out = ex.chunk(raw) if ex is not None else raw
+                # An SDK stops reading at the last event (OpenAI's [DONE]): the bytes from the one
+                # that completes the answer on wait for the event (bounded, for an upstream that
+                # would keep talking after it).
+                if ex is not None and (held or ex.acc.complete) and len(held) < _MAX_HELD:
+                    held += out
+                    continue
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if gone.is_set():
@@ -188,7 +199,7 @@ class Relay:
             # closes the connection and the caller sees a cut stream, as it would from the provider.
             return
         await self._durable()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await send({"type": "http.response.body", "body": held + tail, "more_body": False})
 
     async def _durable(self) -> None:
         """Record the call (once) and wait until its event is durable, bounded: a store and a spool
