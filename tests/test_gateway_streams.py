@@ -18,6 +18,7 @@ import tokentrail as tt
 from tests._events import stored
 from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
 from tokentrail.events import COLUMNS, from_row
+from tokentrail.exceptions import StoreError
 from tokentrail.testing import FakeUpstream, Reply
 
 GPT = "gpt-4o-mini"
@@ -187,3 +188,24 @@ def test_the_event_is_durable_before_the_last_byte(
     assert text == TEXT
     [ev] = [from_row(r) for r in rows]
     assert (ev.status, ev.input_tokens, ev.output_tokens, ev.usage_estimated) == ("ok", 12, 3, False)
+
+
+def test_with_the_store_down_the_event_is_spooled_before_the_last_byte(
+    any_ledger: tt.Ledger, up: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = any_ledger
+    assert ledger.spool is not None
+
+    def down(rows: Any) -> int:
+        time.sleep(0.3)
+        raise StoreError("the store is down (test)")
+
+    monkeypatch.setattr(ledger.store, "write_events", down)
+    up.push(Reply(text=TEXT, input_tokens=12, output_tokens=3))
+    with serving(ledger, up) as s:
+        assert oai(s.url).chat.completions.create(model=GPT, messages=M).choices[0].message.content == TEXT
+        spooled = sum(events for _, _, events, _ in ledger.spool.status())  # no flush
+    assert spooled == 1
+    monkeypatch.undo()
+    [ev] = until(lambda: stored(ledger))  # replayed once the store is back
+    assert (ev.status, ev.input_tokens) == ("ok", 12)
