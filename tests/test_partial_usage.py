@@ -224,3 +224,17 @@ def test_estimated_calls_in_the_cli_report_and_sessions(any_ledger: tt.Ledger) -
     header, line = csv.stdout.strip().splitlines()[:2]
     assert dict(zip(header.split(","), line.split(","), strict=False))["estimated_calls"] == "1"
     assert Decimal(0) < (reports.report(led.store).totals.cost_usd or 0)
+
+
+def test_the_output_estimate_never_passes_the_requests_max_tokens(up: FakeUpstream, ledger: tt.Ledger) -> None:
+    """Counting bytes overestimates; the provider bills at most max_tokens, and the estimate
+    (posted to the budgets) must not pass what the reservation allowed."""
+    up.push(Reply(text="a much longer answer than two tokens", stream_chunks=3, chunk_delay_s=0.2))
+    with oai(up, ledger) as c, capture_events() as events:
+        stream = c.chat.completions.create(model=GPT, messages=M, stream=True, max_tokens=2)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                break
+        stream.close()
+    (ev,) = events
+    assert (ev.status, ev.usage_estimated, ev.output_tokens) == ("cancelled", True, 2)

@@ -343,6 +343,8 @@ class Ledger:
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
 
+        if self._closed:
+            return False
         if self._pid != os.getpid():
             self._after_fork()
         self._writer.notify(on_durable)

@@ -312,7 +312,7 @@ class Exchange:
         (Anthropic's message_start input, Gemini's prompt count), else the input estimated from the
         request, and at least the output tokens of the text it sent. Counted as the budget
         reservation counts (estimate.py): tiktoken when its encoding is on disk, else UTF-8 bytes."""
-        from tokentrail.estimate import _tiktoken_for, input_tokens_bound
+        from tokentrail.estimate import _tiktoken_for, input_tokens_bound, requested_output
 
         r = reported or Usage()
         model = self.acc.model
@@ -324,7 +324,9 @@ class Exchange:
             except Exception:
                 log.exception("tokentrail: estimating the input of a %s call failed", self.route.provider)
         texts = self.acc.text_parts + [args for _, args in self.acc.tool_call_texts()]
-        output_tokens = max(r.output_tokens, _text_tokens(texts, tokenizer))
+        relayed = _text_tokens(texts, tokenizer)
+        cap = requested_output(self.body)  # the provider bills no more than the request allows
+        output_tokens = max(r.output_tokens, relayed if cap is None else min(relayed, cap))
         return Usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
