@@ -18,7 +18,16 @@ import pytest
 import tokentrail as tt
 from tests._events import stored
 from tokentrail import audit, reports
-from tokentrail.events import COLUMNS, GENESIS_HASH, V1_COLUMNS, UsageEvent, canonical_bytes, chain_hash, to_row
+from tokentrail.events import (
+    COLUMNS,
+    GENESIS_HASH,
+    V1_COLUMNS,
+    UsageEvent,
+    canonical_bytes,
+    chain_hash,
+    to_row,
+    upgraded_row,
+)
 from tokentrail.pricing import PriceBook
 from tokentrail.spool import Batch, Spool, folder_for
 from tokentrail.store import open_store
@@ -137,6 +146,7 @@ def test_the_flag_enters_the_canonical_event_only_when_set() -> None:
     assert len(row) == len(COLUMNS) == V1_COLUMNS + 1
     # an event without the flag hashes exactly as it did before the column existed
     assert canonical_bytes(row) == canonical_bytes(row[:V1_COLUMNS])
+    assert upgraded_row(row[:V1_COLUMNS]) == row and upgraded_row(row) == row  # an older spool's row
     flagged = to_row(UsageEvent(provider="openai", model=GPT, input_tokens=5, usage_estimated=True))
     assert canonical_bytes(flagged) != canonical_bytes(flagged[:V1_COLUMNS])  # tampering with it shows
 

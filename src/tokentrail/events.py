@@ -374,11 +374,15 @@ def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     return "".join(_encode_row(row, 0)).encode()  # the C encoder takes a tuple as a JSON array
 
 
+# The stored defaults of the columns added since the first schema, in COLUMNS order.
+_ADDED_DEFAULTS: tuple[Any, ...] = (0,)  # usage_estimated
+
+
 def upgraded_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row written before the latest columns existed (a spool file of an older version), with
     their defaults: the same event, and the same canonical bytes."""
-    missing = len(COLUMNS) - len(row)
-    return (*row, *[0] * missing) if 0 < missing <= len(COLUMNS) - V1_COLUMNS else row
+    have = len(row) - V1_COLUMNS
+    return (*row, *_ADDED_DEFAULTS[have:]) if 0 <= have < len(_ADDED_DEFAULTS) else row
 
 
 CHAIN_TAG = b"tokentrail/event/v1"
