@@ -108,6 +108,8 @@ class Relay:
             await asyncio.wait((task,))
         except asyncio.CancelledError:  # the server is stopping this request
             task.cancel()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()  # the answer came just then: nobody reads it
             if ex is not None:
                 ex.finish(cancelled=True)
             raise
