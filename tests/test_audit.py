@@ -302,7 +302,7 @@ def test_grant_app_role_needs_postgres(sqlite_url: str) -> None:
 def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_roles_writes(
     db_url: str, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ledger migrated before 0010, whose app role was granted writes on the rollups then: after
+    """A ledger migrated before 0011, whose app role was granted writes on the rollups then: after
     `migrate`, the database keeps the rollups (each event counted once, before and after) and the
     app role may no longer write them."""
     import psycopg
@@ -316,7 +316,7 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
     base = os.environ["TOKENTRAIL_TEST_PG"]
     schema = parse_qs(urlsplit(db_url).query)["application_name"][0]
     role = f"tt_app_{secrets.token_hex(4)}"
-    before = [m for m in MIGRATIONS if m[0] != "0010_rollups_in_database"]
+    before = [m for m in MIGRATIONS if m[0] != "0011_rollups_in_database"]
     monkeypatch.setattr(postgres, "MIGRATIONS", before)
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import tokentrail as tt
 from tokentrail import capture
 from tokentrail.capture import MAX_COMPLETION, MAX_PROMPT, content_of, prompt_text, redact_text
-from tokentrail.events import UsageEvent
+from tokentrail.events import COL, UsageEvent
 from tokentrail.pricing import PriceBook
 from tokentrail.store import open_store
 from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
@@ -430,7 +430,8 @@ def test_captured_content_is_stored_as_it_was_on_both_backends(up: FakeUpstream,
     row = ledger.store.get_event(events[0].event_id)
     ledger.close()
     assert row is not None
-    stored = json.loads(row[-1] if isinstance(row[-1], str) else "")
+    content = row[COL["content"]]
+    stored = json.loads(content if isinstance(content, str) else "")
     # content is JSON text: a NUL travels as the escape \u0000, which every backend stores as it is
     assert stored == json.loads(events[0].content or "") and "ünïcødé \x00 end" in stored["prompt"]
 

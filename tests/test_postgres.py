@@ -274,7 +274,7 @@ def test_the_app_role_needs_no_create_right(db_url: str, prices: PriceBook, capl
         admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         admin.execute(f"GRANT SELECT ON {schema}.schema_migrations TO {role}")
         admin.execute(f"GRANT SELECT, INSERT ON {schema}.events, {schema}.event_ids, {schema}.outcomes TO {role}")
-        # no write on the rollups: the database keeps them (migration 0010)
+        # no write on the rollups: the database keeps them (migration 0011)
         admin.execute(f"GRANT SELECT ON {schema}.rollup_hourly, {schema}.rollup_daily TO {role}")
         admin.execute(f"GRANT SELECT, UPDATE ON {schema}.chain_head TO {role}")
         app_url = with_params(db_url, user=role)

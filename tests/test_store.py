@@ -348,6 +348,7 @@ def _raw_rollup_sql() -> str:
         total(f"CASE WHEN {llm} AND status NOT LIKE 'invalid_usage%' THEN 1 ELSE 0 END"),
         total(f"CASE WHEN {llm} AND status LIKE 'invalid_usage%' THEN 1 ELSE 0 END"),
         total("CASE WHEN kind = 'tool' THEN 1 ELSE 0 END"),
+        total("usage_estimated"),
     ]
     keys = ", ".join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))
     return (

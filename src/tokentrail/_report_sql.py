@@ -56,6 +56,7 @@ RAW_MEASURES: dict[str, str] = {
     "unpriced_calls": f"SUM(CASE WHEN {NO_PRICE} AND NOT ({INVALID}) THEN 1 ELSE 0 END)",
     "invalid_calls": f"SUM(CASE WHEN {NO_PRICE} AND {INVALID} THEN 1 ELSE 0 END)",
     "tool_runs": "SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END)",
+    "estimated_calls": "SUM(usage_estimated)",
 }
 RAW_SUMS = tuple(RAW_MEASURES[m] for m in ROLLUP_MEASURES)
 ROLLUP_SUMS = tuple(f"SUM({m})" for m in ROLLUP_MEASURES)
@@ -70,7 +71,8 @@ class Measures:
     """What a group of events used and cost. `calls` counts model calls, `tool_runs` tool runs;
     `cost_usd` includes adjustments, and is None when every call had no price and nothing was
     spent (unpriced, never $0). `unpriced_calls` had no price; `invalid_calls` reported
-    impossible usage (no cost); `errors` counts failed calls and tool runs."""
+    impossible usage (no cost); `errors` counts failed calls and tool runs; `estimated_calls` never
+    had their usage reported by the provider (cut or abandoned streams): their counts are estimates."""
 
     calls: int = 0
     errors: int = 0
@@ -83,6 +85,7 @@ class Measures:
     unpriced_calls: int = 0
     invalid_calls: int = 0
     tool_runs: int = 0
+    estimated_calls: int = 0
 
     @property
     def tokens(self) -> int:

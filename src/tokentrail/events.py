@@ -197,6 +197,9 @@ class UsageEvent:
     note: str | None = None  # why an adjustment was made; error detail of a failed call
     request_hash: str | None = None  # fingerprint of the prompt (sha256), never the prompt itself
     content: str | None = None  # captured prompt/completion, only with capture_content=True, redacted
+    # True: the provider never reported this call's usage (a stream cut or abandoned before its usage
+    # arrived, an unreadable body); the counts are tokentrail's estimate of what it billed
+    usage_estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -278,6 +281,7 @@ COLUMNS = (
     "note",
     "request_hash",
     "content",
+    "usage_estimated",  # migration 0010; in the canonical event only when set (see canonical_bytes)
 )
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -348,6 +352,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         e.note,
         e.request_hash,
         e.content,
+        1 if e.usage_estimated else 0,
     )
 
 
@@ -395,12 +400,31 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
         note=r[38],
         request_hash=r[39],
         content=r[40],
+        usage_estimated=bool(r[41]) if len(r) > 41 else False,
     )
+
+
+# The columns of the first schema. A column added since enters the canonical event only when it
+# holds more than its default, so every event hashed before it existed still verifies.
+V1_COLUMNS = 41
 
 
 def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
+    if len(row) > V1_COLUMNS and not any(row[V1_COLUMNS:]):
+        row = row[:V1_COLUMNS]
     return "".join(_encode_row(row, 0)).encode()  # the C encoder takes a tuple as a JSON array
+
+
+# The stored defaults of the columns added since the first schema, in COLUMNS order.
+_ADDED_DEFAULTS: tuple[Any, ...] = (0,)  # usage_estimated
+
+
+def upgraded_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row written before the latest columns existed (a spool file of an older version), with
+    their defaults: the same event, and the same canonical bytes."""
+    have = len(row) - V1_COLUMNS
+    return (*row, *_ADDED_DEFAULTS[have:]) if 0 <= have < len(_ADDED_DEFAULTS) else row
 
 
 CHAIN_TAG = b"tokentrail/event/v1"

@@ -197,9 +197,11 @@ class Ledger:
         content: str | None = None,
         note: str | None = None,
         attribution: ctx.Attribution | None = None,
+        usage_estimated: bool = False,
     ) -> UsageEvent:
         """A priced, attributed model-call event. `problem` (an impossible-usage reason) makes it
-        `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost)."""
+        `invalid_usage:<reason>` with no cost; an unknown model makes it unpriced (no cost).
+        `usage_estimated`: the counts are tokentrail's estimate, the provider never reported them."""
         a = attribution or ctx.current()
         ts = ts or datetime.now(UTC)
         provider = bound_text(canonical_provider(provider)) or ""
@@ -252,6 +254,7 @@ class Ledger:
             request_hash=request_hash,
             content=content,
             note=note,
+            usage_estimated=usage_estimated,
         )
 
     def record_tool(
@@ -327,6 +330,35 @@ class Ledger:
             raise FlushTimeout(
                 f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
             )
+
+    async def adurable(self, timeout: float = 30) -> bool:
+        """Wait, without blocking the event loop, until every event recorded so far is durable
+        (committed, or fsynced to the spool); False when that takes longer than `timeout`."""
+        import asyncio  # lazily: `import tokentrail` stays fast
+
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def on_durable() -> None:  # in the writer thread
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        if self._closed:
+            return False
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._writer.notify(on_durable)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     @property
     def pending(self) -> int:

@@ -49,6 +49,7 @@ class SessionSummary:
     cost_usd: Decimal | None
     unpriced_calls: int
     errors: int
+    estimated_calls: int = 0  # calls whose usage the provider never reported (estimated)
     outcomes: tuple[tuple[str, int], ...] = ()
 
 
@@ -151,7 +152,8 @@ def sessions(
         "MAX(agent), MAX(team), MAX(user_id), "
         f"{RAW_MEASURES['calls']}, SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), "
         f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
-        f"{RAW_MEASURES['errors']} FROM events WHERE {f'{outer} AND ' if outer else ''}"
+        f"{RAW_MEASURES['errors']}, {RAW_MEASURES['estimated_calls']} "
+        f"FROM events WHERE {f'{outer} AND ' if outer else ''}"
         f"session_id IN (SELECT session_id FROM events WHERE {inner}) "
         "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
         f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit} OFFSET {offset}"
@@ -172,6 +174,7 @@ def sessions(
             cost_usd=None if r[9] is None and int(r[10]) else nano_to_usd(int(r[9] or 0)),
             unpriced_calls=int(r[10]),
             errors=int(r[11]),
+            estimated_calls=int(r[12] or 0),
             outcomes=outcomes.get(r[0], ()),
         )
         for r in rows
@@ -236,7 +239,7 @@ def session_detail(store: Store, session_id: str, *, scope: Scope | None = None)
 
 def measure(events: Iterable[UsageEvent]) -> Measures:
     """Measures over events in Python, with the same definitions as the SQL ones."""
-    m = [0] * 11
+    m = [0] * 12
     for e in events:
         if e.kind in ("llm", "embedding"):
             m[0] += 1  # calls are model calls; tool runs have their own count, as in SQL
@@ -253,6 +256,7 @@ def measure(events: Iterable[UsageEvent]) -> Measures:
             m[7] += usd_to_nano(e.cost_usd) or 0
         elif e.kind in ("llm", "embedding"):
             m[9 if e.status.startswith("invalid_usage") else 8] += 1
+        m[11] += e.usage_estimated
     return Measures.from_sums(m)
 
 

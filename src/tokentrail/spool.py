@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokentrail.events import upgraded_row
 from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail")
@@ -59,7 +60,7 @@ class Batch:
     def from_bytes(cls, data: bytes) -> Batch:
         d = json.loads(data.decode("utf-8", "surrogatepass"))
         return cls(
-            [tuple(r) for r in d.get("events", [])],
+            [upgraded_row(tuple(r)) for r in d.get("events", [])],  # an older version's rows too
             [tuple(r) for r in d.get("outcomes", [])],
             [tuple(r) for r in d.get("quarantine", [])],
         )

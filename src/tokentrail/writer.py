@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from tokentrail.events import UsageEvent, new_event_id, to_row
@@ -27,12 +28,21 @@ _REPLAY_EVERY_S = 1.0  # how often a spool waiting for the store tries again
 
 
 class _Marker:
-    """A flush marker in the queue: set once every item before it is durable."""
+    """A flush marker in the queue: set once every item before it is durable (then `callback`)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("callback", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, callback: Callable[[], None] | None = None) -> None:
         self.done = threading.Event()
+        self.callback = callback
+
+    def set(self) -> None:
+        self.done.set()
+        if self.callback is not None:
+            try:
+                self.callback()
+            except Exception:
+                log.exception("tokentrail: a durability callback failed")
 
 
 class Side:
@@ -79,6 +89,11 @@ class Writer:
         if self._idle:  # wake the writer only when it sleeps: a few ns when it is busy
             self._wake.set()
 
+    def notify(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the writer thread) once everything put so far is durable."""
+        self.queue.append(_Marker(callback))
+        self._wake.set()
+
     def flush(self, timeout: float) -> bool:
         """Whether everything put so far became durable within `timeout` seconds."""
         marker = _Marker()
@@ -120,20 +135,18 @@ class Writer:
             if batch.events or batch.outcomes or batch.quarantine:
                 self._commit(batch)
             for m in markers:
-                m.done.set()
+                m.set()
 
     def _take(self, queue: deque[Any], limit: int) -> tuple[Batch, list[_Marker]]:
-        """The next batch: items up to the first flush marker after some data (so a marker is
-        set only once everything before it is durable), at most `limit` events."""
+        """The next batch, at most `limit` events, and the markers among them: each is set once the
+        batch, so everything before it, is durable. A marker does not end a batch: a gateway puts
+        one after every call, and one commit still takes all the calls that arrived meanwhile."""
         batch, markers = Batch([], [], []), []
         while queue and len(batch.events) < limit:
-            item = queue[0]
+            item = queue.popleft()
             if isinstance(item, _Marker):
-                if batch.events or batch.outcomes or batch.quarantine:
-                    break
-                markers.append(queue.popleft())
+                markers.append(item)
                 continue
-            queue.popleft()
             if isinstance(item, Side):
                 (batch.outcomes if item.table == "outcomes" else batch.quarantine).append(item.row)
                 continue

@@ -45,6 +45,7 @@ MEASURES = (
     "unpriced_calls",
     "invalid_calls",
     "tool_runs",
+    "estimated_calls",
 )
 # The table's measures: (header, measure, when shown). "always"; "some": only when not all zero;
 # n > 0: always when not all zero (cache writes and errors explain a row's cost), and while all
@@ -63,6 +64,7 @@ _TABLE: tuple[tuple[str, str, str | int], ...] = (
     ("cost", "cost_usd", "always"),
     ("unpriced", "unpriced_calls", 3),
     ("invalid", "invalid_calls", "some"),
+    ("estimated", "estimated_calls", "some"),
 )
 
 
@@ -148,7 +150,7 @@ def _cell(value: object, measure: str, places: int) -> Text:
         if value is None:
             return Text("unpriced", style="yellow")  # nothing here had a price: never show it as $0
         return Text(money(value, places))  # type: ignore[arg-type]
-    style = "yellow" if measure in ("unpriced_calls", "invalid_calls", "errors") and value else ""
+    style = "yellow" if measure in ("unpriced_calls", "invalid_calls", "errors", "estimated_calls") and value else ""
     return Text(num(value), style=style)  # type: ignore[arg-type]
 
 
@@ -165,6 +167,13 @@ def _notes(totals: reports.Measures, *, machine: bool) -> None:
         note(
             f"{n:,} call{'s' if n != 1 else ''} reported impossible usage (status invalid_usage:…) "
             "and have no cost: see `tokentrail report --by status,model`",
+            to_stderr=machine,
+        )
+    if totals.estimated_calls:
+        n = totals.estimated_calls
+        note(
+            f"{n:,} call{'s' if n != 1 else ''} never had {'their' if n != 1 else 'its'} usage reported by the "
+            "provider (a stream cut or abandoned): tokens and cost are estimated",
             to_stderr=machine,
         )
 

@@ -45,6 +45,7 @@ _FIELDS = (
     "cost_usd",
     "unpriced_calls",
     "errors",
+    "estimated_calls",
 )
 
 
@@ -110,8 +111,14 @@ def print_sessions(
             [Text(money(s.cost_usd, places), style="" if s.cost_usd is not None else "yellow") for s in found],
         ),
     ]
-    for header, measure, drop in (("unpriced", "unpriced_calls", 4), ("errors", "errors", 5)):
+    for header, measure, drop in (
+        ("unpriced", "unpriced_calls", 4),
+        ("errors", "errors", 5),
+        ("estimated", "estimated_calls", 3),
+    ):
         counts = [getattr(s, measure) for s in found]
+        if measure == "estimated_calls" and not any(counts):
+            continue  # a rare flag: shown only when some session has it
         columns.append(
             Column(header, [Text(num(n), style="yellow" if n else "") for n in counts], drop=0 if any(counts) else drop)
         )
@@ -167,6 +174,8 @@ def session_command(
         head.append(f" · {num(t.unpriced_calls)} unpriced", style="yellow")
     if t.errors:
         head.append(f" · {num(t.errors)} errors", style="red")
+    if t.estimated_calls:
+        head.append(f" · {num(t.estimated_calls)} estimated", style="yellow")
     if detail.outcomes:
         head.append("\noutcomes: " + ", ".join(f"{n}×{c}" if c != 1 else n for n, c in detail.outcomes))
     tree = Tree(head, guide_style="dim")
@@ -223,6 +232,8 @@ def _label(node: reports.CallNode, tz: str | None, places: int) -> Text:
         line.append(f" · {e.latency_ms:,.0f} ms", style="dim")
     if e.status != "ok":
         line.append(f" · {e.status}", style="red")
+    if e.usage_estimated:
+        line.append(" · usage estimated", style="yellow")
     if e.tool_calls:
         line.append(" → asked for " + ", ".join(tc.name for tc in e.tool_calls), style="green")
     if e.note:

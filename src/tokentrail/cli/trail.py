@@ -77,7 +77,9 @@ def _lines(t: trails.Trail, tz: str | None) -> list[Text]:
         row("model", "/".join(x for x in (e.provider, e.model) if x) + (f" ({e.operation})" if e.operation else ""))
         tokens = f"{num(e.input_tokens)} in ({num(e.cache_read_tokens)} cached, {num(e.cache_write_tokens)} written)"
         tokens += f" · {num(e.output_tokens)} out ({num(e.reasoning_tokens)} reasoning)"
-        row("tokens", tokens)
+        if e.usage_estimated:
+            tokens += " · estimated: the provider never reported this call's usage"
+        row("tokens", tokens, "yellow" if e.usage_estimated else "")
     if e.kind == "tool":
         row("tool", f"{e.tool_name} (call {e.tool_call_id or '-'}, args {e.tool_args_hash or '-'})")
     row("cost", usd(e.cost_usd) if e.cost_usd is not None or e.kind != "tool" else "none recorded")

@@ -20,6 +20,7 @@ from tokentrail import capture
 from tokentrail import context as ctx
 from tokentrail.exceptions import BudgetExceeded
 from tokentrail.integrations._wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
+from tokentrail.usage import Usage
 
 if TYPE_CHECKING:
     from tokentrail.ledger import Ledger
@@ -74,6 +75,7 @@ class Exchange:
         self._sse: SSEParser | None = None
         self._json_parts: list[bytes] = []
         self._is_sse = False
+        self._unreadable = False  # a body that is not a JSON object
         self._recorded = False
         self._lock = threading.Lock()
         # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
@@ -133,11 +135,21 @@ class Exchange:
             self._sse = SSEParser()
 
     def body_bytes(self, raw: bytes) -> None:
-        """A whole response body (not streamed)."""
+        """A whole response body (a stream already read whole is read as its events)."""
+        if self._sse is not None:
+            self.chunk(raw)
+            self.stream_tail()
+            return
         try:
-            self.acc.body(json.loads(raw))
+            data = json.loads(raw)
         except ValueError:
-            pass
+            self._unreadable = True
+            return
+        if not isinstance(data, dict):
+            self._unreadable = True
+            return
+        try:
+            self.acc.body(data)
         except Exception:
             log.exception("tokentrail: reading a response body failed")
 
@@ -244,12 +256,20 @@ class Exchange:
             status, note = "error", acc.error_type
         elif cancelled and not acc.complete:
             status = "cancelled"
+        elif self._unreadable and self.route.operation != "other":  # a pass-through may answer audio
+            status, note = "error", "unreadable_body"
         elif self._is_sse and not acc.complete:  # the connection ended cleanly, but before the last event
             status, note = "error", "stream_ended_early"
         else:
             status = "ok"
         if status != "ok" and problem == "missing_usage":
             problem = None  # a failed or cut call that never reported usage: nothing impossible
+        estimated = False
+        if status != "ok" and problem is None and not acc.complete and self._answered():
+            # The provider took the call and worked on it, but its usage never arrived in full: it
+            # bills what it processed, so record an estimate of that, never $0 (DESIGN: usage_estimated).
+            usage = self._estimated_usage(usage)
+            estimated = True
         if problem is not None and acc.usage_raw is not None:
             # The token columns hold only counts we can trust; what the provider really said is
             # kept verbatim, so nothing is clamped or lost (bounded by capture.scrub, after redaction).
@@ -278,6 +298,51 @@ class Exchange:
             content=content,
             attribution=self.attribution,
             tags=self.tags,
+            usage_estimated=estimated,
         )
         self.ledger.record(event, session=self.attribution.session)
         return event
+
+    def _answered(self) -> bool:
+        """Whether the provider accepted the call (a 2xx status line arrived)."""
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+    def _estimated_usage(self, reported: Usage | None) -> Usage:
+        """What a call the provider did not finish reporting consumed: the counts it did report
+        (Anthropic's message_start input, Gemini's prompt count), else the input estimated from the
+        request, and at least the output tokens of the text it sent. Counted as the budget
+        reservation counts (estimate.py): tiktoken when its encoding is on disk, else UTF-8 bytes."""
+        from tokentrail.estimate import _tiktoken_for, input_tokens_bound, requested_output
+
+        r = reported or Usage()
+        model = self.acc.model
+        tokenizer = _tiktoken_for(model) if self.route.provider == "openai" and model else None
+        input_tokens = r.input_tokens
+        if not input_tokens:
+            try:
+                input_tokens = input_tokens_bound(self.body, tokenizer=tokenizer)[0]
+            except Exception:
+                log.exception("tokentrail: estimating the input of a %s call failed", self.route.provider)
+        texts = self.acc.text_parts + [args for _, args in self.acc.tool_call_texts()]
+        relayed = _text_tokens(texts, tokenizer)
+        cap = requested_output(self.body)  # the provider bills no more than the request allows
+        output_tokens = max(r.output_tokens, relayed if cap is None else min(relayed, cap))
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=r.cache_read_tokens,
+            cache_write_tokens=r.cache_write_tokens,
+            cache_write_1h_tokens=r.cache_write_1h_tokens,
+            reasoning_tokens=r.reasoning_tokens,
+        )
+
+
+def _text_tokens(texts: list[str], tokenizer: Any) -> int:
+    """Tokens of text a model wrote: tiktoken's count when it is at hand, else UTF-8 bytes (no token
+    is shorter than a byte, as the budget reservation counts)."""
+    if tokenizer is not None:
+        try:
+            return sum(len(tokenizer.encode(t, disallowed_special=())) for t in texts)
+        except Exception:
+            log.debug("tokentrail: tiktoken could not count a completion; using bytes", exc_info=True)
+    return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)

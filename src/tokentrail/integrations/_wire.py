@@ -96,7 +96,7 @@ class Accumulator:
     usage_raw: Any = None
     complete: bool = False
     error_type: str | None = None
-    text_parts: list[str] = field(default_factory=list)  # the completion text, kept only with `capture`
+    text_parts: list[str] = field(default_factory=list)  # the completion text (of a body: only with `capture`)
     capture: bool = False
     _tools: dict[Any, dict[str, Any]] = field(default_factory=dict)
 
@@ -140,8 +140,10 @@ class Accumulator:
         """One SSE event of a streamed response (data already JSON-decoded)."""
         if not isinstance(data, dict):
             return
-        if self.capture:
-            self.text_parts += completion_parts(self.route.flavor, data, streamed=True)
+        # kept with or without content capture: a stream cut before its usage is billed by its text
+        parts = completion_parts(self.route.flavor, data, streamed=True)
+        if parts:
+            self.text_parts += parts
         flavor = self.route.flavor
         if flavor in ("openai_chat", "openai_any"):
             self._chat_chunk(data)

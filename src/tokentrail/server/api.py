@@ -164,6 +164,7 @@ def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:
         "cost_usd": None if s.cost_usd is None else format(s.cost_usd, "f"),  # None: unpriced, never $0
         "unpriced_calls": s.unpriced_calls,
         "errors": s.errors,
+        "estimated_calls": s.estimated_calls,
         "outcomes": dict(s.outcomes),
     }
 

@@ -10,7 +10,6 @@ gateway asked for on a caller's behalf.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from tokentrail.server.auth import KEY_HEADER
 from tokentrail.server.errors import provider_error
 from tokentrail.server.keys import PREFIX, ApiKey, KeyRing
 from tokentrail.server.metrics import Metrics
+from tokentrail.server.relay import HOP_HEADERS, Caller, ClientGone, Relay, UpstreamFailed
 from tokentrail.server.upstreams import Upstreams
 
 log = logging.getLogger("tokentrail")
@@ -53,9 +53,7 @@ ATTRIBUTION_HEADERS = {
     "x-tokentrail-step": "step",
 }
 TAG_PREFIX = "x-tokentrail-tag-"
-_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers")
-).union((b"transfer-encoding", b"upgrade", b"content-length", b"host"))
+_HOP = HOP_HEADERS
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 _JSON = [(b"content-type", b"application/json")]
 
@@ -94,7 +92,10 @@ class Gateway:
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         max_buffered_bytes: int = 256 * 1024 * 1024,
         max_body_bytes: int = 64 * 1024 * 1024,
+        durable_timeout_s: float = 10.0,
     ) -> None:
+        """`durable_timeout_s`: how long the last byte of a metered response waits for the call's
+        event to be durable when the ledger cannot write (then it goes, the event kept in memory)."""
         self.ledger = ledger
         self.upstreams = upstreams
         self.keys = keys
@@ -103,6 +104,7 @@ class Gateway:
         self.max_buffered_bytes = max_buffered_bytes
         self.buffered = 0  # bytes of request bodies held by requests in flight (one event loop)
         self.max_body_bytes = max_body_bytes
+        self.durable_timeout_s = durable_timeout_s
         self.session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.read_s
@@ -304,122 +306,29 @@ class Gateway:
         assert session is not None, "Gateway.start() was not awaited"
         url = self.upstreams.urls[provider] + path + (f"?{query}" if query else "")
         overhead = time.perf_counter() - t0
+        caller = Caller(receive)
+        relay = Relay(session, caller, send, exchange, self.ledger, self.metrics, label, self.durable_timeout_s)
         try:
-            resp = await session.request(method, url, headers=headers, data=body or None, allow_redirects=False)
-        except asyncio.CancelledError:
-            if exchange is not None:
-                exchange.finish(cancelled=True)
-            raise
-        except Exception as e:
-            if exchange is not None:
-                exchange.finish(error=e)
-            timeout = isinstance(e, asyncio.TimeoutError)
-            what = "timed out" if timeout else f"failed: {type(e).__name__}"
-            # the exception's text may hold the URL (a Gemini ?key=): only its type is logged
-            log.warning("tokentrail: the %s upstream %s (%s %s)", provider, what, method, path)
-            raise GatewayError(504 if timeout else 502, f"tokentrail: the {provider} upstream {what}") from None
-        t_headers = time.perf_counter()
-        try:
-            return await self._relay(resp, receive, send, exchange, overhead, t_headers, label)
-        finally:
-            resp.release()
-
-    async def _relay(
-        self,
-        resp: aiohttp.ClientResponse,
-        receive: Receive,
-        send: Send,
-        exchange: Exchange | None,
-        overhead: float,
-        t_headers: float,
-        label: str,
-    ) -> int:
-        ctype = resp.headers.get("content-type")
-        sse = ctype is not None and "text/event-stream" in ctype
-        status = resp.status
-        if exchange is not None:
-            exchange.response(status, ctype)
-        filtering = exchange is not None and sse and exchange.hide_usage_chunk
-        # uvicorn adds its own Date: the upstream's would make two
-        out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP and k.lower() != b"date"]
-        length = resp.headers.get("content-length")
-        if length is not None and not filtering:
-            out_headers.append((b"content-length", length.encode()))
-        if not sse and length is not None:
-            # a whole body: read it, meter it, send it in one piece
             try:
-                raw = await resp.read()
-            except BaseException as e:
-                _fail(exchange, e)
-                raise
-            if exchange is not None:
-                exchange.body_bytes(raw)
-            await send({"type": "http.response.start", "status": status, "headers": out_headers})
-            self.metrics.overhead.labels(label).observe(overhead + time.perf_counter() - t_headers)
-            await send({"type": "http.response.body", "body": raw})
-            if exchange is not None:
-                exchange.finish()
-            return status
-        await send({"type": "http.response.start", "status": status, "headers": out_headers})
-        self.metrics.overhead.labels(label).observe(overhead + time.perf_counter() - t_headers)
-        await self._stream(resp, receive, send, exchange)
-        return status
-
-    async def _stream(
-        self, resp: aiohttp.ClientResponse, receive: Receive, send: Send, exchange: Exchange | None
-    ) -> None:
-        """Pass a streamed body through chunk by chunk. A client that goes away mid-stream closes
-        the upstream connection (the provider stops generating) and the call is recorded cancelled."""
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    resp.close()
-                    return
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            async for raw in resp.content.iter_any():
-                if gone.is_set():
-                    break
-                out = exchange.chunk(raw) if exchange is not None else raw
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if gone.is_set():
-                if exchange is not None:
-                    exchange.finish(cancelled=True)
-                return
-            tail = exchange.stream_tail() if exchange is not None else b""
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-            if exchange is not None:
-                exchange.finish()
-        except asyncio.CancelledError:
-            if exchange is not None:
-                exchange.finish(cancelled=True)
-            raise
-        except Exception as e:
-            if gone.is_set():
-                if exchange is not None:
-                    exchange.finish(cancelled=True)
-                return
-            _fail(exchange, e)
-            log.warning("tokentrail: an upstream stream failed: %s", type(e).__name__)
-            # the status line is gone already: end the body so the client sees a cut stream
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                resp = await relay.request(method, url, headers, body)
+            except UpstreamFailed as e:
+                # the exception's text may hold the URL (a Gemini ?key=): only its type is logged
+                log.warning("tokentrail: the %s upstream %s (%s %s)", provider, e, method, path)
+                raise GatewayError(504 if e.timeout else 502, f"tokentrail: the {provider} upstream {e}") from None
+            except ClientGone:
+                raise GatewayError(499, "client disconnected") from None
+            t_headers = time.perf_counter()
+            try:
+                return await relay.relay(resp, overhead, t_headers)
+            except UpstreamFailed as e:
+                log.warning("tokentrail: the %s upstream %s (%s %s)", provider, e, method, path)
+                raise GatewayError(502, f"tokentrail: the {provider} upstream {e}") from None
+            except ClientGone:
+                raise GatewayError(499, "client disconnected") from None
+            finally:
+                resp.release()
         finally:
-            watcher.cancel()
-
-
-def _fail(exchange: Exchange | None, error: BaseException) -> None:
-    if exchange is None:
-        return
-    if isinstance(error, asyncio.CancelledError):
-        exchange.finish(cancelled=True)
-    else:
-        exchange.finish(error=error)
+            caller.close()
 
 
 def _credential(headers: dict[str, str], query: str) -> tuple[str | None, str | None]:

@@ -10,6 +10,7 @@ from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLL
 
 _DIM_INDEXES = tuple(COL[d] for d in ROLLUP_DIMENSIONS)
 _TS, _KIND, _STATUS, _COST = COL["ts_us"], COL["kind"], COL["status"], COL["cost_nusd"]
+_ESTIMATED = COL["usage_estimated"]
 _TOKENS = tuple(
     COL[c] for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 )
@@ -29,6 +30,8 @@ def aggregate(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             m[10 if kind == "tool" else 0] += 1  # tool runs apart from model calls
             if status != "ok":
                 m[1] += 1
+        if r[_ESTIMATED]:
+            m[11] += 1
         for j, i in enumerate(_TOKENS, 2):
             m[j] += r[i]
         if cost is not None:

@@ -27,8 +27,9 @@ _MEASURES_V1 = (
     "unpriced_calls",
     "invalid_calls",
 )
-# `calls` counts model calls (llm, embedding), `tool_runs` the tool runs (migration 0009).
-ROLLUP_MEASURES = (*_MEASURES_V1, "tool_runs")
+# `calls` counts model calls (llm, embedding), `tool_runs` the tool runs (migration 0009),
+# `estimated_calls` the calls whose usage tokentrail estimated (migration 0010).
+ROLLUP_MEASURES = (*_MEASURES_V1, "tool_runs", "estimated_calls")
 
 
 @dataclass(frozen=True)
@@ -350,8 +351,24 @@ def m0009_tool_runs(d: Dialect) -> list[str]:
 MIGRATIONS.append(("0009_tool_runs", m0009_tool_runs))
 
 
+def m0010_usage_estimated(d: Dialect) -> list[str]:
+    """`usage_estimated`: the provider never reported the call's usage (a stream cut or abandoned
+    before it, an unreadable body), so its counts are tokentrail's estimate; the rollups count such
+    calls. Every event before this column existed reported its usage (or recorded none): 0."""
+    out = [f"ALTER TABLE events ADD COLUMN usage_estimated {d.bigint} NOT NULL DEFAULT 0"]
+    out += [
+        f"ALTER TABLE {table} ADD COLUMN estimated_calls {d.bigint} NOT NULL DEFAULT 0"
+        for table in ("rollup_hourly", "rollup_daily")
+    ]
+    return out
+
+
+MIGRATIONS.append(("0010_usage_estimated", m0010_usage_estimated))
+
+
 # The rollup measures over raw events, as SQL (the same definitions as store/_rollup.aggregate and
-# the raw report queries; frozen with the migration that uses them).
+# the raw report queries). The trigger of migration 0011 sums these: a migration that adds a
+# rollup measure adds its SQL here and recreates that function (CREATE OR REPLACE).
 ROLLUP_SQL_MEASURES = (
     "SUM(CASE WHEN kind IN ('llm', 'embedding') THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN kind <> 'adjustment' AND status <> 'ok' THEN 1 ELSE 0 END)",
@@ -366,6 +383,7 @@ ROLLUP_SQL_MEASURES = (
     "SUM(CASE WHEN cost_nusd IS NULL AND kind IN ('llm', 'embedding') "
     "AND SUBSTR(status, 1, 13) = 'invalid_usage' THEN 1 ELSE 0 END)",
     "SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END)",
+    "SUM(usage_estimated)",
 )
 
 
@@ -390,7 +408,7 @@ def _pg_rollup_upsert(table: str, time_column: str, unit: int) -> str:
     )
 
 
-def m0010_rollups_in_database(d: Dialect) -> list[str]:
+def m0011_rollups_in_database(d: Dialect) -> list[str]:
     """PostgreSQL keeps the rollups itself: a statement trigger on `events` adds up exactly the rows
     inserted (a SECURITY DEFINER function of the owner), so the application role needs, and gets,
     no right to write a rollup (an app role could set a rollup's cost to 0 and reports would show
@@ -429,7 +447,7 @@ END $$""",
     ]
 
 
-MIGRATIONS.append(("0010_rollups_in_database", m0010_rollups_in_database))
+MIGRATIONS.append(("0011_rollups_in_database", m0011_rollups_in_database))
 
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
@@ -442,7 +460,7 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "outcomes": ("SELECT", "INSERT"),
     "quarantine": ("SELECT", "INSERT"),
     "alerts": ("SELECT", "INSERT"),
-    # rollups: kept by the database from the events inserted (migration 0010), never written directly
+    # rollups: kept by the database from the events inserted (migration 0011), never written directly
     "rollup_hourly": ("SELECT",),
     "rollup_daily": ("SELECT",),
     "chain_head": ("SELECT", "UPDATE"),

@@ -76,10 +76,10 @@ def _upsert(table: str, time_column: str) -> str:
     )
 
 
-# The chain head, locked, and whether the database keeps the rollups itself (migration 0010: a
+# The chain head, locked, and whether the database keeps the rollups itself (migration 0011: a
 # trigger on events). Read under the lock that the migration takes too, so never both or neither.
 _LOCK_HEAD = (
-    "SELECT seq, hash, EXISTS (SELECT 1 FROM schema_migrations WHERE name = '0010_rollups_in_database') "
+    "SELECT seq, hash, EXISTS (SELECT 1 FROM schema_migrations WHERE name = '0011_rollups_in_database') "
     "FROM chain_head WHERE id = 1 FOR UPDATE"
 )
 _UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
@@ -430,7 +430,7 @@ class PostgresStore:
                     h = chain_hash(seq, prev, row)
                     write_row((seq, *row, prev, h))
                     prev = h
-            if not in_database:  # a ledger not migrated to 0010 yet: its rollups are kept here
+            if not in_database:  # a ledger not migrated to 0011 yet: its rollups are kept here
                 cur.execute(_UPSERT_HOURLY, list(map(list, zip(*deltas, strict=True))))
                 cur.execute(_UPSERT_DAILY, list(map(list, zip(*by_day(deltas), strict=True))))
             cur.execute("UPDATE chain_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))

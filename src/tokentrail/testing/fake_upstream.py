@@ -96,6 +96,10 @@ class Reply:
     """When streaming: close the connection abruptly after this many SSE events."""
     raw_usage: dict[str, Any] | None = None
     """Sent verbatim as the provider's usage object (for impossible-usage tests)."""
+    raw_body: bytes | None = None
+    """Sent verbatim as the whole body (with ``status``, as ``raw_content_type``) instead of the
+    provider's reply: a proxy's HTML page, a truncated body."""
+    raw_content_type: str = "text/html"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -152,6 +156,9 @@ class FakeUpstream:
         self.default: Reply = Reply()
         self.responder: Responder | None = None
         self.requests: list[ReceivedRequest] = []
+        self.disconnects: list[ReceivedRequest] = []
+        """Requests whose client hung up before their reply was complete (seen while waiting
+        ``delay_s`` or writing a stream)."""
         self._queue: deque[Reply] = deque()
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -271,9 +278,11 @@ class FakeUpstream:
         self._queue.extend(replies)
 
     def reset(self) -> None:
-        """Forget queued replies and received requests; restore the default reply and drop the responder."""
+        """Forget queued replies, received requests and disconnects; restore the default reply and
+        drop the responder."""
         self._queue.clear()
         self.requests.clear()
+        self.disconnects.clear()
         self.default = Reply()
         self.responder = None
 
@@ -323,35 +332,55 @@ class FakeUpstream:
             return self._error(route.provider, 400, message, {})
 
         reply = await self._pick_reply(received)
-        if reply.delay_s > 0:
-            await asyncio.sleep(reply.delay_s)
+        if reply.delay_s > 0 and await self._client_left(http, reply.delay_s):
+            self.disconnects.append(received)
+            return web.Response(status=499)  # nobody is left to read it
         if reply.status >= 400:
             return self._error(route.provider, reply.status, reply.error_message, reply.headers)
         model = reply.model or route.model or "unknown"
         usage = wire.resolve_usage(reply, wire.estimate_input_tokens(route.kind, payload))
         headers = self._headers(route.provider, reply.headers)
+        if reply.raw_body is not None:
+            return web.Response(
+                body=reply.raw_body, status=reply.status, headers=headers, content_type=reply.raw_content_type
+            )
         new_id = self._new_id
 
         if route.kind == "chat":
             if route.stream:
                 include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
                 frames = wire.openai_chat_sse(reply, usage, model, new_id, include_usage)
-                return await self._stream(http, frames, reply, headers)
+                return await self._stream(http, frames, reply, headers, received)
             return self._json(wire.openai_chat(reply, usage, model, new_id), reply.status, headers)
         if route.kind == "responses":
             if route.stream:
                 frames = wire.openai_response_sse(reply, usage, model, new_id, payload)
-                return await self._stream(http, frames, reply, headers)
+                return await self._stream(http, frames, reply, headers, received)
             return self._json(wire.openai_response(reply, usage, model, new_id, payload), reply.status, headers)
         if route.kind == "embeddings":
             return self._json(wire.openai_embeddings(reply, usage, model, payload), reply.status, headers)
         if route.kind == "messages":
             if route.stream:
-                return await self._stream(http, wire.anthropic_sse(reply, usage, model, new_id), reply, headers)
+                frames = wire.anthropic_sse(reply, usage, model, new_id)
+                return await self._stream(http, frames, reply, headers, received)
             return self._json(wire.anthropic_message(reply, usage, model, new_id), reply.status, headers)
         if route.stream:
-            return await self._stream(http, wire.gemini_sse(reply, usage, model, new_id), reply, headers)
+            return await self._stream(http, wire.gemini_sse(reply, usage, model, new_id), reply, headers, received)
         return self._json(wire.gemini_response(reply, usage, model, new_id), reply.status, headers)
+
+    @staticmethod
+    async def _client_left(http: web.BaseRequest, seconds: float) -> bool:
+        """Wait `seconds`; True as soon as the client hangs up (checked every 10 ms)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while True:
+            transport = http.transport
+            if transport is None or transport.is_closing():
+                return True
+            left = end - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(0.01, left))
 
     def _headers(self, provider: str, extra: dict[str, str]) -> dict[str, str]:
         request_id = self._new_id("req_fake")
@@ -375,7 +404,12 @@ class FakeUpstream:
         return self._json(body, status, headers)
 
     async def _stream(
-        self, http: web.BaseRequest, frames: list[bytes], reply: Reply, headers: dict[str, str]
+        self,
+        http: web.BaseRequest,
+        frames: list[bytes],
+        reply: Reply,
+        headers: dict[str, str],
+        received: ReceivedRequest,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=reply.status, headers={**_SSE_HEADERS, **headers})
         cut = reply.cut_stream_after
@@ -393,7 +427,7 @@ class FakeUpstream:
                         await asyncio.sleep(reply.chunk_delay_s)
                     await response.write(frame)
         except ConnectionError:
-            pass  # the client went away mid-stream
+            self.disconnects.append(received)  # the client went away mid-stream
         return response
 
 
