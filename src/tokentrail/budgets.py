@@ -57,7 +57,7 @@ from tokentrail.budget_defs import (
 )
 from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
 from tokentrail.budget_keeper import Keeper
-from tokentrail.budget_refusals import check_cap, suspended
+from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
 from tokentrail.budget_status import BudgetStatus
 from tokentrail.estimate import Estimate, estimate
 from tokentrail.events import from_micros, new_event_id, ts_micros, usd_to_nano
@@ -113,6 +113,7 @@ class Budgets:
         self._keeper: Keeper | None = None
         self._closed = False
         self._warned_at = 0.0
+        self.unbudgeted = 0  # calls that went ahead unbudgeted because the budget path failed (fail-open)
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -182,8 +183,10 @@ class Budgets:
         action: str = "block",
         tz: str = "UTC",
         source: str = "api",
+        allow_unpriced: bool = False,
     ) -> Budget:
-        """Create or replace the budget `name`. Spend already counted in its current period is kept."""
+        """Create or replace the budget `name`. Spend already counted in its current period is kept.
+        `allow_unpriced`: let calls to a model with no price through a USD limit (default: refused)."""
         b = Budget.build(
             name,
             scope=scope,
@@ -194,6 +197,7 @@ class Budgets:
             action=action,
             tz=tz,
             source=source,
+            allow_unpriced=allow_unpriced,
         )
         self._backend().put_budget(b.to_row(ts_micros(datetime.now(UTC))))
         self._refresh(force=True)
@@ -368,7 +372,14 @@ class Budgets:
         rules = self._applicable(a, provider, model)
         if not rules:
             return None
-        est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
+        try:
+            est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
+        except Exception as e:  # never a silent pass: fail-closed refuses, fail-open posts what it spends
+            self.failed(e, f"could not estimate the cost of a {provider} call")
+            hold = self._hold(rules, 0, 0, a, None)
+            hold.charge = True  # nothing reserved: its spend is posted in full, not as an overage
+            return hold
+        refuse_unpriced(rules, est, model, a.session_id)
         return self._hold(rules, est.cost_nusd, est.tokens, a, est)
 
     def _active(self) -> bool:
@@ -380,28 +391,34 @@ class Budgets:
         return bool(self._rules or self._suspended)
 
     def _unreachable(self, e: BaseException, what: str) -> None:
+        self.failed(e, f"cannot {what} the ledger {self.ledger.display_url}")
+
+    def failed(self, e: BaseException, what: str) -> None:
+        """The budget path failed (`what` says how): fail-closed raises LedgerUnavailable; fail-open
+        counts the call in `unbudgeted`, logs a warning (at most once a minute) and returns."""
         if isinstance(e, BudgetExceeded):
             raise e
         if self.fail_closed:
             raise LedgerUnavailable(
-                f"cannot {what} the ledger {self.ledger.display_url} ({type(e).__name__}: {e}); "
-                "the call was refused (fail-closed)"
+                f"tokentrail: {what} ({type(e).__name__}: {str(e)[:200]}); the call was refused (fail-closed)"
             ) from e
+        self.unbudgeted += 1
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
             log.warning(
-                "tokentrail: cannot %s the ledger %s (%s); calls go ahead unbudgeted (fail-open)",
+                "tokentrail: %s (%s: %s); calls go ahead unbudgeted (fail-open; %d so far)",
                 what,
-                self.ledger.display_url,
-                e,
+                type(e).__name__,
+                str(e)[:200],
+                self.unbudgeted,
             )
 
     def _applicable(
-        self, a: ctx.Attribution, provider: str | None, model: str | None
+        self, a: ctx.Attribution, provider: str | None, model: str | None, *, charge: bool = False
     ) -> builtins.list[tuple[Rule, Any]]:
         dims = call_dims(a, provider, model)
-        for s in self._suspended:
+        for s in () if charge else self._suspended:
             if matches(s.scope, dims, a.tags) is not None:
                 raise suspended(s, a.session_id)
         out = []
@@ -458,6 +475,42 @@ class Budgets:
             self._live[hold.hold_id] = hold
             self._start_keeper()
         return hold
+
+    # -- charges: spend that happened without a reservation --------------------------------------
+
+    def charge(self, event: UsageEvent) -> None:
+        """Post spend that already happened unreserved (record_llm, record_tool, the event API, OTLP;
+        an adjustment posts its delta) in full on every budget the event falls in, in the period
+        current when it is recorded. It cannot be refused: a block budget it spends refuses the next
+        reservation. Never raises (a failure is logged)."""
+        try:
+            nusd = usd_to_nano(event.cost_usd) or 0
+            tokens = 0 if event.kind == "adjustment" else event.input_tokens + event.output_tokens
+            if not (nusd or tokens) or backend_for_quietly(self) is None or not self._active():
+                return
+            a = ctx.Attribution(
+                org=event.org,
+                team=event.team,
+                project=event.project,
+                agent=event.agent,
+                user=event.user,
+                customer=event.customer,
+                workflow=event.workflow,
+                task_type=event.task_type,
+                session_id=event.session_id,
+                tags=event.tags or {},
+            )
+            rules = [
+                (r, b)
+                for r, b in self._applicable(a, event.provider, event.model, charge=True)
+                if r.period.kind != "call"
+            ]
+            if rules:
+                hold = self._hold(rules, 0, 0, a, None)
+                hold.charge = True
+                self.post(hold, nusd=nusd, tokens=tokens)
+        except Exception as e:
+            log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -579,6 +632,14 @@ class Budgets:
         if self._engine is not None and self._pid == os.getpid():
             self._engine.call(Op(BARRIER))  # this process's queued posts and voids count
         return status(self, name)
+
+
+def backend_for_quietly(budgets: Budgets) -> BudgetSQL | None:
+    """The budget SQL, or None for a store that cannot keep budgets (so it has none to charge)."""
+    try:
+        return budgets._backend()
+    except ConfigError:
+        return None
 
 
 def _now_us() -> int:

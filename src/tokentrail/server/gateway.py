@@ -236,7 +236,7 @@ class Gateway:
         if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # too deep for json: the budget estimate reads its bytes
                 parsed = None
         try:
             exchange = Exchange(

@@ -78,6 +78,7 @@ async def ingest_events(request: Request) -> Response:
         if prior is None:
             known[event.event_id] = to_row(event)
             ledger.record(event)
+            ledger.charge(event)  # unreserved spend reaches the budgets
             continue
         differ = differences(prior, event, checked)
         if not differ:

@@ -51,6 +51,7 @@ async def receive_traces(request: Request) -> Response:
         state.ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
     for event in found:
         state.ledger.record(event)
+        state.ledger.charge(event)  # unreserved spend reaches the budgets
     if found or rejected:
         try:
             await state.flush()
