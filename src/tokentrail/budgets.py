@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -73,6 +74,7 @@ __all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_S = 1.0
+_CHARGED_MEMORY = 100_000  # event ids remembered so that one sent again is not charged twice
 _running_loop = asyncio._get_running_loop  # a C function: is this thread running an event loop?
 
 
@@ -113,7 +115,8 @@ class Budgets:
         self._keeper: Keeper | None = None
         self._closed = False
         self._warned_at = 0.0
-        self.unbudgeted = 0  # calls that went ahead unbudgeted because the budget path failed (fail-open)
+        self.fail_open_errors = 0  # budget-path errors that fail-open let pass (the calls went ahead)
+        self._charged: OrderedDict[str, None] = OrderedDict()  # ids of the events charged lately
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -395,14 +398,14 @@ class Budgets:
 
     def failed(self, e: BaseException, what: str) -> None:
         """The budget path failed (`what` says how): fail-closed raises LedgerUnavailable; fail-open
-        counts the call in `unbudgeted`, logs a warning (at most once a minute) and returns."""
+        counts the call in `fail_open_errors`, logs a warning (at most once a minute) and returns."""
         if isinstance(e, BudgetExceeded):
             raise e
         if self.fail_closed:
             raise LedgerUnavailable(
                 f"tokentrail: {what} ({type(e).__name__}: {str(e)[:200]}); the call was refused (fail-closed)"
             ) from e
-        self.unbudgeted += 1
+        self.fail_open_errors += 1
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
@@ -411,7 +414,7 @@ class Budgets:
                 what,
                 type(e).__name__,
                 str(e)[:200],
-                self.unbudgeted,
+                self.fail_open_errors,
             )
 
     def _applicable(
@@ -488,6 +491,12 @@ class Budgets:
             tokens = 0 if event.kind == "adjustment" else event.input_tokens + event.output_tokens
             if not (nusd or tokens) or backend_for_quietly(self) is None or not self._active():
                 return
+            with self._refresh_lock:  # an event sent again (an OTLP retry, a replayed batch) is charged once
+                if event.event_id in self._charged:
+                    return
+                self._charged[event.event_id] = None
+                if len(self._charged) > _CHARGED_MEMORY:
+                    self._charged.popitem(last=False)
             a = ctx.Attribution(
                 org=event.org,
                 team=event.team,
