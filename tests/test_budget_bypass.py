@@ -340,3 +340,17 @@ def test_an_adjustment_moves_budget_status_by_its_delta(any_ledger: tt.Ledger) -
     adjust(any_ledger, e.event_id, reason="refund", cost_usd="-3")  # a credit
     st = status_of(any_ledger, "day")
     assert (st.posted_usd, st.posted_tokens) == (Decimal("0.25"), 10)
+
+
+def test_the_cli_sets_allow_unpriced(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tokentrail import cli
+
+    if not cli.app.registered_groups:
+        cli._load()
+    args = ["budget", "set", "open", "--limit-usd", "1", "--allow-unpriced", "--db", sqlite_url]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    with tt.Ledger(sqlite_url, spool=False) as ledger:
+        assert ledger.budgets.get("open").allow_unpriced  # type: ignore[union-attr]
