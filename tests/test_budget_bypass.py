@@ -215,6 +215,45 @@ def test_forty_concurrent_aliased_calls_through_the_gateway_never_pass_the_budge
     assert up.requests == [] and status_of(ledger, "small").posted_usd == 0
 
 
+def test_a_model_budget_holds_every_name_of_its_model(up: FakeUpstream, any_ledger: tt.Ledger) -> None:
+    """A scope's model matches the price book's id for the name asked (a dated version), and the
+    model an alias was answered as: the alias's spend is charged there, and its next call held."""
+    b = any_ledger.budgets
+    b.set("gpt-4o", scope={"model": "gpt-4o"}, period="day", limit_usd="0.004")
+    with oai(up, any_ledger) as client:
+        with pytest.raises(tt.BudgetExceeded, match="'gpt-4o'"):
+            client.chat.completions.create(model="gpt-4o-2024-08-06", messages=M, max_tokens=1000)
+        b.set("watch", period="day", limit_tokens=10_000_000, action="alert")
+        up.default = Reply(model="gpt-4o", input_tokens=1000, output_tokens=200)
+        client.chat.completions.create(model="house-alias", messages=M, max_tokens=200)  # unknown: goes ahead
+        st = status_of(any_ledger, "gpt-4o")  # ...answered as gpt-4o: charged to gpt-4o's budget
+        assert st.posted_usd == Decimal("0.0045") and not st.locked
+        with pytest.raises(tt.BudgetExceeded, match="'gpt-4o'"):  # the alias is now known as gpt-4o
+            client.chat.completions.create(model="house-alias", messages=M, max_tokens=10)
+    assert len(up.requests) == 1
+
+
+def test_concurrent_calls_by_a_known_alias_are_held_at_the_answered_models_price(
+    ledger: tt.Ledger, up: FakeUpstream
+) -> None:
+    ledger.budgets.set("watch", period="day", limit_tokens=10_000_000, action="alert")
+    up.default = Reply(model="gpt-4o", input_tokens=50, output_tokens=500)
+
+    async def main(url: str, n: int) -> list[Any]:
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk-test", max_retries=0) as c:
+            calls = [c.chat.completions.create(model="alias-gpt-4o", messages=M, max_tokens=500) for _ in range(n)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    with serving(ledger, up) as s:
+        asyncio.run(main(s.url, 1))  # the first answer says what the alias is
+        ledger.budgets.set("small", period="day", limit_usd="0.02")  # priced: no unpriced refusal
+        results = asyncio.run(main(s.url, 40))
+    passed = [r for r in results if not isinstance(r, Exception)]
+    assert all(isinstance(r, openai.APIStatusError) and r.status_code == 402 for r in results if r not in passed)
+    st = status_of(ledger, "small")
+    assert 1 <= len(passed) <= 3 and st.posted_usd <= Decimal("0.02") and not st.locked
+
+
 def test_a_pricier_model_in_the_response_is_an_overage_that_stops_the_budget(
     up: FakeUpstream, any_ledger: tt.Ledger
 ) -> None:

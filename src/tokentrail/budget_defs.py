@@ -320,6 +320,10 @@ class Rule:
     def enforce(self) -> bool:
         return self.budget.action != "alert"
 
+    @property
+    def scopes_model(self) -> bool:
+        return any(k == "model" for k, _ in self.budget.scope)
+
     @classmethod
     def of(cls, b: Budget) -> Rule:
         return cls(

@@ -60,6 +60,9 @@ class Hold:
     reserved: bool  # rows were written (some budget enforces); False: post-only (alert budgets)
     estimate: Estimate | None = None
     charge: bool = False  # spend that happened unreserved: posted in full, never an overage
+    provider: str | None = None  # the call's, as reserved (None: a hold reserved by hand)
+    model: str | None = None
+    attribution: Any = None
     settled: bool = False
     renewed_at: float = field(default_factory=time.monotonic)
     finalizer: Any = None

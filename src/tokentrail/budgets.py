@@ -58,6 +58,7 @@ from tokentrail.budget_defs import (
 )
 from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
 from tokentrail.budget_keeper import Keeper
+from tokentrail.budget_models import ModelNames
 from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
 from tokentrail.budget_status import BudgetStatus
 from tokentrail.estimate import Estimate, estimate
@@ -117,6 +118,7 @@ class Budgets:
         self._warned_at = 0.0
         self.fail_open_errors = 0  # budget-path errors that fail-open let pass (the calls went ahead)
         self._charged: OrderedDict[str, None] = OrderedDict()  # ids of the events charged lately
+        self.models = ModelNames(self.prices)
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -376,14 +378,17 @@ class Budgets:
         if not rules:
             return None
         try:
-            est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
+            priced = self.models.priced(provider, model)  # an alias: the model it was answered as
+            est = estimate(provider=provider, model=priced, body=body, prices=self.prices, kind=kind)
         except Exception as e:  # never a silent pass: fail-closed refuses, fail-open posts what it spends
             self.failed(e, f"could not estimate the cost of a {provider} call")
             hold = self._hold(rules, 0, 0, a, None)
             hold.charge = True  # nothing reserved: its spend is posted in full, not as an overage
-            return hold
-        refuse_unpriced(rules, est, model, a.session_id)
-        return self._hold(rules, est.cost_nusd, est.tokens, a, est)
+        else:
+            refuse_unpriced(rules, est, model, a.session_id)
+            hold = self._hold(rules, est.cost_nusd, est.tokens, a, est)
+        hold.provider, hold.model, hold.attribution = provider, model, a
+        return hold
 
     def _active(self) -> bool:
         try:
@@ -421,12 +426,18 @@ class Budgets:
         self, a: ctx.Attribution, provider: str | None, model: str | None, *, charge: bool = False
     ) -> builtins.list[tuple[Rule, Any]]:
         dims = call_dims(a, provider, model)
+        names = self.models.names(provider, model)  # a scope's model matches any name it goes by
+        others = [{**dims, "model": n} for n in names[1:]]
         for s in () if charge else self._suspended:
-            if matches(s.scope, dims, a.tags) is not None:
+            if any(matches(s.scope, d, a.tags) is not None for d in (dims, *others)):
                 raise suspended(s, a.session_id)
         out = []
         for r in self._rules:
             bucket = matches(r.budget.scope, dims, a.tags)
+            for d in others if bucket is None and r.scopes_model else ():
+                bucket = matches(r.budget.scope, d, a.tags)
+                if bucket is not None:
+                    break
             if bucket is None or (r.period.kind == "session" and not a.session_id):
                 continue
             out.append((r, bucket))
@@ -509,17 +520,28 @@ class Budgets:
                 session_id=event.session_id,
                 tags=event.tags or {},
             )
-            rules = [
-                (r, b)
-                for r, b in self._applicable(a, event.provider, event.model, charge=True)
-                if r.period.kind != "call"
-            ]
-            if rules:
-                hold = self._hold(rules, 0, 0, a, None)
-                hold.charge = True
-                self.post(hold, nusd=nusd, tokens=tokens)
+            self._charge(a, event.provider, event.model, nusd, tokens, set())
         except Exception as e:
             log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
+
+    def _charge(
+        self,
+        a: ctx.Attribution,
+        provider: str | None,
+        model: str | None,
+        nusd: int,
+        tokens: int,
+        held: builtins.set[str],
+    ) -> None:
+        """Post (nusd, tokens) as a charge on the budget counters the call falls in, but those in `held`."""
+        rules = [(r, b) for r, b in self._applicable(a, provider, model, charge=True) if r.period.kind != "call"]
+        if not rules:
+            return
+        hold = self._hold(rules, 0, 0, a, None)
+        hold.counters = [c for c in hold.counters if c.key not in held]
+        if hold.counters:
+            hold.charge = True
+            self.post(hold, nusd=nusd, tokens=tokens)
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -531,6 +553,15 @@ class Budgets:
         nusd = (usd_to_nano(event.cost_usd) or 0) if event is not None else 0
         tokens = event.input_tokens + event.output_tokens if event is not None else 0
         self.post(hold, nusd=nusd, tokens=tokens)
+        if event is not None and event.model and hold.model and event.model != hold.model and hold.provider:
+            # answered as another model: remember the alias, and charge the budgets of that model too
+            try:
+                self.models.learn(hold.provider, hold.model, event.model)
+                if (nusd or tokens) and hold.attribution is not None:
+                    held = {c.key for c in hold.counters}
+                    self._charge(hold.attribution, hold.provider, event.model, nusd, tokens, held)
+            except Exception as e:
+                log.warning("tokentrail: could not charge a call's model to its budgets: %s", e)
 
     def void(self, hold: Hold | None) -> None:
         """Release a hold without spending anything. Never raises."""
