@@ -30,30 +30,28 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from tokentrail import budget_charges
 from tokentrail import context as ctx
 from tokentrail._budget_sql import BudgetSQL, Counter, backend_for
 from tokentrail.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
+from tokentrail.budget_book import BudgetDefinitions
 from tokentrail.budget_defs import (
-    DEFAULT_ALERT_AT,
     Budget,
     Rule,
     Suspension,
     call_dims,
-    load_file,
     matches,
-    normalise_scope,
     scope_text,
 )
 from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
@@ -62,7 +60,7 @@ from tokentrail.budget_models import ModelNames
 from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
 from tokentrail.budget_status import BudgetStatus
 from tokentrail.estimate import Estimate, estimate
-from tokentrail.events import from_micros, new_event_id, ts_micros, usd_to_nano
+from tokentrail.events import new_event_id, ts_micros, usd_to_nano
 from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
 from tokentrail.periods import parse_duration_s
 
@@ -75,7 +73,6 @@ __all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_S = 1.0
-_CHARGED_MEMORY = 100_000  # event ids remembered so that one sent again is not charged twice
 _running_loop = asyncio._get_running_loop  # a C function: is this thread running an event loop?
 
 
@@ -83,7 +80,7 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class Budgets:
+class Budgets(BudgetDefinitions):
     """The budgets kept in one ledger (`ledger.budgets`); see the module docstring.
 
     `fail_closed` (default False, or TOKENTRAIL_FAIL_CLOSED=1, or `fail_closed = true` in the
@@ -175,119 +172,6 @@ class Budgets:
                 )
             self._sql = sql
         return self._sql
-
-    def set(
-        self,
-        name: str,
-        *,
-        scope: Mapping[str, Any] | None = None,
-        period: str = "month",
-        limit_usd: Decimal | float | int | str | None = None,
-        limit_tokens: int | None = None,
-        alert_at: Iterable[float] | None = DEFAULT_ALERT_AT,
-        action: str = "block",
-        tz: str = "UTC",
-        source: str = "api",
-        allow_unpriced: bool = False,
-    ) -> Budget:
-        """Create or replace the budget `name`. Spend already counted in its current period is kept.
-        `allow_unpriced`: let calls to a model with no price through a USD limit (default: refused)."""
-        b = Budget.build(
-            name,
-            scope=scope,
-            period=period,
-            limit_usd=limit_usd,
-            limit_tokens=limit_tokens,
-            alert_at=tuple(alert_at) if alert_at is not None else (),
-            action=action,
-            tz=tz,
-            source=source,
-            allow_unpriced=allow_unpriced,
-        )
-        self._backend().put_budget(b.to_row(ts_micros(datetime.now(UTC))))
-        self._refresh(force=True)
-        return b
-
-    def get(self, name: str) -> Budget | None:
-        return next((b for b in self.list() if b.name == name), None)
-
-    def list(self) -> builtins.list[Budget]:
-        self._refresh(force=True)
-        return [r.budget for r in self._rules]
-
-    def rm(self, name: str) -> bool:
-        """Remove a budget and its counters; False if there was none of that name."""
-        found = self._backend().remove_budget(name)
-        self._refresh(force=True)
-        return found
-
-    def suspend(self, scope: Mapping[str, Any], reason: str | None = None) -> Suspension:
-        """Kill switch: refuse every call in `scope` (e.g. {"agent": "ci-fixer"}) until resume()."""
-        pairs = normalise_scope(scope)
-        if not pairs:
-            raise ConfigError("suspend needs a scope, e.g. agent=ci-fixer")
-        self._backend().put_suspension(json.dumps(dict(pairs), sort_keys=True), reason, _now_us())
-        self._refresh(force=True)
-        return Suspension(pairs, reason)
-
-    def resume(self, scope: Mapping[str, Any]) -> bool:
-        found = self._backend().remove_suspension(json.dumps(dict(normalise_scope(scope)), sort_keys=True))
-        self._refresh(force=True)
-        return found
-
-    def suspensions(self) -> builtins.list[Suspension]:
-        self._refresh(force=True)
-        return list(self._suspended)
-
-    def load(self, path: str | os.PathLike[str]) -> builtins.list[Budget]:
-        """Store the budgets of a TOML file in the ledger (those unchanged are left alone) and apply
-        its settings and webhooks to this process; see tokentrail.budget_defs.load_file."""
-        cfg = load_file(path)
-        if "fail_closed" in cfg.settings:
-            self.fail_closed = bool(cfg.settings["fail_closed"])
-        if "hold_timeout" in cfg.settings:
-            v = cfg.settings["hold_timeout"]
-            self.hold_timeout = parse_duration_s(v) if isinstance(v, str) else float(v)
-        for h in cfg.webhooks:
-            self.alerts.add(
-                WebhookSink(str(h["url"]), slack=bool(h.get("slack")), timeout=float(h.get("timeout", 5.0)))
-            )
-        sql = self._backend()
-        self._refresh(force=True)
-        known = {r.budget.name: r.budget for r in self._rules}
-        changed = False
-        for b in cfg.budgets:
-            old = known.get(b.name)
-            if old is None or not old.same_definition(b):
-                sql.put_budget(b.to_row(_now_us()))
-                changed = True
-        if changed:
-            self._refresh(force=True)
-        return cfg.budgets
-
-    def _refresh(self, *, force: bool = False) -> None:
-        """Re-read the definitions if they changed (checked at most every cache_ttl seconds)."""
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return
-        with self._refresh_lock:
-            if not force and now < self._next_check:
-                return
-            try:
-                if self._file is not None:
-                    path, self._file = self._file, None
-                    self.load(path)
-                sql = self._backend()
-                version = sql.version()
-                if version != self._version or force:
-                    version, rows, susp = sql.load()
-                    self._rules = tuple(Rule.of(Budget.from_row(r)) for r in rows)
-                    self._suspended = tuple(
-                        Suspension(tuple(sorted(json.loads(s[0]).items())), s[1], from_micros(int(s[2]))) for s in susp
-                    )
-                    self._version = version
-            finally:
-                self._next_check = time.monotonic() + self.cache_ttl
 
     # -- enforcement ------------------------------------------------------------------------------
 
@@ -497,51 +381,7 @@ class Budgets:
         an adjustment posts its delta) in full on every budget the event falls in, in the period
         current when it is recorded. It cannot be refused: a block budget it spends refuses the next
         reservation. Never raises (a failure is logged)."""
-        try:
-            nusd = usd_to_nano(event.cost_usd) or 0
-            tokens = 0 if event.kind == "adjustment" else event.input_tokens + event.output_tokens
-            if not (nusd or tokens) or backend_for_quietly(self) is None or not self._active():
-                return
-            with self._refresh_lock:  # an event sent again (an OTLP retry, a replayed batch) is charged once
-                if event.event_id in self._charged:
-                    return
-                self._charged[event.event_id] = None
-                if len(self._charged) > _CHARGED_MEMORY:
-                    self._charged.popitem(last=False)
-            a = ctx.Attribution(
-                org=event.org,
-                team=event.team,
-                project=event.project,
-                agent=event.agent,
-                user=event.user,
-                customer=event.customer,
-                workflow=event.workflow,
-                task_type=event.task_type,
-                session_id=event.session_id,
-                tags=event.tags or {},
-            )
-            self._charge(a, event.provider, event.model, nusd, tokens, set())
-        except Exception as e:
-            log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
-
-    def _charge(
-        self,
-        a: ctx.Attribution,
-        provider: str | None,
-        model: str | None,
-        nusd: int,
-        tokens: int,
-        held: builtins.set[str],
-    ) -> None:
-        """Post (nusd, tokens) as a charge on the budget counters the call falls in, but those in `held`."""
-        rules = [(r, b) for r, b in self._applicable(a, provider, model, charge=True) if r.period.kind != "call"]
-        if not rules:
-            return
-        hold = self._hold(rules, 0, 0, a, None)
-        hold.counters = [c for c in hold.counters if c.key not in held]
-        if hold.counters:
-            hold.charge = True
-            self.post(hold, nusd=nusd, tokens=tokens)
+        budget_charges.charge(self, event)
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -558,8 +398,9 @@ class Budgets:
             try:
                 self.models.learn(hold.provider, hold.model, event.model)
                 if (nusd or tokens) and hold.attribution is not None:
-                    held = {c.key for c in hold.counters}
-                    self._charge(hold.attribution, hold.provider, event.model, nusd, tokens, held)
+                    held = {c.budget for c in hold.counters}  # posted there already (in its own bucket)
+                    a = hold.attribution
+                    budget_charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
             except Exception as e:
                 log.warning("tokentrail: could not charge a call's model to its budgets: %s", e)
 
@@ -672,15 +513,3 @@ class Budgets:
         if self._engine is not None and self._pid == os.getpid():
             self._engine.call(Op(BARRIER))  # this process's queued posts and voids count
         return status(self, name)
-
-
-def backend_for_quietly(budgets: Budgets) -> BudgetSQL | None:
-    """The budget SQL, or None for a store that cannot keep budgets (so it has none to charge)."""
-    try:
-        return budgets._backend()
-    except ConfigError:
-        return None
-
-
-def _now_us() -> int:
-    return ts_micros(datetime.now(UTC))
