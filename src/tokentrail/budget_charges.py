@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from tokentrail import context as ctx
+from tokentrail.budget_engine import POST, Op
 from tokentrail.events import UsageEvent, usd_to_nano
 from tokentrail.exceptions import ConfigError
 
@@ -27,22 +29,43 @@ CHARGED_MEMORY = 100_000  # event ids remembered so that one sent again is not c
 
 
 def charge(budgets: Budgets, event: UsageEvent) -> None:
-    """Budgets.charge: post `event`'s cost and tokens (an adjustment: its delta). Never raises."""
+    """Budgets.charge: post `event`'s cost and tokens (an adjustment: its delta). Never raises and
+    never waits for the store: with the definitions cached, the post is computed here and queued;
+    with them stale, the event waits for the budget thread (or the next reservation) to read them."""
     try:
         nusd = usd_to_nano(event.cost_usd) or 0
         tokens = 0 if event.kind == "adjustment" else event.input_tokens + event.output_tokens
-        if not (nusd or tokens) or not _keeps_budgets(budgets) or not budgets._active():
+        if not (nusd or tokens) or not _keeps_budgets(budgets):
             return
-        with budgets._refresh_lock:
+        with budgets._charge_lock:
             seen = budgets._charged
             if event.event_id in seen:
                 return
             seen[event.event_id] = None
             if len(seen) > CHARGED_MEMORY:
                 seen.popitem(last=False)
-        charge_budgets(budgets, attribution_of(event), event.provider, event.model, nusd, tokens, set())
+        budgets._pending_charges.append((event, nusd, tokens))
+        if budgets._version >= 0 and time.monotonic() < budgets._next_check:
+            run_pending(budgets, read=False)  # the definitions are fresh: nothing to read
+        else:
+            budgets._engine_of().wake_keeper()
     except Exception as e:
         log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
+
+
+def run_pending(budgets: Budgets, *, read: bool = True) -> None:
+    """Post the charges waiting, reading the definitions first if they are stale (`read`). Never raises."""
+    q = budgets._pending_charges
+    while q:
+        try:
+            event, nusd, tokens = q.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            if budgets._active() if read else (budgets._rules or budgets._suspended):
+                charge_budgets(budgets, attribution_of(event), event.provider, event.model, nusd, tokens, set())
+        except Exception as e:
+            log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
 
 
 def charge_budgets(
@@ -63,7 +86,8 @@ def charge_budgets(
     if rules:
         hold = budgets._hold(rules, 0, 0, a, None)
         hold.charge = True
-        budgets.post(hold, nusd=nusd, tokens=tokens)
+        hold.settled = True
+        budgets._engine_of().submit(Op(POST, hold, nusd, tokens))  # queued: a charge never waits
 
 
 def attribution_of(event: UsageEvent) -> ctx.Attribution:

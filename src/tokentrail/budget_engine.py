@@ -168,6 +168,10 @@ class Engine:
         await op.future
         return op
 
+    def wake_keeper(self) -> None:
+        """Have the budget thread run a round (its upkeep) even with nothing queued."""
+        self._hand_over()
+
     def _hand_over(self) -> None:
         """Have the budget thread run the queue."""
         self._start()

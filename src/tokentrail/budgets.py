@@ -35,7 +35,7 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -116,6 +116,9 @@ class Budgets(BudgetDefinitions):
         self.fail_open_errors = 0  # budget-path errors that fail-open let pass (the calls went ahead)
         self._charged: OrderedDict[str, None] = OrderedDict()  # ids of the events charged lately
         self.models = ModelNames(self.prices)
+        # charges waiting for the definitions (bounded: a store down for long drops the oldest)
+        self._pending_charges: deque[tuple[UsageEvent, int, int]] = deque(maxlen=100_000)
+        self._charge_lock = threading.Lock()  # not the refresh lock: a charge never waits for the store
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -162,6 +165,7 @@ class Budgets(BudgetDefinitions):
             self._pid = os.getpid()
             self._sql = None
             self._live.clear()
+            self._pending_charges.clear()
             self.store = self.ledger.store
             self._engine = self._keeper = None
         if self._sql is None:
@@ -257,6 +261,7 @@ class Budgets(BudgetDefinitions):
         """The hold a metered call needs (per-call caps checked), or None: no budget applies."""
         if not self._active():
             return None
+        self.run_charges()  # spend recorded before this call counts against it
         a = attribution or ctx.current()
         rules = self._applicable(a, provider, model)
         if not rules:
@@ -383,6 +388,12 @@ class Budgets(BudgetDefinitions):
         reservation. Never raises (a failure is logged)."""
         budget_charges.charge(self, event)
 
+    def run_charges(self) -> None:
+        """Post the charges waiting for the definitions to be read (the budget thread, or a
+        reservation, which must see them). Never raises."""
+        if self._pending_charges:
+            budget_charges.run_pending(self)
+
     # -- settling ---------------------------------------------------------------------------------
 
     def settle(self, hold: Hold | None, event: UsageEvent | None) -> None:
@@ -472,6 +483,7 @@ class Budgets(BudgetDefinitions):
                         self._live,
                         lambda: self.hold_timeout,
                         lambda: self._closed or getattr(self.ledger, "_closed", False),
+                        upkeep=self.run_charges,
                     )
                 keeper = self._keeper
         keeper.start()
@@ -479,6 +491,7 @@ class Budgets(BudgetDefinitions):
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every post and void queued so far is applied (those the store refused are
         retried once more), and deliver queued alerts (tests, shutdown)."""
+        self.run_charges()
         engine = self._engine
         if engine is not None and self._pid == os.getpid():
             if engine.retry:
@@ -510,6 +523,7 @@ class Budgets(BudgetDefinitions):
         """Each budget's current period (each bucket of a `*` budget): limit, posted, reserved."""
         from tokentrail.budget_status import status
 
+        self.run_charges()
         if self._engine is not None and self._pid == os.getpid():
             self._engine.call(Op(BARRIER))  # this process's queued posts and voids count
         return status(self, name)
