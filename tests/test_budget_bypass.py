@@ -393,3 +393,30 @@ def test_the_cli_sets_allow_unpriced(sqlite_url: str) -> None:
     assert result.exit_code == 0, result.output
     with tt.Ledger(sqlite_url, spool=False) as ledger:
         assert ledger.budgets.get("open").allow_unpriced  # type: ignore[union-attr]
+
+
+def test_a_charge_never_waits_for_the_store(ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """record_llm costs its caller no store round trip: with the definitions stale and the store
+    stuck, the charge waits in the budget thread, and still lands once the store answers."""
+    import threading
+
+    b = ledger.budgets
+    b.set("day", period="day", limit_usd=10)
+    sql = b._backend()
+    stuck, release = threading.Event(), threading.Event()
+    version = sql.version
+    waiting: list[int] = []
+
+    def slow_version() -> int:
+        waiting.append(threading.get_ident())
+        stuck.set()
+        release.wait(30)
+        return version()
+
+    monkeypatch.setattr(sql, "version", slow_version)
+    b._next_check = 0.0  # the definitions are due for a re-read
+    e = ledger.record_llm(provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100)
+    assert stuck.wait(30)
+    release.set()
+    assert threading.get_ident() not in waiting  # the budget thread is the one that waited for the store
+    assert status_of(ledger, "day").posted_usd == e.cost_usd
