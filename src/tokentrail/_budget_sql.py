@@ -72,7 +72,7 @@ class BudgetSQL:
             v = x("SELECT version FROM budget_meta WHERE id = 1", ())
             budgets = x(
                 "SELECT name, scope, period, limit_nusd, limit_tokens, alert_at, action, tz, source, created_us, "
-                "updated_us FROM budgets ORDER BY name",
+                "updated_us, allow_unpriced FROM budgets ORDER BY name",
                 (),
             )
             susp = x("SELECT scope, reason, created_us FROM budget_suspensions ORDER BY scope", ())
@@ -83,10 +83,11 @@ class BudgetSQL:
         with self._txn() as x:
             x(
                 f"INSERT INTO budgets (name, scope, period, limit_nusd, limit_tokens, alert_at, action, tz, source, "
-                f"created_us, updated_us) VALUES ({', '.join([p] * 11)}) ON CONFLICT (name) DO UPDATE SET "
-                "scope = excluded.scope, period = excluded.period, limit_nusd = excluded.limit_nusd, "
+                f"created_us, updated_us, allow_unpriced) VALUES ({', '.join([p] * 12)}) ON CONFLICT (name) DO UPDATE "
+                "SET scope = excluded.scope, period = excluded.period, limit_nusd = excluded.limit_nusd, "
                 "limit_tokens = excluded.limit_tokens, alert_at = excluded.alert_at, action = excluded.action, "
-                "tz = excluded.tz, source = excluded.source, updated_us = excluded.updated_us",
+                "tz = excluded.tz, source = excluded.source, updated_us = excluded.updated_us, "
+                "allow_unpriced = excluded.allow_unpriced",
                 row,
             )
             x("UPDATE budget_meta SET version = version + 1 WHERE id = 1", ())

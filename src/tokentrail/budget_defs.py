@@ -139,6 +139,7 @@ class Budget:
     action: str = "block"
     tz: str = "UTC"
     source: str = "api"
+    allow_unpriced: bool = False  # a USD limit lets through calls to models it cannot price (they hold $0)
     created: datetime | None = field(default=None, compare=False)
     updated: datetime | None = field(default=None, compare=False)
 
@@ -155,6 +156,7 @@ class Budget:
         action: str = "block",
         tz: str | None = "UTC",
         source: str = "api",
+        allow_unpriced: bool = False,
     ) -> Budget:
         """A validated budget; ConfigError saying what is wrong otherwise."""
         if not isinstance(name, str) or not name.strip() or len(name) > 128 or any(c in name for c in "\x00\x1f\n"):
@@ -174,6 +176,8 @@ class Budget:
         check_tz(tz_name)
         if p.kind == "session" and "session" in dict(scope_pairs):
             raise ConfigError(f"budget {name!r}: a session period already means one budget per session")
+        if not isinstance(allow_unpriced, bool):
+            raise ConfigError(f"budget {name!r}: allow_unpriced must be true or false")
         return cls(
             name=name,
             scope=scope_pairs,
@@ -184,6 +188,7 @@ class Budget:
             action=action,
             tz="UTC" if tz_name.upper() == "UTC" else tz_name,
             source=source,
+            allow_unpriced=allow_unpriced,
         )
 
     @property
@@ -207,6 +212,7 @@ class Budget:
             self.source,
             now_us,
             now_us,
+            int(self.allow_unpriced),
         )
 
     @classmethod
@@ -223,6 +229,7 @@ class Budget:
             source=r[8],
             created=from_micros(int(r[9])),
             updated=from_micros(int(r[10])),
+            allow_unpriced=bool(r[11]) if len(r) > 11 else False,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,6 +243,7 @@ class Budget:
             "action": self.action,
             "tz": self.tz,
             "source": self.source,
+            "allow_unpriced": self.allow_unpriced,
         }
 
     def same_definition(self, other: Budget) -> bool:
@@ -312,6 +320,10 @@ class Rule:
     def enforce(self) -> bool:
         return self.budget.action != "alert"
 
+    @property
+    def scopes_model(self) -> bool:
+        return any(k == "model" for k, _ in self.budget.scope)
+
     @classmethod
     def of(cls, b: Budget) -> Rule:
         return cls(
@@ -375,6 +387,7 @@ def load_file(path: str | os.PathLike[str]) -> FileConfig:
     alert_at = [0.5, 0.8, 1.0]
     action = "block"           # block | alert | throttle
     tz = "Europe/Paris"
+    allow_unpriced = false     # a model with no price: refused under a USD limit (true: let it through)
 
     [[alerts.webhooks]]
     url = "https://hooks.slack.com/services/…"
@@ -394,7 +407,7 @@ def load_file(path: str | os.PathLike[str]) -> FileConfig:
     if not isinstance(entries, list):
         raise ConfigError(f"budgets file {p}: 'budgets' must be an array of tables ([[budgets]])")
     out = []
-    keys = {"name", "scope", "period", "limit_usd", "limit_tokens", "alert_at", "action", "tz"}
+    keys = {"name", "scope", "period", "limit_usd", "limit_tokens", "alert_at", "action", "tz", "allow_unpriced"}
     for n, entry in enumerate(entries, 1):
         e: dict[str, Any] = entry if isinstance(entry, dict) else {}
         where = f"budgets file {p}, budget {n}"
@@ -415,6 +428,7 @@ def load_file(path: str | os.PathLike[str]) -> FileConfig:
                     action=e.get("action", "block"),
                     tz=e.get("tz", "UTC"),
                     source=f"file:{p}",
+                    allow_unpriced=e.get("allow_unpriced", False),
                 )
             )
         except ConfigError as problem:

@@ -59,6 +59,10 @@ class Hold:
     expires_us: int
     reserved: bool  # rows were written (some budget enforces); False: post-only (alert budgets)
     estimate: Estimate | None = None
+    charge: bool = False  # spend that happened unreserved: posted in full, never an overage
+    provider: str | None = None  # the call's, as reserved (None: a hold reserved by hand)
+    model: str | None = None
+    attribution: Any = None
     settled: bool = False
     renewed_at: float = field(default_factory=time.monotonic)
     finalizer: Any = None
@@ -163,6 +167,10 @@ class Engine:
         self._hand_over()
         await op.future
         return op
+
+    def wake_keeper(self) -> None:
+        """Have the budget thread run a round (its upkeep) even with nothing queued."""
+        self._hand_over()
 
     def _hand_over(self) -> None:
         """Have the budget thread run the queue."""
@@ -403,6 +411,8 @@ class _Batch:
     def _post(self, hold: Hold, nusd: int, tokens: int) -> None:
         sql, x, now, now_us = self.sql, self.x, self.now, self.now_us
         for r in hold.call_rules:
+            if hold.charge:
+                break
             if (r.limit_nusd is not None and nusd > r.limit_nusd) or (
                 r.limit_tokens is not None and tokens > r.limit_tokens
             ):
@@ -412,15 +422,19 @@ class _Batch:
             blocks: dict[str, int] = {}
             for c in hold.counters:
                 r = c.extra
-                if c.enforce and (
-                    (r.limit_nusd is not None and nusd > hold.nusd)
-                    or (r.limit_tokens is not None and tokens > hold.tokens)
+                if (
+                    c.enforce
+                    and not hold.charge
+                    and (
+                        (r.limit_nusd is not None and nusd > hold.nusd)
+                        or (r.limit_tokens is not None and tokens > hold.tokens)
+                    )
                 ):
                     blocks[c.key] = block_until(c, now_us)
             for c in hold.counters:
                 st = self.state[c.key]
-                st.posted_nusd += nusd
-                st.posted_tokens += tokens
+                st.posted_nusd = max(0, st.posted_nusd + nusd)  # a credit never takes a budget below zero
+                st.posted_tokens = max(0, st.posted_tokens + tokens)
                 if st.window_us:
                     st.win_nusd += nusd
                     st.win_tokens += tokens

@@ -30,8 +30,11 @@ class Keeper:
         live: dict[str, Hold],
         hold_timeout: Callable[[], float],
         stopped: Callable[[], bool],
+        upkeep: Callable[[], None] | None = None,
     ) -> None:
+        """`upkeep`: more work for each round (the charges waiting for the budget definitions)."""
         self.engine = engine
+        self.upkeep = upkeep
         self.live = live
         self.hold_timeout = hold_timeout
         self.stopped = stopped
@@ -58,6 +61,8 @@ class Keeper:
             engine.wake.wait(max(0.05, min(self.hold_timeout() / 4, 10.0)))
             engine.wake.clear()
             try:
+                if self.upkeep is not None:
+                    self.upkeep()
                 engine.run_queued()
                 self._renew()
                 if engine.retry:

@@ -17,6 +17,7 @@ from tokentrail.exceptions import BudgetExceeded, BudgetThrottled
 
 if TYPE_CHECKING:
     from tokentrail._budget_sql import Counter
+    from tokentrail.estimate import Estimate
 
 
 def decide(
@@ -82,6 +83,26 @@ def check_cap(r: Rule, bucket: Any, nusd: int, tokens: int, session_id: str | No
         )
         e.scope = scope_text(bucket)  # type: ignore[attr-defined]
         raise e
+
+
+def refuse_unpriced(rules: list[tuple[Rule, Any]], est: Estimate, model: str | None, session_id: str | None) -> None:
+    """Raise the refusal of the first enforcing USD budget a call with no price (its estimate has no
+    cost) falls in, unless that budget allows unpriced calls: a USD limit cannot bound what it cannot price."""
+    if est.cost_usd is not None:
+        return
+    for r, bucket in rules:
+        b = r.budget
+        if r.enforce and r.limit_nusd is not None and not b.allow_unpriced:
+            what = f"model {model!r}" if model else "a request whose model it cannot read"
+            e = BudgetExceeded(
+                f"Budget '{b.name}' ({scope_text(bucket)}, {b.period}) refused the call: tokentrail has no price "
+                f"for {what}, so its USD limit cannot bound the call; add the model to the TOKENTRAIL_PRICES "
+                "overrides file, or set the budget with allow_unpriced=True (--allow-unpriced)"
+                + session_note(session_id),
+                budget=b.name,
+            )
+            e.scope = scope_text(bucket)  # type: ignore[attr-defined]
+            raise e
 
 
 def suspended(s: Suspension, session_id: str | None) -> BudgetExceeded:

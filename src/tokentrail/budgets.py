@@ -30,37 +30,37 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from tokentrail import budget_charges
 from tokentrail import context as ctx
 from tokentrail._budget_sql import BudgetSQL, Counter, backend_for
 from tokentrail.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
+from tokentrail.budget_book import BudgetDefinitions
 from tokentrail.budget_defs import (
-    DEFAULT_ALERT_AT,
     Budget,
     Rule,
     Suspension,
     call_dims,
-    load_file,
     matches,
-    normalise_scope,
     scope_text,
 )
 from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
 from tokentrail.budget_keeper import Keeper
-from tokentrail.budget_refusals import check_cap, suspended
+from tokentrail.budget_models import ModelNames
+from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
 from tokentrail.budget_status import BudgetStatus
 from tokentrail.estimate import Estimate, estimate
-from tokentrail.events import from_micros, new_event_id, ts_micros, usd_to_nano
+from tokentrail.events import new_event_id, ts_micros, usd_to_nano
 from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
 from tokentrail.periods import parse_duration_s
 
@@ -90,7 +90,7 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class Budgets:
+class Budgets(BudgetDefinitions):
     """The budgets kept in one ledger (`ledger.budgets`); see the module docstring.
 
     `fail_closed` (default False, or TOKENTRAIL_FAIL_CLOSED=1, or `fail_closed = true` in the
@@ -123,6 +123,12 @@ class Budgets:
         self._keeper: Keeper | None = None
         self._closed = False
         self._warned_at = 0.0
+        self.fail_open_errors = 0  # budget-path errors that fail-open let pass (the calls went ahead)
+        self._charged: OrderedDict[str, None] = OrderedDict()  # ids of the events charged lately
+        self.models = ModelNames(self.prices)
+        # charges waiting for the definitions (bounded: a store down for long drops the oldest)
+        self._pending_charges: deque[tuple[UsageEvent, int, int]] = deque(maxlen=100_000)
+        self._charge_lock = threading.Lock()  # not the refresh lock: a charge never waits for the store
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -169,6 +175,7 @@ class Budgets:
             self._pid = os.getpid()
             self._sql = None
             self._live.clear()
+            self._pending_charges.clear()
             self.store = self.ledger.store
             self._engine = self._keeper = None
         if self._sql is None:
@@ -179,116 +186,6 @@ class Budgets:
                 )
             self._sql = sql
         return self._sql
-
-    def set(
-        self,
-        name: str,
-        *,
-        scope: Mapping[str, Any] | None = None,
-        period: str = "month",
-        limit_usd: Decimal | float | int | str | None = None,
-        limit_tokens: int | None = None,
-        alert_at: Iterable[float] | None = DEFAULT_ALERT_AT,
-        action: str = "block",
-        tz: str = "UTC",
-        source: str = "api",
-    ) -> Budget:
-        """Create or replace the budget `name`. Spend already counted in its current period is kept."""
-        b = Budget.build(
-            name,
-            scope=scope,
-            period=period,
-            limit_usd=limit_usd,
-            limit_tokens=limit_tokens,
-            alert_at=tuple(alert_at) if alert_at is not None else (),
-            action=action,
-            tz=tz,
-            source=source,
-        )
-        self._backend().put_budget(b.to_row(ts_micros(datetime.now(UTC))))
-        self._refresh(force=True)
-        return b
-
-    def get(self, name: str) -> Budget | None:
-        return next((b for b in self.list() if b.name == name), None)
-
-    def list(self) -> builtins.list[Budget]:
-        self._refresh(force=True)
-        return [r.budget for r in self._rules]
-
-    def rm(self, name: str) -> bool:
-        """Remove a budget and its counters; False if there was none of that name."""
-        found = self._backend().remove_budget(name)
-        self._refresh(force=True)
-        return found
-
-    def suspend(self, scope: Mapping[str, Any], reason: str | None = None) -> Suspension:
-        """Kill switch: refuse every call in `scope` (e.g. {"agent": "ci-fixer"}) until resume()."""
-        pairs = normalise_scope(scope)
-        if not pairs:
-            raise ConfigError("suspend needs a scope, e.g. agent=ci-fixer")
-        self._backend().put_suspension(json.dumps(dict(pairs), sort_keys=True), reason, _now_us())
-        self._refresh(force=True)
-        return Suspension(pairs, reason)
-
-    def resume(self, scope: Mapping[str, Any]) -> bool:
-        found = self._backend().remove_suspension(json.dumps(dict(normalise_scope(scope)), sort_keys=True))
-        self._refresh(force=True)
-        return found
-
-    def suspensions(self) -> builtins.list[Suspension]:
-        self._refresh(force=True)
-        return list(self._suspended)
-
-    def load(self, path: str | os.PathLike[str]) -> builtins.list[Budget]:
-        """Store the budgets of a TOML file in the ledger (those unchanged are left alone) and apply
-        its settings and webhooks to this process; see tokentrail.budget_defs.load_file."""
-        cfg = load_file(path)
-        if "fail_closed" in cfg.settings:
-            self.fail_closed = bool(cfg.settings["fail_closed"])
-        if "hold_timeout" in cfg.settings:
-            v = cfg.settings["hold_timeout"]
-            self.hold_timeout = parse_duration_s(v) if isinstance(v, str) else float(v)
-        for h in cfg.webhooks:
-            self.alerts.add(
-                WebhookSink(str(h["url"]), slack=bool(h.get("slack")), timeout=float(h.get("timeout", 5.0)))
-            )
-        sql = self._backend()
-        self._refresh(force=True)
-        known = {r.budget.name: r.budget for r in self._rules}
-        changed = False
-        for b in cfg.budgets:
-            old = known.get(b.name)
-            if old is None or not old.same_definition(b):
-                sql.put_budget(b.to_row(_now_us()))
-                changed = True
-        if changed:
-            self._refresh(force=True)
-        return cfg.budgets
-
-    def _refresh(self, *, force: bool = False) -> None:
-        """Re-read the definitions if they changed (checked at most every cache_ttl seconds)."""
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return
-        with self._refresh_lock:
-            if not force and now < self._next_check:
-                return
-            try:
-                if self._file is not None:
-                    path, self._file = self._file, None
-                    self.load(path)
-                sql = self._backend()
-                version = sql.version()
-                if version != self._version or force:
-                    version, rows, susp = sql.load()
-                    self._rules = tuple(Rule.of(Budget.from_row(r)) for r in rows)
-                    self._suspended = tuple(
-                        Suspension(tuple(sorted(json.loads(s[0]).items())), s[1], from_micros(int(s[2]))) for s in susp
-                    )
-                    self._version = version
-            finally:
-                self._next_check = time.monotonic() + self.cache_ttl
 
     # -- enforcement ------------------------------------------------------------------------------
 
@@ -374,12 +271,23 @@ class Budgets:
         """The hold a metered call needs (per-call caps checked), or None: no budget applies."""
         if not self._active():
             return None
+        self.run_charges()  # spend recorded before this call counts against it
         a = attribution or ctx.current()
         rules = self._applicable(a, provider, model)
         if not rules:
             return None
-        est = estimate(provider=provider, model=model, body=body, prices=self.prices, kind=kind)
-        return self._hold(rules, est.cost_nusd, est.tokens, a, est)
+        try:
+            priced = self.models.priced(provider, model)  # an alias: the model it was answered as
+            est = estimate(provider=provider, model=priced, body=body, prices=self.prices, kind=kind)
+        except Exception as e:  # never a silent pass: fail-closed refuses, fail-open posts what it spends
+            self.failed(e, f"could not estimate the cost of a {provider} call")
+            hold = self._hold(rules, 0, 0, a, None)
+            hold.charge = True  # nothing reserved: its spend is posted in full, not as an overage
+        else:
+            refuse_unpriced(rules, est, model, a.session_id)
+            hold = self._hold(rules, est.cost_nusd, est.tokens, a, est)
+        hold.provider, hold.model, hold.attribution = provider, model, a
+        return hold
 
     def _active(self) -> bool:
         try:
@@ -390,33 +298,45 @@ class Budgets:
         return bool(self._rules or self._suspended)
 
     def _unreachable(self, e: BaseException, what: str) -> None:
+        self.failed(e, f"cannot {what} the ledger {self.ledger.display_url}")
+
+    def failed(self, e: BaseException, what: str) -> None:
+        """The budget path failed (`what` says how): fail-closed raises LedgerUnavailable; fail-open
+        counts the call in `fail_open_errors`, logs a warning (at most once a minute) and returns."""
         if isinstance(e, BudgetExceeded):
             raise e
         if self.fail_closed:
             raise LedgerUnavailable(
-                f"cannot {what} the ledger {self.ledger.display_url} ({type(e).__name__}: {e}); "
-                "the call was refused (fail-closed)"
+                f"tokentrail: {what} ({type(e).__name__}: {str(e)[:200]}); the call was refused (fail-closed)"
             ) from e
+        self.fail_open_errors += 1
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
             log.warning(
-                "tokentrail: cannot %s the ledger %s (%s); calls go ahead unbudgeted (fail-open)",
+                "tokentrail: %s (%s: %s); calls go ahead unbudgeted (fail-open; %d so far)",
                 what,
-                self.ledger.display_url,
-                e,
+                type(e).__name__,
+                str(e)[:200],
+                self.fail_open_errors,
             )
 
     def _applicable(
-        self, a: ctx.Attribution, provider: str | None, model: str | None
+        self, a: ctx.Attribution, provider: str | None, model: str | None, *, charge: bool = False
     ) -> builtins.list[tuple[Rule, Any]]:
         dims = call_dims(a, provider, model)
-        for s in self._suspended:
-            if matches(s.scope, dims, a.tags) is not None:
+        names = self.models.names(provider, model)  # a scope's model matches any name it goes by
+        others = [{**dims, "model": n} for n in names[1:]]
+        for s in () if charge else self._suspended:
+            if any(matches(s.scope, d, a.tags) is not None for d in (dims, *others)):
                 raise suspended(s, a.session_id)
         out = []
         for r in self._rules:
             bucket = matches(r.budget.scope, dims, a.tags)
+            for d in others if bucket is None and r.scopes_model else ():
+                bucket = matches(r.budget.scope, d, a.tags)
+                if bucket is not None:
+                    break
             if bucket is None or (r.period.kind == "session" and not a.session_id):
                 continue
             out.append((r, bucket))
@@ -469,6 +389,21 @@ class Budgets:
             self._start_keeper()
         return hold
 
+    # -- charges: spend that happened without a reservation --------------------------------------
+
+    def charge(self, event: UsageEvent) -> None:
+        """Post spend that already happened unreserved (record_llm, record_tool, the event API, OTLP;
+        an adjustment posts its delta) in full on every budget the event falls in, in the period
+        current when it is recorded. It cannot be refused: a block budget it spends refuses the next
+        reservation. Never raises (a failure is logged)."""
+        budget_charges.charge(self, event)
+
+    def run_charges(self) -> None:
+        """Post the charges waiting for the definitions to be read (the budget thread, or a
+        reservation, which must see them). Never raises."""
+        if self._pending_charges:
+            budget_charges.run_pending(self)
+
     # -- settling ---------------------------------------------------------------------------------
 
     def settle(self, hold: Hold | None, event: UsageEvent | None) -> None:
@@ -479,6 +414,16 @@ class Budgets:
         nusd = (usd_to_nano(event.cost_usd) or 0) if event is not None else 0
         tokens = event.input_tokens + event.output_tokens if event is not None else 0
         self.post(hold, nusd=nusd, tokens=tokens)
+        if event is not None and event.model and hold.model and event.model != hold.model and hold.provider:
+            # answered as another model: remember the alias, and charge the budgets of that model too
+            try:
+                self.models.learn(hold.provider, hold.model, event.model)
+                if (nusd or tokens) and hold.attribution is not None:
+                    held = {c.budget for c in hold.counters}  # posted there already (in its own bucket)
+                    a = hold.attribution
+                    budget_charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
+            except Exception as e:
+                log.warning("tokentrail: could not charge a call's model to its budgets: %s", e)
 
     def void(self, hold: Hold | None) -> None:
         """Release a hold without spending anything. Never raises."""
@@ -548,6 +493,7 @@ class Budgets:
                         self._live,
                         lambda: self.hold_timeout,
                         lambda: self._closed or getattr(self.ledger, "_closed", False),
+                        upkeep=self.run_charges,
                     )
                 keeper = self._keeper
         keeper.start()
@@ -555,6 +501,7 @@ class Budgets:
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every post and void queued so far is applied (those the store refused are
         retried once more), and deliver queued alerts (tests, shutdown)."""
+        self.run_charges()
         engine = self._engine
         if engine is not None and self._pid == os.getpid():
             if engine.retry:
@@ -586,10 +533,7 @@ class Budgets:
         """Each budget's current period (each bucket of a `*` budget): limit, posted, reserved."""
         from tokentrail.budget_status import status
 
+        self.run_charges()
         if self._engine is not None and self._pid == os.getpid():
             self._engine.call(Op(BARRIER))  # this process's queued posts and voids count
         return status(self, name)
-
-
-def _now_us() -> int:
-    return ts_micros(datetime.now(UTC))

@@ -96,6 +96,7 @@ def adjust(
         note=reason.strip()[:MAX_REASON],
     )
     ledger.record(adjustment, session=None)
+    ledger.charge(adjustment)  # the budgets move by the delta too
     ledger.flush(timeout)
     return adjustment
 

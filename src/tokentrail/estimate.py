@@ -46,6 +46,7 @@ IMAGE_TOKENS = 8192  # per image: Anthropic ≤ ~1,600, OpenAI ≤ ~3,800 (4.1-n
 FILE_TOKENS = 32_768  # a document, audio or video part known only by its URL
 UNBOUNDED_OUTPUT_TOKENS = 32_768  # no max_tokens, no max_output_tokens, no context window known
 DEFAULT_CONTEXT_WINDOW = 200_000  # input the body does not show, for a model of unknown window
+MAX_DEPTH = 64  # parts are recognised down to here; deeper subtrees count as their whole JSON text
 
 _MEDIA_TYPES = {"image", "input_image", "image_url"}
 _FILE_TYPES = {"document", "input_file", "file", "input_audio", "audio", "video"}
@@ -110,6 +111,7 @@ class _Count:
     audio: bool = False
     unshown_input: bool = False
     tools: int = 0
+    structure_bytes: int = 0  # JSON punctuation, and subtrees past MAX_DEPTH: never tightened by tiktoken
     strings: list[str] | None = None  # the text strings, when tiktoken is to count them
 
 
@@ -133,6 +135,8 @@ def _data_url_bytes(url: str) -> int | None:
 def _media_part(d: dict[str, Any], c: _Count) -> bool:
     """Count a media part (image, audio, document, file) of any provider; True if `d` was one."""
     kind = d.get("type")
+    if not isinstance(kind, str):  # a JSON schema's "type": ["string", "null"] is no media type
+        kind = None
     # Gemini inline / file data
     inline = d.get("inlineData") or d.get("inline_data")
     if isinstance(inline, dict):
@@ -192,36 +196,74 @@ def _add_media(c: _Count, mime: str, size: int | None) -> None:
     c.messages += 1
 
 
-def _walk(value: Any, c: _Count, *, top: bool = False) -> None:
-    if isinstance(value, str):
-        c.text_bytes += _utf8(value)
-        if c.strings is not None:
-            c.strings.append(value)
-    elif isinstance(value, dict):
-        if not top and _media_part(value, c):
-            return
-        if "role" in value or "parts" in value:
-            c.messages += 1
-        for k, v in value.items():
-            if top and k in _SKIP_KEYS:
+def _walk(body: Any, c: _Count) -> None:
+    """Count every string, key and scalar of a request, and its JSON punctuation, with an explicit
+    stack: a body nested thousands deep is counted, never a RecursionError. Below MAX_DEPTH the
+    request's parts are recognised (messages, media, tools); a deeper subtree is counted as its
+    whole JSON text."""
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            c.text_bytes += _utf8(value)
+            c.structure_bytes += 2  # its quotes
+            if c.strings is not None:
+                c.strings.append(value)
+        elif isinstance(value, (dict, list, tuple)) and depth > MAX_DEPTH:
+            c.structure_bytes += json_text_bytes(value)
+        elif isinstance(value, dict):
+            top = depth == 0
+            if not top and _media_part(value, c):
                 continue
-            if (k in _UNSHOWN_INPUT_KEYS and v) or (k == "prompt" and isinstance(v, dict)):
-                c.unshown_input = True  # a stored conversation, cache or prompt template
-                continue
-            c.text_bytes += _utf8(k) if isinstance(k, str) else 0
-            if k == "tools" and isinstance(v, list) and v:
-                c.tools += len(v)
-                for t in v:
-                    if isinstance(t, dict) and _server_tool(t):
-                        c.unshown_input = True
-            elif k in ("mcp_servers", "container") and v:
-                c.unshown_input = True
-            _walk(v, c)
-    elif isinstance(value, list):
-        for item in value:
-            _walk(item, c)
-    elif value is not None and not isinstance(value, bool):
-        c.text_bytes += len(str(value))
+            if "role" in value or "parts" in value:
+                c.messages += 1
+            if not top:
+                c.structure_bytes += 1 + 4 * len(value)  # braces, and each key's quotes, colon and comma
+            for k, v in value.items():
+                if top and k in _SKIP_KEYS:
+                    continue
+                if (k in _UNSHOWN_INPUT_KEYS and v) or (k == "prompt" and isinstance(v, dict)):
+                    c.unshown_input = True  # a stored conversation, cache or prompt template
+                    continue
+                c.text_bytes += _utf8(k) if isinstance(k, str) else len(str(k))
+                if k == "tools" and isinstance(v, list) and v:
+                    c.tools += len(v)
+                    for t in v:
+                        if isinstance(t, dict) and _server_tool(t):
+                            c.unshown_input = True
+                elif k in ("mcp_servers", "container") and v:
+                    c.unshown_input = True
+                stack.append((v, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            c.structure_bytes += 2 + len(value)  # brackets and commas
+            stack.extend((item, depth + 1) for item in value)
+        elif value is not None and not isinstance(value, bool):
+            c.text_bytes += len(str(value)) if isinstance(value, (int, float)) else _utf8(str(value))
+        else:
+            c.structure_bytes += 5  # null, true, false
+
+
+def json_text_bytes(value: Any) -> int:
+    """At least the bytes of `value` as compact JSON (escapes aside), counted without recursion."""
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += _utf8(v) + 2
+        elif isinstance(v, dict):
+            total += 1 + 4 * len(v)
+            for k, x in v.items():
+                total += _utf8(k) if isinstance(k, str) else len(str(k))
+                stack.append(x)
+        elif isinstance(v, (list, tuple)):
+            total += 2 + len(v)
+            stack.extend(v)
+        elif v is None or isinstance(v, bool):
+            total += 5
+        else:
+            total += len(str(v)) if isinstance(v, (int, float)) else _utf8(str(v))
+    return total
 
 
 def _server_tool(tool: dict[str, Any]) -> bool:
@@ -238,7 +280,7 @@ def _server_tool(tool: dict[str, Any]) -> bool:
 def input_tokens_bound(body: Any, *, tokenizer: Any = None) -> tuple[int, bool, bool]:
     """(tokens, shows_all_input, has_audio) for a request body: never fewer tokens than the text it sends."""
     c = _Count(strings=[] if tokenizer is not None else None)
-    _walk(body if isinstance(body, dict) else {"input": body}, c, top=True)
+    _walk(body if isinstance(body, dict) else {"input": body}, c)
     text = c.text_bytes
     if tokenizer is not None and c.strings is not None:
         try:
@@ -248,6 +290,7 @@ def input_tokens_bound(body: Any, *, tokenizer: Any = None) -> tuple[int, bool, 
             log.debug("tokentrail: tiktoken could not count a request; using bytes", exc_info=True)
     tokens = (
         text
+        + c.structure_bytes
         + c.media_tokens
         + c.messages * MESSAGE_OVERHEAD_TOKENS
         + REQUEST_OVERHEAD_TOKENS

@@ -174,7 +174,9 @@ class Ledger:
             raise InvalidUsage(f"record_llm({provider}/{model}): {event.status}")
         if given_cost is not None:
             event = replace(event, cost_usd=given_cost, price_source="caller", price_version=None, unit_prices=None)
-        return self.record(event)
+        self.record(event)
+        self.charge(event)
+        return event
 
     def build_call(
         self,
@@ -294,7 +296,15 @@ class Ledger:
             tool_call_id=bound_text(tool_call_id),
             tool_args_hash=h,
         )
-        return self.record(event)
+        self.record(event)
+        self.charge(event)
+        return event
+
+    def charge(self, event: UsageEvent) -> None:
+        """Post the spend of an event recorded without a reservation to the budgets it falls in
+        (tokentrail.budgets.Budgets.charge). Never raises."""
+        if event.cost_usd or event.input_tokens or event.output_tokens:
+            self.budgets.charge(event)
 
     def record_outcome(self, attribution: ctx.Attribution, name: str, *, count: int = 1) -> None:
         """Record that a session reached an outcome (cost per action)."""

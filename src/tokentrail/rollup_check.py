@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.events import from_micros
-from tokentrail.exceptions import StoreError
+from tokentrail.exceptions import ConfigError
 from tokentrail.store.migrations import (
     DAY_US,
     HOUR_US,
@@ -129,7 +129,8 @@ def rebuild_rollups(store: Store) -> int:
                 for sql in statements:
                     pg.execute(sql)
         except InsufficientPrivilege as e:
-            raise StoreError(f"cannot rebuild the rollups ({e}): run it as the ledger's owner") from None
+            # the wrong role for the job, like `migrate` run as the app role: a usage error
+            raise ConfigError(f"cannot rebuild the rollups ({e}): run it as the ledger's owner") from None
     else:
         import sqlite3
 

@@ -75,6 +75,10 @@ def set_command(
     ] = "0.5,0.8,1.0",
     action: Annotated[str, typer.Option("--action", help="At the limit: block, alert, or throttle.")] = "block",
     tz: Annotated[str, typer.Option("--tz", help="Time zone of hour/day/week/month periods.")] = "UTC",
+    allow_unpriced: Annotated[
+        bool,
+        typer.Option("--allow-unpriced", help="Let calls to models with no price through a USD limit (they hold $0)."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Create or replace a budget."""
@@ -90,6 +94,7 @@ def set_command(
             action=action,
             tz=tz,
             source="cli",
+            allow_unpriced=allow_unpriced,
         )
     places = money_places([b.limit_usd])
     console().print(

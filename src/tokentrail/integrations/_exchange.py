@@ -80,13 +80,16 @@ class Exchange:
         self._lock = threading.Lock()
         # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
         self.hold: Any = None
+        # a body we could not parse (too deep for json) is estimated from its bytes, never as empty
+        self._unparsed = raw_body if raw_body and not isinstance(body, dict) else None
+        self._charge_after = False
         if reserve:
             try:
                 self.hold = ledger.budgets.reserve_call(**self._budget_call())
             except BudgetExceeded:
                 raise
-            except Exception:
-                log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", route.provider)
+            except Exception as e:
+                self._budget_failed(e)
 
     async def areserve(self) -> None:
         """Reserve the call's budget without blocking the event loop (raises BudgetExceeded)."""
@@ -94,15 +97,24 @@ class Exchange:
             self.hold = await self.ledger.budgets.areserve_call(**self._budget_call())
         except BudgetExceeded:
             raise
-        except Exception:
-            log.exception("tokentrail: could not check the budgets of a %s call; it goes ahead", self.route.provider)
+        except Exception as e:
+            self._budget_failed(e)
+
+    def _budget_failed(self, e: Exception) -> None:
+        """An error in the budget path follows fail-open / fail-closed; it never skips a budget silently."""
+        log.debug("tokentrail: the budget check of a %s call failed", self.route.provider, exc_info=True)
+        self.ledger.budgets.failed(e, f"could not check the budgets of a {self.route.provider} call")
+        self._charge_after = True  # fail-open: the call goes ahead, and what it spends is still posted
 
     def _budget_call(self) -> dict[str, Any]:
         r = self.route
+        body: Any = self.body
+        if self._unparsed is not None:
+            body = {"input": self._unparsed.decode("utf-8", "replace")}  # every byte counts as a token
         return {
             "provider": r.provider,
             "model": self.acc.model,
-            "body": self.body,
+            "body": body,
             "kind": r.kind,
             "attribution": self.attribution,
             "owner": self,
@@ -238,6 +250,8 @@ class Exchange:
             log.exception("tokentrail: recording a %s call failed", self.route.provider)
         if self.hold is not None:  # post what the call consumed (nothing: void)
             self.ledger.budgets.settle(self.hold, event)
+        elif self._charge_after and event is not None:
+            self.ledger.budgets.charge(event)
 
     def _record(self, error: BaseException | str | None, cancelled: bool) -> Any:
         if self._json_parts:

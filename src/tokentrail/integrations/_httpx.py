@@ -39,10 +39,13 @@ def begin(ledger: Ledger | None, route: Route, path: str, body: Any, raw: bytes 
         if body is None and raw:
             try:
                 body = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # too deep for json: the budget estimate reads its bytes
                 body = None
         if raw is None and isinstance(body, dict):
-            raw = json.dumps(body, sort_keys=True, default=str).encode()
+            try:
+                raw = json.dumps(body, sort_keys=True, default=str).encode()
+            except RecursionError:  # nested too deep to hash: metered (and budgeted) all the same
+                raw = None
         return Exchange(ledger, route, body, path=path, raw_body=raw)
     except BudgetExceeded:
         raise

@@ -266,9 +266,9 @@ class Gateway:
         if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except ValueError:  # not JSON: relayed as it is, budgeted from its bytes
                 parsed = None
-            except RecursionError:
+            except RecursionError:  # no provider takes it either: refused before any budget or upstream
                 raise GatewayError(400, "tokentrail: the request body nests JSON too deeply") from None
         try:
             exchange = Exchange(

@@ -114,6 +114,7 @@ def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[st
         if prior is None:
             known[event.event_id] = to_row(event)
             ledger.record(event)
+            ledger.charge(event)  # unreserved spend reaches the budgets
             continue
         if not _in_scope(prior, fixed):
             # another team's event: refused like any reused id, and nothing about its content

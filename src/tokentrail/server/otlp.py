@@ -93,6 +93,7 @@ def _convert(
         ledger.quarantine("otlp", CONFLICT, json.dumps(event.to_dict(), default=str))
     for event in found:
         ledger.record(event)
+        ledger.charge(event)  # unreserved spend reaches the budgets
     return found, rejected, taken
 
 

@@ -449,6 +449,14 @@ END $$""",
 
 MIGRATIONS.append(("0011_rollups_in_database", m0011_rollups_in_database))
 
+
+def m0012_budget_unpriced(d: Dialect) -> list[str]:
+    """A budget with a USD limit refuses calls to models it cannot price, unless it allows them."""
+    return [f"ALTER TABLE budgets ADD COLUMN allow_unpriced {d.bigint} NOT NULL DEFAULT 0"]
+
+
+MIGRATIONS.append(("0012_budget_unpriced", m0012_budget_unpriced))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
