@@ -98,7 +98,8 @@ class Writer:
         """Stop after the queue drains (or the close gives up on it) and release the spool."""
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=5)
+        # long enough for a write waiting on another process's lock to give up and spool its batch
+        self._thread.join(timeout=5 + float(getattr(self.store, "lock_wait_s", 0)))
         if self.spool is not None:
             self.spool.close()
 
@@ -147,6 +148,14 @@ class Writer:
         """Make a batch durable: in the store, else fsynced in the spool; else keep retrying."""
         delay = 0.05
         while True:
+            if self._store_down() and self.spool is not None:
+                # the store just failed (or we are closing): spool at once rather than make every
+                # queued batch wait out the store's own timeouts again
+                try:
+                    self.spool.append(batch)
+                    return
+                except Exception as e:
+                    log.error("tokentrail: cannot spool to %s either: %s", self.spool.folder, e)
             try:
                 if self.spool is not None and self.spool.pending:
                     self.spool.replay(self.store, self._write_isolating)  # older batches first: order kept
@@ -169,6 +178,10 @@ class Writer:
                 return
             time.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _store_down(self) -> bool:
+        """Whether the last write failed and its retry is not due yet (or the ledger is closing)."""
+        return self.last_error is not None and (self._closed or time.monotonic() < self._replay_at)
 
     def _write_isolating(self, batch: Batch) -> None:
         """Write a batch. A store that refuses some rows for good (not a transient outage) gets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 import time
@@ -34,12 +35,18 @@ _UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
 _UPSERT_DAILY = _upsert("rollup_daily", "day_us")
 _SELECT_EVENT = f"SELECT {', '.join(COLUMNS)} FROM events"
 _ID_CHUNK = 500
+_SETUP_BUSY_MS = 5000  # opening: WAL switch, migrations (rare, short)
+_POLL_BUSY_MS = 20  # one BEGIN IMMEDIATE attempt: SQLite polls at 1, 2, 5, 10 ms, then we retry
 
 
 class SQLiteStore:
     """A ledger in one SQLite file, safe for many threads and processes."""
 
     dialect: Dialect = SQLITE
+    # How long a write waits for other processes' transactions before the ledger counts as
+    # unavailable (and the batch is spooled). Several agents writing one file take turns:
+    # waiting for them is normal, not an outage worth a warning.
+    lock_wait_s: float = 15.0
 
     def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
         self.path = Path(path)
@@ -53,20 +60,48 @@ class SQLiteStore:
             self._conn = self._connect()
             if migrate:
                 self.migrate()
+            self._conn.execute(f"PRAGMA busy_timeout = {_POLL_BUSY_MS}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
 
     def _connect(self) -> sqlite3.Connection:
-        # Writers wait up to 5 s for another process's transaction; past that the ledger spools.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_SETUP_BUSY_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {_SETUP_BUSY_MS}")
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.OperationalError("could not switch the journal to WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        # Probe that the file is really writable now, not at the first event.
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        # Probe that the file is really writable now, not at the first event. Busy means another
+        # process is writing: then it is writable (read-only is reported before any lock is taken).
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if not _is_busy(e):
+                raise
+        else:
+            conn.execute("ROLLBACK")
         return conn
+
+    def _begin_write(self, c: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE: take the file's write lock, waiting up to `lock_wait_s` for other
+        processes. SQLite's own busy handler sleeps ever longer between looks (up to 100 ms), so a
+        process that commits and begins again at once could starve the others; short jittered
+        retries here give every waiting writer its turn."""
+        deadline = 0.0
+        while True:
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.lock_wait_s
+                elif now >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked: other connections held its write lock for over {self.lock_wait_s:g}s"
+                    ) from e
+            time.sleep(random.uniform(0.0005, 0.005))
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -80,9 +115,11 @@ class SQLiteStore:
 
     def migrate(self) -> list[str]:
         applied: list[str] = []
+        if self._up_to_date():
+            return applied  # no write lock at open: other processes may be busy writing
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_us INTEGER)")
                 done = {r[0] for r in c.execute("SELECT name FROM schema_migrations")}
@@ -99,6 +136,13 @@ class SQLiteStore:
                 raise
         return applied
 
+    def _up_to_date(self) -> bool:
+        try:
+            done = {r[0] for r in self._conn.execute("SELECT name FROM schema_migrations")}
+        except sqlite3.OperationalError:  # no such table yet
+            return False
+        return all(name in done for name, _ in MIGRATIONS)
+
     # -- writes -------------------------------------------------------------------------------
 
     def write_events(self, rows: Sequence[Row]) -> int:
@@ -106,7 +150,7 @@ class SQLiteStore:
             return 0
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 fresh = self._new_rows(c, rows)
                 if fresh:
@@ -161,7 +205,7 @@ class SQLiteStore:
             return 0
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 before = c.total_changes
                 c.executemany(sql, rows)
@@ -176,7 +220,7 @@ class SQLiteStore:
         """One write statement in its own immediate transaction (admin paths, not the hot path)."""
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 cur = c.execute(sql, params)
                 c.execute("COMMIT")
@@ -240,6 +284,13 @@ def _rollback(c: sqlite3.Connection) -> None:
         c.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # the failed statement may already have ended the transaction
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(e)
 
 
 def _why(e: BaseException) -> str:
