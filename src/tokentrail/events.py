@@ -12,6 +12,8 @@ from typing import Any
 
 import uuid_utils
 
+from tokentrail.money import usd
+
 KINDS = ("llm", "embedding", "tool", "adjustment")
 DIMENSIONS = (
     "org",
@@ -73,8 +75,9 @@ def args_hash(args: object) -> str:
 
 
 def quantize_usd(value: Decimal | None) -> Decimal | None:
-    """Round a cost half-even to a nano-dollar, the precision the ledger stores."""
-    return None if value is None else value.quantize(NANO)
+    """Round a cost half-even to a nano-dollar, the precision the ledger stores (in plain form:
+    0, 0.003, never 0E-9 or 0.003000000)."""
+    return None if value is None else usd(value.quantize(NANO))
 
 
 def usd_to_nano(value: Decimal | None) -> int | None:
@@ -82,7 +85,7 @@ def usd_to_nano(value: Decimal | None) -> int | None:
 
 
 def nano_to_usd(value: int | None) -> Decimal | None:
-    return None if value is None else Decimal(value).scaleb(-9)
+    return None if value is None else usd(Decimal(value).scaleb(-9))
 
 
 def ts_micros(ts: datetime) -> int:
