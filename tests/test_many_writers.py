@@ -231,3 +231,49 @@ def test_a_ledger_opens_while_another_process_holds_the_lock(db_url: str, tmp_pa
     stored, problems = _record_while_locked(db_url, tmp_path / "spool", open_under_lock=True)
     assert stored == 2000
     assert problems == []
+
+
+def test_waiting_lasts_as_long_as_other_writers_make_progress(tmp_path: Path) -> None:
+    """A neighbour that commits and takes the lock again at once, for 6 s: longer than any fixed
+    wait (the old 5 s, this store's 1 s), yet it is taking turns, so the writer waits it out."""
+    import sqlite3
+
+    from tokentrail.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "ledger.db")
+    store.lock_wait_s = 1.0
+    ledger = tt.Ledger(store=store, prices=PriceBook(overrides=""), spool=tmp_path / "spool")
+    neighbour = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, check_same_thread=False)
+    neighbour.execute("CREATE TABLE neighbour (n INTEGER)")
+    neighbour.execute("BEGIN IMMEDIATE")
+    problems: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            problems.append(record.getMessage())
+
+    def keep_the_lock() -> None:
+        for n in range(15):
+            time.sleep(0.4)
+            neighbour.execute("INSERT INTO neighbour VALUES (?)", (n,))
+            neighbour.execute("COMMIT")
+            if n < 14:
+                neighbour.execute("BEGIN IMMEDIATE")  # at once: the writer finds it locked again
+
+    catch = Catch(level=logging.WARNING)
+    logging.getLogger("tokentrail").addHandler(catch)
+    busy = threading.Thread(target=keep_the_lock)
+    busy.start()
+    try:
+        for i in range(100):
+            ledger.record_llm(provider="openai", model="gpt-4o-mini", input_tokens=1 + i)
+        ledger.flush(timeout=60)
+        busy.join()
+        assert ledger.last_error is None and problems == []
+        assert not list((tmp_path / "spool").glob("*/*.spool"))
+        assert ledger.store.query("SELECT COUNT(*), SUM(input_tokens) FROM events")[0] == (100, 5050)
+    finally:
+        busy.join()
+        logging.getLogger("tokentrail").removeHandler(catch)
+        neighbour.close()
+        ledger.close()

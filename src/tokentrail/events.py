@@ -370,4 +370,10 @@ GENESIS_HASH = bytes(32)
 
 def chain_hash(seq: int, prev_hash: bytes, row: tuple[Any, ...]) -> bytes:
     """hash = SHA-256(tag ‖ seq ‖ prev_hash ‖ canonical_event), the audit chain's link."""
-    return hashlib.sha256(CHAIN_TAG + seq.to_bytes(8, "big") + prev_hash + canonical_bytes(row)).digest()
+    return chain_link(seq, prev_hash, canonical_bytes(row))
+
+
+def chain_link(seq: int, prev_hash: bytes, canonical: bytes) -> bytes:
+    """chain_hash() of a row whose canonical bytes are already known (a writer encodes its rows
+    before it takes the write lock, so the lock is held for the hashing alone)."""
+    return hashlib.sha256(CHAIN_TAG + seq.to_bytes(8, "big") + prev_hash + canonical).digest()

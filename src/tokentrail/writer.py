@@ -98,8 +98,10 @@ class Writer:
         """Stop after the queue drains (or the close gives up on it) and release the spool."""
         self._closed = True
         self._wake.set()
-        # long enough for a write waiting on another process's lock to give up and spool its batch
-        self._thread.join(timeout=5 + float(getattr(self.store, "lock_wait_s", 0)))
+        stop_waiting = getattr(self.store, "stop_waiting", None)
+        if stop_waiting is not None:  # a write waiting for another process's lock spools instead
+            stop_waiting()
+        self._thread.join(timeout=5)
         if self.spool is not None:
             self.spool.close()
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokentrail.events import COLUMNS, GENESIS_HASH, chain_hash
+from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
@@ -55,6 +55,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
+        self._stop_waiting = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
@@ -82,11 +83,16 @@ class SQLiteStore:
         return conn
 
     def _begin_write(self, c: sqlite3.Connection) -> None:
-        """BEGIN IMMEDIATE: take the file's write lock, waiting up to `lock_wait_s` for other
-        processes. SQLite's own busy handler sleeps ever longer between looks (up to 100 ms), so a
-        process that commits and begins again at once could starve the others; short jittered
-        retries here give every waiting writer its turn."""
+        """BEGIN IMMEDIATE: take the file's write lock, waiting for other processes' transactions.
+
+        Waiting for writers that make progress is taking turns, not an outage: the wait gives up
+        only once nobody has committed for `lock_wait_s` (a stuck holder, say an open shell
+        transaction), or at once after `stop_waiting()` (closing: the writer spools instead).
+        SQLite's own busy handler sleeps ever longer between looks (up to 100 ms), so a process
+        that commits and begins again at once could starve the others; short jittered retries
+        give every waiting writer its turn."""
         deadline = 0.0
+        version = None
         while True:
             try:
                 c.execute("BEGIN IMMEDIATE")
@@ -94,14 +100,22 @@ class SQLiteStore:
             except sqlite3.OperationalError as e:
                 if not _is_busy(e):
                     raise
+                if self._stop_waiting:
+                    raise sqlite3.OperationalError("database is locked (closing: not waiting for other writers)") from e
                 now = time.monotonic()
-                if not deadline:
-                    deadline = now + self.lock_wait_s
+                seen = _data_version(c)
+                if not deadline or seen != version:  # another connection committed: the line moves
+                    version, deadline = seen, now + self.lock_wait_s
                 elif now >= deadline:
                     raise sqlite3.OperationalError(
-                        f"database is locked: other connections held its write lock for over {self.lock_wait_s:g}s"
+                        f"database is locked: held by another connection that committed nothing for "
+                        f"{self.lock_wait_s:g}s"
                     ) from e
             time.sleep(random.uniform(0.0005, 0.005))
+
+    def stop_waiting(self) -> None:
+        """Let a write waiting for the lock give up now (the ledger is closing and spools it)."""
+        self._stop_waiting = True
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -148,6 +162,11 @@ class SQLiteStore:
     def write_events(self, rows: Sequence[Row]) -> int:
         if not rows:
             return 0
+        # The Python work is done before the lock is taken: under load (many threads, a busy CPU)
+        # it is what kept the file locked for seconds while other processes waited.
+        canonical = [canonical_bytes(r) for r in rows]
+        hourly = aggregate(rows)
+        daily = by_day(hourly)
         with self._write_lock:
             c = self._conn
             self._begin_write(c)
@@ -157,15 +176,17 @@ class SQLiteStore:
                     head = c.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
                     seq, prev = head if head else (0, GENESIS_HASH)
                     chained = []
-                    for row in fresh:
+                    for i in fresh:
                         seq += 1
-                        h = chain_hash(seq, prev, row)
-                        chained.append((seq, *row, prev, h))
+                        h = chain_link(seq, prev, canonical[i])
+                        chained.append((seq, *rows[i], prev, h))
                         prev = h
                     c.executemany(_INSERT_EVENT, chained)
-                    hourly = aggregate(fresh)
+                    if len(fresh) < len(rows):  # some were stored already (a replay): roll up the rest
+                        hourly = aggregate([rows[i] for i in fresh])
+                        daily = by_day(hourly)
                     c.executemany(_UPSERT_HOURLY, hourly)
-                    c.executemany(_UPSERT_DAILY, by_day(hourly))
+                    c.executemany(_UPSERT_DAILY, daily)
                     c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
                 c.execute("COMMIT")
             except BaseException:
@@ -174,8 +195,8 @@ class SQLiteStore:
         return len(fresh)
 
     @staticmethod
-    def _new_rows(c: sqlite3.Connection, rows: Sequence[Row]) -> list[Row]:
-        """Rows whose event_id is in neither the ledger nor earlier in the batch, in order."""
+    def _new_rows(c: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:
+        """Indexes of the rows whose event_id is in neither the ledger nor earlier in the batch."""
         ids = [r[0] for r in rows]
         stored: set[str] = set()
         for i in range(0, len(ids), _ID_CHUNK):
@@ -183,10 +204,10 @@ class SQLiteStore:
             marks = ",".join("?" * len(chunk))
             stored.update(r[0] for r in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
         fresh = []
-        for r in rows:
-            if r[0] not in stored:
-                stored.add(r[0])
-                fresh.append(r)
+        for i, event_id in enumerate(ids):
+            if event_id not in stored:
+                stored.add(event_id)
+                fresh.append(i)
         return fresh
 
     def write_outcomes(self, rows: Sequence[Row]) -> int:
@@ -284,6 +305,14 @@ def _rollback(c: sqlite3.Connection) -> None:
         c.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # the failed statement may already have ended the transaction
+
+
+def _data_version(c: sqlite3.Connection) -> int | None:
+    """Changes whenever another connection commits to the file (None if even that is busy)."""
+    try:
+        return int(c.execute("PRAGMA data_version").fetchone()[0])
+    except sqlite3.OperationalError:
+        return None
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
