@@ -3,6 +3,10 @@
 Afterwards the totals are exact (count, tokens, cost to the nano-dollar), no event is stored twice,
 the audit chain is one unbroken line from genesis (the processes took turns, never forked it), and
 no error ("database is locked" or any other) reached a caller or even the log.
+
+The same without luck: another connection holds the write lock for longer than a writer used
+to wait, or keeps committing and taking it again; the writer waits its turn, logs nothing and
+spools nothing, and a ledger opened meanwhile opens.
 """
 
 from __future__ import annotations
