@@ -150,9 +150,9 @@ class Writer:
         """Make a batch durable: in the store, else fsynced in the spool; else keep retrying."""
         delay = 0.05
         while True:
-            if self._store_down() and self.spool is not None:
-                # the store just failed (or we are closing): spool at once rather than make every
-                # queued batch wait out the store's own timeouts again
+            if self._closed and self.last_error is not None and self.spool is not None:
+                # closing while the store fails: spool at once rather than make every queued batch
+                # wait out the store's timeouts again (the process may exit before they end)
                 try:
                     self.spool.append(batch)
                     return
@@ -180,10 +180,6 @@ class Writer:
                 return
             time.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
-
-    def _store_down(self) -> bool:
-        """Whether the last write failed and its retry is not due yet (or the ledger is closing)."""
-        return self.last_error is not None and (self._closed or time.monotonic() < self._replay_at)
 
     def _write_isolating(self, batch: Batch) -> None:
         """Write a batch. A store that refuses some rows for good (not a transient outage) gets
