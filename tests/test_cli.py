@@ -86,7 +86,7 @@ def test_report_csv_and_json_are_machine_readable(ledger_url: str) -> None:
     code, out, _ = run("report", "--by", "tag.customer", "--format", "json", "--db", ledger_url)
     data = json.loads(out)
     assert data["by"] == ["tag.customer"]
-    assert data["totals"]["cost_usd"] == "0.009250100"
+    assert data["totals"]["cost_usd"] == "0.0092501"  # plain: no exponent, no trailing zeros
     assert {r["tag.customer"]: r["calls"] + r["tool_runs"] for r in data["rows"]} == {"acme": 2, None: 2}
 
 
@@ -150,7 +150,7 @@ def test_sessions_list(ledger_url: str) -> None:
     code, out, _ = run("sessions", "--team", "legal", "--format", "json", "--db", ledger_url)
     [only] = json.loads(out)
     assert only["session_id"] == "sess-1"
-    assert (only["calls"], only["tool_calls"], only["cost_usd"]) == (1, 1, "0.009250000")
+    assert (only["calls"], only["tool_calls"], only["cost_usd"]) == (1, 1, "0.00925")
     assert only["outcomes"] == {"contract_reviewed": 1}
     code, out, _ = run("sessions", "--agent", "nobody", "--db", ledger_url)
     assert code == 0 and "No sessions" in out

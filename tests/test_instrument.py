@@ -445,6 +445,37 @@ def test_a_default_ledger_that_cannot_open_lets_calls_through(tmp_path: Path) ->
     assert out["text"] == "Hello from FakeUpstream." and out["chunks"] > 1
 
 
+def test_a_default_ledger_that_cannot_open_is_logged_once_then_counted(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the ledger's directory should be
+    out = run_python(
+        """
+        import io, json, logging
+        import openai, tokentrail as tt
+        from tokentrail.testing import FakeUpstream
+        log = io.StringIO()
+        logging.getLogger("tokentrail").addHandler(logging.StreamHandler(log))
+
+        @tt.tool
+        def search(q):
+            return q
+
+        with FakeUpstream() as up:
+            c = tt.wrap(openai.OpenAI(base_url=up.openai_base_url, api_key="k", max_retries=0))
+            for _ in range(2):
+                c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert search("x") == "x"
+        print(json.dumps({"log": log.getvalue(), "status": tt.ledger_status()}))
+        """,
+        env={"TOKENTRAIL_DB": f"sqlite:///{blocker / 'ledger.db'}"},
+    )
+    lines = out["log"].strip().splitlines()
+    assert len(lines) == 1, out["log"]  # one line for three calls: no traceback, no repeat
+    assert str(blocker) in lines[0] and "TOKENTRAIL_DB" in lines[0] and "NOT metered" in lines[0]
+    status = out["status"]
+    assert status["unmetered_calls"] == 3 and status["open"] is False and str(blocker) in status["error"]
+
+
 def test_a_failing_listener_does_not_break_calls(up: FakeUpstream, ledger: tt.Ledger) -> None:
     from tokentrail import ledger as ledger_module
 

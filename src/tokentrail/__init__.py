@@ -14,7 +14,7 @@ from tokentrail.exceptions import (
     TokentrailError,
 )
 from tokentrail.integrations import instrument, uninstrument, wrap
-from tokentrail.ledger import Ledger, configure, get_ledger, record_llm, record_tool
+from tokentrail.ledger import Ledger, configure, get_ledger, ledger_status, record_llm, record_tool
 from tokentrail.pricing import Cost, Price, PriceBook, price
 from tokentrail.tools import tool
 
@@ -39,6 +39,7 @@ __all__ = [
     "current",
     "get_ledger",
     "instrument",
+    "ledger_status",
     "price",
     "record_llm",
     "record_tool",

@@ -20,6 +20,7 @@ from typing import Any
 from tokentrail.context import Attribution
 from tokentrail.events import MAX_TEXT, from_micros, nano_to_usd
 from tokentrail.exceptions import ConfigError
+from tokentrail.money import usd
 from tokentrail.periods import Period, bounds, check_tz, parse_period
 
 SCOPE_KEYS = (
@@ -237,7 +238,7 @@ class Budget:
             "name": self.name,
             "scope": dict(self.scope),
             "period": self.period,
-            "limit_usd": None if self.limit_usd is None else str(self.limit_usd.normalize()),
+            "limit_usd": None if self.limit_usd is None else str(usd(self.limit_usd)),  # 100, not 1E+2
             "limit_tokens": self.limit_tokens,
             "alert_at": list(self.alert_at),
             "action": self.action,

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from tokentrail.events import bound_tags, checked_text, new_event_id
+from tokentrail.money import usd
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
@@ -111,7 +112,7 @@ class Session:
     @property
     def cost_usd(self) -> Decimal:
         """Money spent so far in this session (priced calls only; see `unpriced_calls`)."""
-        return self._cost
+        return usd(self._cost)
 
     @property
     def tokens(self) -> int:

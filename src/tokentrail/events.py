@@ -12,6 +12,8 @@ from typing import Any
 
 import uuid_utils
 
+from tokentrail.money import usd
+
 KINDS = ("llm", "embedding", "tool", "adjustment")
 DIMENSIONS = (
     "org",
@@ -115,8 +117,9 @@ def args_hash(args: object) -> str:
 
 
 def quantize_usd(value: Decimal | None) -> Decimal | None:
-    """Round a cost half-even to a nano-dollar, the precision the ledger stores."""
-    return None if value is None else value.quantize(NANO)
+    """Round a cost half-even to a nano-dollar, the precision the ledger stores (in plain form:
+    0, 0.003, never 0E-9 or 0.003000000)."""
+    return None if value is None else usd(value.quantize(NANO))
 
 
 def usd_to_nano(value: Decimal | None) -> int | None:
@@ -124,7 +127,7 @@ def usd_to_nano(value: Decimal | None) -> int | None:
 
 
 def nano_to_usd(value: int | None) -> Decimal | None:
-    return None if value is None else Decimal(value).scaleb(-9)
+    return None if value is None else usd(Decimal(value).scaleb(-9))
 
 
 def ts_micros(ts: datetime) -> int:
@@ -433,4 +436,10 @@ GENESIS_HASH = bytes(32)
 
 def chain_hash(seq: int, prev_hash: bytes, row: tuple[Any, ...]) -> bytes:
     """hash = SHA-256(tag ‖ seq ‖ prev_hash ‖ canonical_event), the audit chain's link."""
-    return hashlib.sha256(CHAIN_TAG + seq.to_bytes(8, "big") + prev_hash + canonical_bytes(row)).digest()
+    return chain_link(seq, prev_hash, canonical_bytes(row))
+
+
+def chain_link(seq: int, prev_hash: bytes, canonical: bytes) -> bytes:
+    """chain_hash() of a row whose canonical bytes are already known (a writer encodes its rows
+    before it takes the write lock, so the lock is held for the hashing alone)."""
+    return hashlib.sha256(CHAIN_TAG + seq.to_bytes(8, "big") + prev_hash + canonical).digest()

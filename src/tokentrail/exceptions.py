@@ -15,6 +15,11 @@ class StoreError(TokentrailError):
     """The ledger store could not be opened or written (path, permissions, schema)."""
 
 
+class DefaultLedgerUnavailable(StoreError):
+    """The default ledger could not be opened. Logged once; metered calls then go ahead unmetered,
+    counted in `tokentrail.ledger_status()`."""
+
+
 class FlushTimeout(TokentrailError):
     """`flush()` ran out of time before every event so far was durable."""
 

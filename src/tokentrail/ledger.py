@@ -34,7 +34,7 @@ from tokentrail.events import (
     quantize_usd,
     text_problem,
 )
-from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
+from tokentrail.exceptions import ConfigError, DefaultLedgerUnavailable, FlushTimeout, InvalidUsage, StoreError
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
 from tokentrail.spool import Spool, default_dir, folder_for
 from tokentrail.store import open_store
@@ -492,19 +492,68 @@ def configure(*, db: str | None = None, ledger: Ledger | None = None, **options:
     new = ledger if ledger is not None else Ledger(db, **options)
     with _default_lock:
         old, _default = _default, new
+        _default_failure["error"] = None
     if old is not None and old is not new:
         old.close()
     return new
 
 
 def get_ledger() -> Ledger:
-    """The default ledger, opened from TOKENTRAIL_DB (default ~/.tokentrail/ledger.db) on first use."""
+    """The default ledger, opened from TOKENTRAIL_DB (default ~/.tokentrail/ledger.db) on first use.
+    Raises DefaultLedgerUnavailable while it cannot be opened (logged once, then counted)."""
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = Ledger()
+                _default = _open_default()
     return _default
+
+
+_RETRY_DEFAULT_S = 30.0  # how often a default ledger that failed to open is tried again
+_default_failure: dict[str, Any] = {"error": None, "retry_at": 0.0, "unmetered": 0}
+
+
+def _open_default() -> Ledger:
+    """Open the default ledger (under _default_lock). A failure is logged once, with what to do;
+    later calls fail fast and are only counted, with a new try every _RETRY_DEFAULT_S."""
+    f = _default_failure
+    if f["error"] is not None and time.monotonic() < f["retry_at"]:
+        f["unmetered"] += 1
+        raise DefaultLedgerUnavailable(f["error"])
+    try:
+        led = Ledger()
+    except Exception as e:
+        first = f["error"] is None
+        f["error"] = str(e) if isinstance(e, (ConfigError, StoreError)) else f"cannot open the default ledger: {e!r}"
+        f["retry_at"] = time.monotonic() + _RETRY_DEFAULT_S
+        f["unmetered"] += 1
+        if first:
+            source = "TOKENTRAIL_DB" if os.environ.get("TOKENTRAIL_DB") else "the default path"
+            log.error(
+                "tokentrail: %s. Calls on the default ledger (%s) are NOT metered until it opens: point "
+                "TOKENTRAIL_DB at a writable file or a database URL, or call tokentrail.configure(db=...). "
+                "Logged once; tokentrail.ledger_status() counts the calls not metered.",
+                f["error"],
+                source,
+            )
+        raise DefaultLedgerUnavailable(f["error"]) from None
+    if f["error"] is not None:
+        log.warning("tokentrail: opened the default ledger; %d call(s) before were not metered", f["unmetered"])
+        f["error"] = None
+    return led
+
+
+def ledger_status() -> dict[str, Any]:
+    """The default ledger's state: `open`, `url` (without a password; None until it opens),
+    `error` (why it cannot be opened, else None) and `unmetered_calls` (calls that went
+    unmetered because it could not)."""
+    led = _default
+    return {
+        "open": led is not None and not led._closed,
+        "url": led.display_url if led is not None else None,
+        "error": _default_failure["error"],
+        "unmetered_calls": _default_failure["unmetered"],
+    }
 
 
 def resolve_ledger(explicit: Ledger | None = None) -> Ledger:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tokentrail.exceptions import ConfigError
+from tokentrail.money import usd
 from tokentrail.usage import Usage, UsageProblem
 
 log = logging.getLogger("tokentrail.pricing")
@@ -418,9 +419,10 @@ class PriceBook:
         return _make_cost(parts, price.version)
 
     def price(self, provider: str, model: str, usage: Usage, at: datetime | None = None) -> Cost | None:
-        """Cost of one call, or None when the model has no price."""
+        """Cost of one call, or None when the model has no price. Exact, in plain form (0.003,
+        0.00009, never 0.003000 or 9.00E-5); `cost()`, the ledger's hot path, leaves that out."""
         p = self.lookup(provider, model, at)
-        return None if p is None else self.cost(p, usage)
+        return None if p is None else _plain(self.cost(p, usage))
 
     def history(self, provider: str, model: str) -> list[Price]:
         """Every dated price of a model, oldest first, overrides included."""
@@ -479,6 +481,17 @@ def _make_cost(parts: list[Decimal], version: str) -> Cost:
         total_usd=input_usd + cache_read_usd + cache_write_usd + output_usd + other_usd,
         price_version=version,
         other_usd=other_usd,
+    )
+
+
+def _plain(c: Cost) -> Cost:
+    return c._replace(
+        input_usd=usd(c.input_usd),
+        output_usd=usd(c.output_usd),
+        cache_read_usd=usd(c.cache_read_usd),
+        cache_write_usd=usd(c.cache_write_usd),
+        total_usd=usd(c.total_usd),
+        other_usd=usd(c.other_usd),
     )
 
 

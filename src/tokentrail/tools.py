@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from tokentrail.exceptions import DefaultLedgerUnavailable
 from tokentrail.ledger import resolve_ledger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +43,8 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> An
                     latency_ms=(time.perf_counter() - started) * 1000,
                     status=status,
                 )
+            except DefaultLedgerUnavailable:
+                pass  # logged once when it failed to open; counted in tt.ledger_status()
             except Exception:  # metering never breaks the tool
                 import logging
 

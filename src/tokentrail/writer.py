@@ -113,6 +113,9 @@ class Writer:
         """Stop after the queue drains (or the close gives up on it) and release the spool."""
         self._closed = True
         self._wake.set()
+        stop_waiting = getattr(self.store, "stop_waiting", None)
+        if stop_waiting is not None:  # a write waiting for another process's lock spools instead
+            stop_waiting()
         self._thread.join(timeout=5)
         if self.spool is not None:
             self.spool.close()
@@ -160,6 +163,14 @@ class Writer:
         """Make a batch durable: in the store, else fsynced in the spool; else keep retrying."""
         delay = 0.05
         while True:
+            if self._closed and self.last_error is not None and self.spool is not None:
+                # closing while the store fails: spool at once rather than make every queued batch
+                # wait out the store's timeouts again (the process may exit before they end)
+                try:
+                    self.spool.append(batch)
+                    return
+                except Exception as e:
+                    log.error("tokentrail: cannot spool to %s either: %s", self.spool.folder, e)
             try:
                 if self.spool is not None and self.spool.pending:
                     self.spool.replay(self.store, self._write_isolating)  # older batches first: order kept

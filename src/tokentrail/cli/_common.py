@@ -121,7 +121,9 @@ def require_extra(extra: str, *modules: str) -> None:
 
     missing = [m for m in modules if absent(m)]
     if missing:
-        fail(f"this needs {', '.join(missing)}: install it with  pip install 'tokentrail[{extra}]'")
+        from tokentrail._extras import missing_extra_message
+
+        fail(missing_extra_message("this command", extra, missing))
 
 
 # -- the ledger -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tokentrail.exceptions import BudgetExceeded
+from tokentrail.exceptions import BudgetExceeded, DefaultLedgerUnavailable
 from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._wire import Route
 
@@ -49,6 +49,8 @@ def begin(ledger: Ledger | None, route: Route, path: str, body: Any, raw: bytes 
         return Exchange(ledger, route, body, path=path, raw_body=raw)
     except BudgetExceeded:
         raise
+    except DefaultLedgerUnavailable:
+        return None  # logged once when it failed to open; counted in tt.ledger_status()
     except Exception:
         log.exception("tokentrail: could not meter a request to %s", path)
         return None

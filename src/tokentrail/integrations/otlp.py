@@ -94,8 +94,13 @@ class Span:
 
 
 def decode_protobuf(raw: bytes) -> list[Span]:
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    try:
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    except ImportError as e:
+        from tokentrail._extras import raise_missing_extra
+
+        raise_missing_extra(e, "decoding OTLP protobuf", "server")
 
     try:
         request = ExportTraceServiceRequest.FromString(raw)

@@ -49,9 +49,9 @@ try:
     from psycopg.types.string import TextLoader
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ConfigError(
-        "a postgresql:// ledger needs psycopg 3 and psycopg-pool: pip install 'tokentrail[postgres]'"
-    ) from e
+    from tokentrail._extras import missing_extra_message
+
+    raise ConfigError(missing_extra_message("a postgresql:// ledger", "postgres", ["psycopg 3", "psycopg-pool"])) from e
 
 log = logging.getLogger("tokentrail")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokentrail.events import COLUMNS, GENESIS_HASH, chain_hash
+from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
@@ -34,12 +35,18 @@ _UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
 _UPSERT_DAILY = _upsert("rollup_daily", "day_us")
 _SELECT_EVENT = f"SELECT {', '.join(COLUMNS)} FROM events"
 _ID_CHUNK = 500
+_SETUP_BUSY_MS = 5000  # opening: WAL switch, migrations (rare, short)
+_POLL_BUSY_MS = 20  # one BEGIN IMMEDIATE attempt: SQLite polls at 1, 2, 5, 10 ms, then we retry
 
 
 class SQLiteStore:
     """A ledger in one SQLite file, safe for many threads and processes."""
 
     dialect: Dialect = SQLITE
+    # How long a write waits for other processes' transactions before the ledger counts as
+    # unavailable (and the batch is spooled). Several agents writing one file take turns:
+    # waiting for them is normal, not an outage worth a warning.
+    lock_wait_s: float = 15.0
 
     def __init__(self, path: str | Path, *, migrate: bool = True, read_only: bool = False) -> None:
         """`read_only`: open an existing file for reading only (a copy on a read-only mount, a
@@ -51,6 +58,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
+        self._stop_waiting = False
         try:
             if read_only:
                 self._conn = self._reader()
@@ -60,24 +68,65 @@ class SQLiteStore:
             self._conn = self._connect()
             if migrate:
                 self.migrate()
+            self._conn.execute(f"PRAGMA busy_timeout = {_POLL_BUSY_MS}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
 
     def _connect(self) -> sqlite3.Connection:
-        # Writers wait up to 5 s for another process's transaction; past that the ledger spools.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_SETUP_BUSY_MS / 1000)
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {_SETUP_BUSY_MS}")
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise sqlite3.OperationalError("could not switch the journal to WAL")
             conn.execute("PRAGMA synchronous = FULL")
-            # Probe that the file is really writable now, not at the first event.
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            # Probe that the file is really writable now, not at the first event. Busy means another
+            # process is writing: then it is writable (read-only is reported before any lock is taken).
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+            else:
+                conn.execute("ROLLBACK")
         except BaseException:
             conn.close()  # not left open until the garbage collector finds it
             raise
         return conn
+
+    def _begin_write(self, c: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE: take the file's write lock, waiting for other processes' transactions.
+
+        Waiting for writers that make progress is taking turns, not an outage: the wait gives up
+        only once nobody has committed for `lock_wait_s` (a stuck holder, say an open shell
+        transaction), or at once after `stop_waiting()` (closing: the writer spools instead).
+        SQLite's own busy handler sleeps ever longer between looks (up to 100 ms), so a process
+        that commits and begins again at once could starve the others; short jittered retries
+        give every waiting writer its turn."""
+        deadline = 0.0
+        version = None
+        while True:
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+                if self._stop_waiting:
+                    raise sqlite3.OperationalError("database is locked (closing: not waiting for other writers)") from e
+                now = time.monotonic()
+                seen = _data_version(c)
+                if not deadline or seen != version:  # another connection committed: the line moves
+                    version, deadline = seen, now + self.lock_wait_s
+                elif now >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked: held by another connection that committed nothing for "
+                        f"{self.lock_wait_s:g}s"
+                    ) from e
+            time.sleep(random.uniform(0.0005, 0.005))
+
+    def stop_waiting(self) -> None:
+        """Let a write waiting for the lock give up now (the ledger is closing and spools it)."""
+        self._stop_waiting = True
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -91,9 +140,11 @@ class SQLiteStore:
 
     def migrate(self) -> list[str]:
         applied: list[str] = []
+        if self._up_to_date():
+            return applied  # no write lock at open: other processes may be busy writing
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 c.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_us INTEGER)")
                 done = {r[0] for r in c.execute("SELECT name FROM schema_migrations")}
@@ -110,29 +161,43 @@ class SQLiteStore:
                 raise
         return applied
 
+    def _up_to_date(self) -> bool:
+        try:
+            done = {r[0] for r in self._conn.execute("SELECT name FROM schema_migrations")}
+        except sqlite3.OperationalError:  # no such table yet
+            return False
+        return all(name in done for name, _ in MIGRATIONS)
+
     # -- writes -------------------------------------------------------------------------------
 
     def write_events(self, rows: Sequence[Row]) -> int:
         if not rows:
             return 0
+        # The Python work is done before the lock is taken: under load (many threads, a busy CPU)
+        # it is what kept the file locked for seconds while other processes waited.
+        canonical = [canonical_bytes(r) for r in rows]
+        hourly = aggregate(rows)
+        daily = by_day(hourly)
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 fresh = self._new_rows(c, rows)
                 if fresh:
                     head = c.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
                     seq, prev = head if head else (0, GENESIS_HASH)
                     chained = []
-                    for row in fresh:
+                    for i in fresh:
                         seq += 1
-                        h = chain_hash(seq, prev, row)
-                        chained.append((seq, *row, prev, h))
+                        h = chain_link(seq, prev, canonical[i])
+                        chained.append((seq, *rows[i], prev, h))
                         prev = h
                     c.executemany(_INSERT_EVENT, chained)
-                    hourly = aggregate(fresh)
+                    if len(fresh) < len(rows):  # some were stored already (a replay): roll up the rest
+                        hourly = aggregate([rows[i] for i in fresh])
+                        daily = by_day(hourly)
                     c.executemany(_UPSERT_HOURLY, hourly)
-                    c.executemany(_UPSERT_DAILY, by_day(hourly))
+                    c.executemany(_UPSERT_DAILY, daily)
                     c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
                 c.execute("COMMIT")
             except BaseException:
@@ -141,8 +206,8 @@ class SQLiteStore:
         return len(fresh)
 
     @staticmethod
-    def _new_rows(c: sqlite3.Connection, rows: Sequence[Row]) -> list[Row]:
-        """Rows whose event_id is in neither the ledger nor earlier in the batch, in order."""
+    def _new_rows(c: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:
+        """Indexes of the rows whose event_id is in neither the ledger nor earlier in the batch."""
         ids = [r[0] for r in rows]
         stored: set[str] = set()
         for i in range(0, len(ids), _ID_CHUNK):
@@ -150,10 +215,10 @@ class SQLiteStore:
             marks = ",".join("?" * len(chunk))
             stored.update(r[0] for r in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
         fresh = []
-        for r in rows:
-            if r[0] not in stored:
-                stored.add(r[0])
-                fresh.append(r)
+        for i, event_id in enumerate(ids):
+            if event_id not in stored:
+                stored.add(event_id)
+                fresh.append(i)
         return fresh
 
     def write_outcomes(self, rows: Sequence[Row]) -> int:
@@ -172,7 +237,7 @@ class SQLiteStore:
             return 0
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 before = c.total_changes
                 c.executemany(sql, rows)
@@ -187,7 +252,7 @@ class SQLiteStore:
         """One write statement in its own immediate transaction (admin paths, not the hot path)."""
         with self._write_lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
+            self._begin_write(c)
             try:
                 cur = c.execute(sql, params)
                 c.execute("COMMIT")
@@ -275,6 +340,21 @@ def _rollback(c: sqlite3.Connection) -> None:
         c.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # the failed statement may already have ended the transaction
+
+
+def _data_version(c: sqlite3.Connection) -> int | None:
+    """Changes whenever another connection commits to the file (None if even that is busy)."""
+    try:
+        return int(c.execute("PRAGMA data_version").fetchone()[0])
+    except sqlite3.OperationalError:
+        return None
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(e)
 
 
 def _why(e: BaseException) -> str:

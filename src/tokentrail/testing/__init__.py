@@ -31,7 +31,11 @@ def capture_events() -> Iterator[list[UsageEvent]]:
 def __getattr__(name: str) -> Any:
     # FakeUpstream needs aiohttp; load it only when asked for, so capture_events works without it.
     if name in ("FakeUpstream", "ReceivedRequest", "Reply", "ToolCall"):
-        from tokentrail.testing import fake_upstream
+        try:
+            from tokentrail.testing import fake_upstream
+        except ImportError as e:
+            from tokentrail._extras import raise_missing_extra
 
+            raise_missing_extra(e, f"tokentrail.testing.{name}", "testing")
         return getattr(fake_upstream, name)
     raise AttributeError(name)
