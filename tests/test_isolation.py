@@ -63,7 +63,7 @@ def world(any_ledger: tt.Ledger) -> Iterator[World]:
             keys[f"{team}-{role}"] = create_key(store, role=role, attribution={"team": team})[0]
     for team in ("alpha", "beta"):
         any_ledger.budgets.set(f"{team}-month", scope={"team": team}, period="month", limit_tokens=2_000_000)
-    any_ledger.budgets.set("per-team", scope={"team": "*"}, period="month", limit_tokens=1_000)
+    any_ledger.budgets.set("per-team", scope={"team": "*"}, period="month", limit_tokens=1_000_000)
     with TestClient(create_app(any_ledger, admin_key=ADMIN)) as c:
         beta = [_event("beta", "sess-beta", BETA_TOKENS), _event("beta", "sess-shared", BETA_TOKENS)]
         alpha = [_event("alpha", "sess-alpha", ALPHA_TOKENS), _event("alpha", "sess-shared", ALPHA_TOKENS)]
