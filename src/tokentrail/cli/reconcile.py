@@ -75,6 +75,10 @@ def reconcile_command(
     ] = False,
     since: SinceOption = None,
     until: UntilOption = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="With --fetch: the admin API's base URL (https; default the provider's)."),
+    ] = None,
     by: Annotated[str, typer.Option("--by", "-b", help="day and/or model.")] = "day,model",
     tolerance: Annotated[str, typer.Option("--tolerance", help="Relative difference still a match.")] = "1%",
     only_differences: Annotated[
@@ -109,7 +113,7 @@ def reconcile_command(
                 raise ValueError("--fetch needs --since (and takes --until, by default the end of yesterday UTC)")
             start, end = rec.window([], start, end or _today())  # usage errors before any request
             try:
-                reports = fetch_reports(provider, start, end)
+                reports = fetch_reports(provider, start, end, base_url=api_url)
             except FetchError as e:
                 fail(str(e), code=RUNTIME)
             source = f"fetch: {provider} admin API"
