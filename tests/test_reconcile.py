@@ -285,3 +285,24 @@ def test_usage_errors(sqlite_url: str, tmp_path: Path) -> None:
     ):
         code, _, err = run("reconcile", *args, "--db", sqlite_url)
         assert code == 2 and message in " ".join(err.split()), err
+
+
+def test_what_the_files_let_us_compare(led: tt.Ledger, tmp_path: Path) -> None:
+    """Costs alone: the cache day shows as a price difference, coverage weighs by cost. Usage
+    alone: no price drift can be seen, coverage weighs by tokens. An all-zero line is no cell."""
+    seed(led, "openai")
+    usage, costs = (read_file("openai", FIXTURES / f) for f in FILES["openai"])
+    only_costs = reconcile(led.store, "openai", [costs])
+    assert only_costs.compared == ("cost",)
+    want = expected("openai")
+    cache = next(k for k, v in want.items() if v == "token_mismatch")
+    assert differences(only_costs) == {**want, cache: "price_drift"}
+    only_usage = reconcile(led.store, "openai", [usage])
+    assert only_usage.compared == ("tokens",) and only_usage.provider_cost_usd is None
+    assert differences(only_usage) == {k: v for k, v in want.items() if v != "price_drift"}
+    assert only_usage.coverage is not None and 0 < only_usage.coverage < 1
+    zero = _page([{**OK_RESULT, "input_tokens": 0, "output_tokens": 0, "num_model_requests": 0}])
+    empty = read_file("openai", _write(tmp_path, "zero.json", zero))
+    r = reconcile(led.store, "openai", [empty])
+    assert r.coverage is None and [c.verdict for c in r.cells] == ["missing_from_provider"] * 2
+    assert "gpt-4o" not in {dict(c.key)["model"] for c in r.cells}

@@ -215,6 +215,7 @@ def reconcile(
     cells = [
         _judge(tuple(zip(by, k, strict=True)), theirs.get(k), ours.get(k), COMPARED[provider], compared, tolerance)
         for k in sorted({*theirs, *ours})
+        if k in ours or theirs[k].tokens or theirs[k].cost_usd  # an all-zero provider line alone says nothing
     ]
     counts = {v: sum(c.verdict == v for c in cells) for v in VERDICTS}
     p_cost = sum((s.cost_usd or Decimal(0) for s in theirs.values()), Decimal(0)) if has_cost else None
