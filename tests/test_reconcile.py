@@ -248,6 +248,20 @@ OK_RESULT = {
             "expected a messages usage result",
         ),
         ("anthropic", json.dumps([_page([OK_RESULT])]), "missing field 'starting_at'"),
+        (
+            "openai",
+            json.dumps(
+                _page([OK_RESULT])
+                | {"data": [{"object": "bucket", "start_time": 10**20, "end_time": 1, "results": []}]}
+            ),
+            "is not a time",
+        ),
+        ("openai", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (
+            "google",
+            "service.description,sku.description,usage_start_time,cost,currency\n" + "x" * 200_000 + "\n",
+            "not CSV",
+        ),
         ("google", "a,b\n1,2\n", "not a Cloud Billing export: the header lacks service.description"),
         (
             "google",

@@ -124,6 +124,8 @@ def read_file(provider: str, path: str | Path) -> ProviderFile:
 def _json_pages(name: str, text: str) -> list[Mapping[str, Any]]:
     try:
         data = json.loads(text, parse_float=Decimal)
+    except RecursionError:
+        raise ReconcileFileError(f"{name}: nested too deeply: not a provider report") from None
     except ValueError as e:
         raise ReconcileFileError(f"{name}: not JSON ({e}): expected the provider's report") from None
     pages = data if isinstance(data, list) else [data]
@@ -155,6 +157,14 @@ def _day(w: _Where, start: datetime, end: datetime) -> date:
     if (end - start).total_seconds() != 86_400 or start.time() != datetime.min.time():
         raise w.fail(f"expected daily buckets from midnight UTC (bucket_width=1d), got {start} → {end}")
     return start.date()
+
+
+def _epoch(w: _Where, obj: Mapping[str, Any], field: str) -> datetime:
+    seconds = w.get(obj, field, int)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise w.fail(f"field {field!r}: {seconds} is not a time (Unix seconds)") from None
 
 
 def _money(w: _Where, value: Any, field: str) -> Decimal:
@@ -194,8 +204,7 @@ def read_openai(name: str, pages: Sequence[Mapping[str, Any]]) -> ProviderFile:
     for w, bucket in _buckets(name, pages):
         if bucket.get("object") != "bucket":
             raise w.fail('expected "object": "bucket"')
-        start = datetime.fromtimestamp(w.get(bucket, "start_time", int), UTC)
-        day = _day(w, start, datetime.fromtimestamp(w.get(bucket, "end_time", int), UTC))
+        day = _day(w, _epoch(w, bucket, "start_time"), _epoch(w, bucket, "end_time"))
         for k, result in enumerate(w.get(bucket, "results", list), 1):
             rw = w.at(f"result {k}")
             if not isinstance(result, dict) or result.get("object") not in _OPENAI_KINDS:
@@ -307,7 +316,7 @@ def read_google(name: str, text: str) -> ProviderFile:
             if line.strip():
                 try:
                     obj = json.loads(line, parse_float=Decimal)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise ReconcileFileError(f"{name}: line {i}: not JSON: expected one billing row per line") from None
                 if not isinstance(obj, dict):
                     raise ReconcileFileError(f"{name}: line {i}: expected a billing row object")
@@ -320,7 +329,10 @@ def read_google(name: str, text: str) -> ProviderFile:
                 f"{name}: not a Cloud Billing export: the header lacks {', '.join(missing)} "
                 "(expected CSV with the BigQuery export's column names, or JSON lines)"
             )
-        rows = [(_Where(name, f"row {i}"), dict(r)) for i, r in enumerate(reader, 2)]
+        try:
+            rows = [(_Where(name, f"row {i}"), dict(r)) for i, r in enumerate(reader, 2)]
+        except csv.Error as e:
+            raise ReconcileFileError(f"{name}: line {reader.line_num}: not CSV ({e})") from None
     return ProviderFile(name, "billing", tuple(pl for w, r in rows if (pl := _google_row(w, r)) is not None))
 
 
