@@ -74,6 +74,8 @@ def test_planted_differences_get_their_verdicts_and_nothing_else(led: tt.Ledger,
     assert r.coverage == (provider_cost(provider, skip=missed) / total).quantize(Decimal("0.000001"))
     cache = next(c for c in r.cells if c.verdict == "token_mismatch")
     assert "cache_read 0 vs" in cache.reason
+    drift = next(c for c in r.cells if c.verdict == "price_drift")
+    assert drift.reason == "the ledger's cost differs from the bill (-16.7%)"  # billed 20% more
 
 
 def test_google_json_lines_read_like_the_csv(led: tt.Ledger) -> None:

@@ -284,7 +284,8 @@ def _judge(
         if led.cost_usd is None:
             return Cell(key, p, led, "price_drift", "the ledger has no price for it")
         if not _close(p.cost_usd, led.cost_usd, tolerance):
-            return Cell(key, p, led, "price_drift", f"ledger ${led.cost_usd} vs provider ${p.cost_usd}")
+            pct = "" if not p.cost_usd else f" ({(led.cost_usd - p.cost_usd) / p.cost_usd * 100:+.1f}%)"
+            return Cell(key, p, led, "price_drift", f"the ledger's cost differs from the bill{pct}")
     return Cell(key, p, led, "match")
 
 
