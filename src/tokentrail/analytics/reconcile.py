@@ -278,14 +278,14 @@ def _judge(
     if "tokens" in compared:
         off = [f for f in fields if not _close(getattr(p, f), getattr(led, f), tolerance)]
         if off:
-            why = "; ".join(f"{f.removesuffix('_tokens')} {getattr(led, f):,} vs {getattr(p, f):,}" for f in off)
-            return Cell(key, p, led, "token_mismatch", f"ledger vs provider: {why}")
+            why = "; ".join(f"{f.removesuffix('_tokens')} {getattr(led, f):,} vs {getattr(p, f):,} billed" for f in off)
+            return Cell(key, p, led, "token_mismatch", why)
     if "cost" in compared and p.cost_usd is not None:
         if led.cost_usd is None:
             return Cell(key, p, led, "price_drift", "the ledger has no price for it")
         if not _close(p.cost_usd, led.cost_usd, tolerance):
-            pct = "" if not p.cost_usd else f" ({(led.cost_usd - p.cost_usd) / p.cost_usd * 100:+.1f}%)"
-            return Cell(key, p, led, "price_drift", f"the ledger's cost differs from the bill{pct}")
+            pct = "" if not p.cost_usd else f" {(led.cost_usd - p.cost_usd) / p.cost_usd * 100:+.1f}%"
+            return Cell(key, p, led, "price_drift", f"cost{pct or ' unlike'} vs the bill")
     return Cell(key, p, led, "match")
 
 
