@@ -62,7 +62,10 @@ class Metrics:
             registry=r,
         )
         if ledger is not None:
+            from tokentrail.server.reconcile_api import CoverageCollector
+
             r.register(_BudgetCollector(ledger))
+            r.register(CoverageCollector(ledger))
         self._children: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
         self._values: tuple[set[str], ...] = (set(), set(), set(), set())  # per label: values in use
         self._request_children: dict[tuple[str, int], Any] = {}

@@ -252,6 +252,14 @@ def schema() -> dict[str, Any]:
             ),
             "/api/v1/unpriced": _get("Models with unpriced calls", _FILTERS[:1]),
             "/api/v1/me": _get("The caller's role and scope"),
+            "/api/v1/reconciliations": _get(
+                "Reconciliation runs against the providers' bills (keys of no team only)",
+                [_LIMIT, {"name": "provider", "in": "query", "schema": {"enum": ["openai", "anthropic", "google"]}}],
+            ),
+            "/api/v1/reconciliations/{run_id}": _get(
+                "One reconciliation run with its day × model cells (keys of no team only)",
+                [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            ),
             "/v1/traces": {
                 "post": {
                     "summary": f"OTLP/HTTP trace export (protobuf or JSON, at most {MAX_OTLP_BODY_BYTES} bytes)",

@@ -457,6 +457,25 @@ def m0012_budget_unpriced(d: Dialect) -> list[str]:
 
 MIGRATIONS.append(("0012_budget_unpriced", m0012_budget_unpriced))
 
+
+# -- reconciliation with the providers' bills (tokentrail.analytics.reconcile) --------------------
+
+
+def m0015_reconcile_runs(d: Dialect) -> list[str]:
+    """Reconciliation runs, kept so coverage and drift can be seen over time. Amounts are decimal
+    text (the providers bill below the nano-dollar); `cells` is the run's JSON table."""
+    t, n = d.text, d.bigint
+    return [
+        f"""CREATE TABLE reconcile_runs (
+            run_id {t} PRIMARY KEY, created_us {n} NOT NULL, provider {t} NOT NULL, since_us {n} NOT NULL,
+            until_us {n} NOT NULL, source {t} NOT NULL, tolerance {t} NOT NULL, provider_cost_usd {t},
+            ledger_cost_usd {t}, coverage {t}, verdicts {t} NOT NULL, cells {t} NOT NULL)""",
+        "CREATE INDEX reconcile_runs_provider ON reconcile_runs (provider, created_us)",
+    ]
+
+
+MIGRATIONS.append(("0015_reconcile_runs", m0015_reconcile_runs))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -481,4 +500,6 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "budget_window": ("SELECT", "INSERT", "DELETE"),
     # server keys: issued and revoked by the owner (`tokentrail keys create|revoke`); the server reads
     "api_keys": ("SELECT",),
+    # reconciliation runs: appended by `tokentrail reconcile`, never changed
+    "reconcile_runs": ("SELECT", "INSERT"),
 }

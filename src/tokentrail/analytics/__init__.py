@@ -1,0 +1,1 @@
+"""Analyses over the ledger (reports, reconciliation with the providers' own bills, …)."""
