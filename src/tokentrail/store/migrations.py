@@ -449,6 +449,21 @@ END $$""",
 
 MIGRATIONS.append(("0011_rollups_in_database", m0011_rollups_in_database))
 
+
+def m0014_agent_trees_and_outcome_value(d: Dialect) -> list[str]:
+    """`parent_session_id`: the session a session was opened inside (agent trees); NULL for a
+    root, and for every event written before it existed. Outcomes get `success` (1 unless told;
+    a failed outcome counts against cost per action) and `value_nusd` (what it was worth: ROI)."""
+    return [
+        f"ALTER TABLE events ADD COLUMN parent_session_id {d.text}",
+        "CREATE INDEX events_parent_session ON events (parent_session_id)",
+        f"ALTER TABLE outcomes ADD COLUMN success {d.bigint} NOT NULL DEFAULT 1",
+        f"ALTER TABLE outcomes ADD COLUMN value_nusd {d.bigint}",
+    ]
+
+
+MIGRATIONS.append(("0014_agent_trees_and_outcome_value", m0014_agent_trees_and_outcome_value))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters

@@ -1,0 +1,1 @@
+"""Analyses built on the ledger: unit economics, agent trees."""
