@@ -98,6 +98,19 @@ def test_tree_rollup_and_session_tree(url: str) -> None:
     assert tree["total_cost_usd"] == "1.500000000" and tree["children"][0]["session_id"] == "kid"
 
 
+def test_a_root_with_no_call_of_its_own_shows_its_tree(tmp_path: Path) -> None:
+    u = f"sqlite:///{tmp_path / 'l.db'}"
+    with (
+        tt.Ledger(u, prices=PriceBook(overrides="")) as led,
+        tt.session("boss", session_id="boss", ledger=led),
+        tt.session("worker", session_id="w1", ledger=led),
+    ):
+        led.record_llm(provider="x", model="y", input_tokens=1, output_tokens=1, cost_usd="0.25", ts=T0)
+    code, out, _ = run("session", "boss", "--db", u)
+    assert code == 0 and "own $0.00 · total $0.25" in out and "w1 worker" in out
+    assert run("session", "nobody", "--db", u)[0] == 2
+
+
 def test_outcome_rows_of_an_older_version_are_read(tmp_path: Path) -> None:
     from tokentrail.store import open_store
 

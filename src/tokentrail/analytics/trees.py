@@ -78,7 +78,7 @@ def roots_of(store: Store, session_ids: Sequence[str], scope: Scope | None = Non
     parent: dict[str, str] = {}
     todo = list(dict.fromkeys(session_ids))
     for _ in range(MAX_DEPTH):
-        found = [(s, p) for s, p in sql.parents(store, todo, cond, params) if s not in parent and p != s]
+        found = sorted((s, p) for s, p in sql.parents(store, todo, cond, params) if s not in parent and p != s)
         for s, p in found:
             parent.setdefault(s, p)
         todo = [p for _, p in found if p not in parent]

@@ -3,6 +3,10 @@ tree printed by `tokentrail session <root>`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+
 from rich.text import Text
 from rich.tree import Tree
 
@@ -43,14 +47,24 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 
 
 def run_metrics(
-    store: Store, metrics: tuple[str, ...], fmt: Format, *, tree: bool, tz: str | None, **kwargs: object
+    store: Store,
+    metrics: tuple[str, ...],
+    fmt: Format,
+    *,
+    tree: bool,
+    tz: str | None,
+    by: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    where: Mapping[str, Sequence[str]],
 ) -> None:
-    rep = unit_economics(store, tree=tree, **kwargs)  # type: ignore[arg-type]
+    rep = unit_economics(store, by=by, since=since, until=until, where=where, tree=tree)
     if fmt is Format.json:
         emit_json(rep.to_dict())
     elif fmt is Format.csv:
         emit_csv(
-            [*rep.by, *metrics], ([*(r.value(d) for d in rep.by), *(getattr(r, m) for m in metrics)] for r in rep.rows)
+            [*rep.by, *metrics],
+            ([*(r.value(d) for d in rep.by), *(getattr(r, m) for m in metrics)] for r in rep.rows),
         )
     else:
         print_metrics(rep, metrics, tz)
@@ -59,15 +73,15 @@ def run_metrics(
 def _cell(value: object, metric: str, places: int) -> Text:
     if value is None:
         return Text("–", style="dim")
-    if metric in _MONEY:
-        return Text(money(value, places))  # type: ignore[arg-type]
-    if metric in _PERCENT:
-        return Text(f"{float(value):.1%}")  # type: ignore[arg-type]
-    if metric == "roi" or metric == "output_input_ratio":
-        return Text(f"{float(value):.2f}")  # type: ignore[arg-type]
-    if metric.startswith("latency"):
-        return Text(f"{float(value):,.0f} ms")  # type: ignore[arg-type]
-    return Text(num(value))  # type: ignore[arg-type]
+    if isinstance(value, Decimal):
+        return Text(money(value, places))
+    if isinstance(value, float):
+        if metric in _PERCENT:
+            return Text(f"{value:.1%}")
+        if metric.startswith("latency"):
+            return Text(f"{value:,.0f} ms")
+        return Text(f"{value:.2f}")
+    return Text(num(value) if isinstance(value, int) else str(value))
 
 
 def print_metrics(rep: EconomicsReport, metrics: tuple[str, ...], tz: str | None) -> None:

@@ -155,7 +155,19 @@ def session_command(
     with user_errors():
         time_range(None, None, tz)  # checks --tz
     with reader(db) as store, user_errors():
-        detail = reports.session_detail(store, lookup.session_id(store, session_id))
+        try:
+            sid = lookup.session_id(store, session_id)
+        except LookupError:
+            # an orchestrator that made no call of its own: only its sub-agents' sessions name it
+            agents = session_tree(store, session_id)
+            if agents is None or not agents.children:
+                raise
+            if fmt is TreeFormat.json:
+                emit_json({"session_id": session_id, "agent_tree": agents.to_dict()})
+            else:
+                print_agent_tree(agents)
+            return
+        detail = reports.session_detail(store, sid)
         agents = session_tree(store, detail.session_id)  # the sessions opened inside this one
     if fmt is TreeFormat.json:
         emit_json({**detail.to_dict(), "agent_tree": agents.to_dict() if agents else None})

@@ -165,7 +165,12 @@ class Gateway:
             )
             if outcome is not None and status < 400:  # a failed request is retried: its outcome would count twice
                 name, success, value = outcome
-                self.ledger.record_outcome(attribution, name, success=success, value_usd=value)
+                try:
+                    self.ledger.record_outcome(attribution, name, success=success, value_usd=value)
+                except Exception:  # the answer is already sent: the failure is logged, never the caller's
+                    log.exception(
+                        "tokentrail: could not record the outcome %r of session %s", name, attribution.session_id
+                    )
         except GatewayError as e:
             status = e.status
             await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)
