@@ -64,6 +64,7 @@ class Attribution:
     span_id: str | None = None  # the innermost open span: the parent of the next call
     session: Session | None = None
     ledger: Ledger | None = None  # the ledger a session was opened on, if any
+    parent_session_id: str | None = None  # the session this one was opened inside (agent trees)
 
     def as_event_fields(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class Attribution:
             "tags": self.tags,
             "trace_id": self.trace_id,
             "parent_span_id": self.span_id,
+            "parent_session_id": self.parent_session_id,
         }
 
 
@@ -148,11 +150,17 @@ class Session:
         for tc in event.tool_calls:
             self.requested_tools[(tc.name, tc.args_hash)] = (tc.id, event.span_id)
 
-    def outcome(self, name: str, *, count: int = 1) -> None:
-        """Record that this session achieved `name` (for cost per action)."""
+    def outcome(
+        self, name: str, *, count: int = 1, success: bool = True, value_usd: Decimal | float | str | None = None
+    ) -> None:
+        """Record that this session reached `name` (cost per action, docs/metrics.md). `success=False`:
+        it tried and failed (its cost still counts against the successful ones); `value_usd`: what the
+        outcome was worth, for ROI."""
         from tokentrail.ledger import resolve_ledger
 
-        resolve_ledger(self.attribution.ledger).record_outcome(self.attribution, name, count=count)
+        resolve_ledger(self.attribution.ledger).record_outcome(
+            self.attribution, name, count=count, success=success, value_usd=value_usd
+        )
 
     def __enter__(self) -> Session:
         self._token = _current.set(self.attribution)
@@ -188,10 +196,17 @@ def session(
     task_type: str | None = None,
     tags: Mapping[str, Any] | None = None,
     ledger: Ledger | None = None,
+    parent_session: str | Session | None = None,
 ) -> Session:
     """Open a session: every call inside is attributed to it. Unset dimensions are inherited
-    from an enclosing session; tags are merged."""
+    from an enclosing session; tags are merged. A session opened inside another is its child (an
+    agent tree: `tokentrail session <root>`); `parent_session` names the parent explicitly (a
+    session id, or a Session), e.g. for a sub-agent running in another process."""
     outer = _current.get()
+    if isinstance(parent_session, Session):
+        parent: str | None = parent_session.session_id
+    else:
+        parent = checked_text(parent_session, "parent_session") if parent_session is not None else outer.session_id
     given = {
         "org": org,
         "team": team,
@@ -212,7 +227,10 @@ def session(
         trace_id=new_trace_id(),
         span_id=new_span_id(),
         ledger=ledger or outer.ledger,
+        parent_session_id=parent or None,
     )
+    if attribution.parent_session_id == attribution.session_id:
+        raise ValueError(f"session {attribution.session_id!r} cannot be its own parent")
     s = Session(attribution)
     object.__setattr__(attribution, "session", s)
     return s

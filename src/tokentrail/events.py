@@ -203,6 +203,8 @@ class UsageEvent:
     # True: the provider never reported this call's usage (a stream cut or abandoned before its usage
     # arrived, an unreadable body); the counts are tokentrail's estimate of what it billed
     usage_estimated: bool = False
+    # the session this event's session was opened inside (agent trees); None for a root session
+    parent_session_id: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -285,6 +287,7 @@ COLUMNS = (
     "request_hash",
     "content",
     "usage_estimated",  # migration 0010; in the canonical event only when set (see canonical_bytes)
+    "parent_session_id",  # migration 0014; likewise
 )
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -356,6 +359,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         e.request_hash,
         e.content,
         1 if e.usage_estimated else 0,
+        e.parent_session_id,
     )
 
 
@@ -404,6 +408,7 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
         request_hash=r[39],
         content=r[40],
         usage_estimated=bool(r[41]) if len(r) > 41 else False,
+        parent_session_id=r[42] if len(r) > 42 else None,
     )
 
 
@@ -414,13 +419,23 @@ V1_COLUMNS = 41
 
 def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
-    if len(row) > V1_COLUMNS and not any(row[V1_COLUMNS:]):
-        row = row[:V1_COLUMNS]
+    # trailing added columns at their default are left out: an event hashed before a column existed
+    # (or with only the earlier ones set) keeps its bytes
+    end = len(row)
+    while end > V1_COLUMNS and end - V1_COLUMNS <= len(_ADDED_DEFAULTS) and _is_default(row[end - 1], end - 1):
+        end -= 1
+    if end < len(row):
+        row = row[:end]
     return "".join(_encode_row(row, 0)).encode()  # the C encoder takes a tuple as a JSON array
 
 
 # The stored defaults of the columns added since the first schema, in COLUMNS order.
-_ADDED_DEFAULTS: tuple[Any, ...] = (0,)  # usage_estimated
+_ADDED_DEFAULTS: tuple[Any, ...] = (0, None)  # usage_estimated, parent_session_id
+
+
+def _is_default(value: Any, index: int) -> bool:
+    default = _ADDED_DEFAULTS[index - V1_COLUMNS]
+    return value is None if default is None else (value is not None and value == default)
 
 
 def upgraded_row(row: tuple[Any, ...]) -> tuple[Any, ...]:

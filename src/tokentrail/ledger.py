@@ -33,6 +33,7 @@ from tokentrail.events import (
     new_event_id,
     quantize_usd,
     text_problem,
+    usd_to_nano,
 )
 from tokentrail.exceptions import ConfigError, DefaultLedgerUnavailable, FlushTimeout, InvalidUsage, StoreError
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
@@ -306,10 +307,22 @@ class Ledger:
         if event.cost_usd or event.input_tokens or event.output_tokens:
             self.budgets.charge(event)
 
-    def record_outcome(self, attribution: ctx.Attribution, name: str, *, count: int = 1) -> None:
-        """Record that a session reached an outcome (cost per action)."""
+    def record_outcome(
+        self,
+        attribution: ctx.Attribution,
+        name: str,
+        *,
+        count: int = 1,
+        success: bool = True,
+        value_usd: Decimal | float | str | None = None,
+    ) -> None:
+        """Record that a session reached an outcome (cost per action; a failed one, `success=False`,
+        counts against it; `value_usd` gives ROI)."""
         if not isinstance(name, str) or not name or type(count) is not int or count < 1:
             raise InvalidUsage("outcome: name must be a non-empty string and count a positive integer")
+        if not isinstance(success, bool):
+            raise InvalidUsage("outcome: success must be True or False")
+        value = _caller_cost(f"outcome({name}) value_usd", value_usd)
         _check_text("outcome", name=name)
         a = attribution
         row = (
@@ -326,6 +339,8 @@ class Ledger:
             a.customer,
             a.workflow,
             a.task_type,
+            1 if success else 0,
+            usd_to_nano(value),
         )
         self._writer.put(Side("outcomes", row))
 

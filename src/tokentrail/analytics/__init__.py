@@ -1,1 +1,1 @@
-"""Analyses over the ledger (reports, reconciliation with the providers' own bills, …)."""
+"""Analyses over the ledger: reports, reconciliation, unit economics, agent trees, exports."""

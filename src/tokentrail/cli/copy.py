@@ -19,11 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokentrail.cli._common import RUNTIME, cannot_write, console, fail, user_errors
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.store import open_store, sqlite_path
+from tokentrail.store.economics import OUTCOME_COLUMNS
 from tokentrail.types import Store
 
-_OUTCOME_COLS = (
-    "outcome_id, ts_us, name, count, session_id, org, team, project, agent, user_id, customer, workflow, task_type"
-)
+_OUTCOME_COLS = ", ".join(OUTCOME_COLUMNS)
 
 
 def _is_postgres(url: str) -> bool:

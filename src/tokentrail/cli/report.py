@@ -10,6 +10,7 @@ from rich.text import Text
 from tokentrail import reports
 from tokentrail._report_sql import dimension
 from tokentrail._report_sql import filters as reports_filters
+from tokentrail.cli import economics
 from tokentrail.cli._common import (
     NOT_COUNTED,
     DbOption,
@@ -83,6 +84,18 @@ def report_command(
     where: WhereOption = None,
     tz: TzOption = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            "-m",
+            help="Unit economics instead of spend: 'all' or comma-separated metrics (docs/metrics.md), "
+            "e.g. cost_per_action,latency_p95.",
+        ),
+    ] = None,
+    tree: Annotated[
+        bool, typer.Option("--tree", help="With --metrics: roll each agent tree up to its root session.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Spend grouped by any dimension: calls, tokens and cost, with a totals line."""
@@ -91,8 +104,15 @@ def report_command(
         filters = parse_where(where)
         start, end = time_range(since, until, tz)
         for d in dims:  # a usage error is told before the ledger is opened (which may fail too)
-            dimension(d, allow_time=True)
+            dimension(d, allow_time=metrics is None)
         reports_filters(filters)
+        chosen = economics.parse_metrics(metrics) if metrics is not None else None
+        if tree and chosen is None:
+            raise ValueError("--tree rolls up unit economics: use it with --metrics")
+    if chosen is not None:
+        with reader(db) as store, user_errors():
+            economics.run_metrics(store, chosen, fmt, tree=tree, tz=tz, by=dims, since=start, until=end, where=filters)
+        return
     with reader(db) as store:
         rep = reports.report(store, by=dims, since=start, until=end, where=filters, tz=tz)
     if fmt is Format.json:

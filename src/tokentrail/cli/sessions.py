@@ -11,6 +11,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from tokentrail import lookup, reports
+from tokentrail.analytics.trees import session_tree
 from tokentrail.cli._common import (
     DbOption,
     Format,
@@ -31,6 +32,7 @@ from tokentrail.cli._common import (
     when,
 )
 from tokentrail.cli._tables import Column, count, label, money, money_places, print_table, unique_prefix
+from tokentrail.cli.economics import print_agent_tree
 
 _FIELDS = (
     "session_id",
@@ -148,13 +150,27 @@ def session_command(
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = TreeFormat.table,
     db: DbOption = None,
 ) -> None:
-    """One session as a call tree: steps, model calls, the tool runs they asked for, adjustments."""
+    """One session as a call tree: steps, model calls, the tool runs they asked for, adjustments; and the
+    agent tree of the sessions opened inside it, each with its own and its total cost."""
     with user_errors():
         time_range(None, None, tz)  # checks --tz
     with reader(db) as store, user_errors():
-        detail = reports.session_detail(store, lookup.session_id(store, session_id))
+        try:
+            sid = lookup.session_id(store, session_id)
+        except LookupError:
+            # an orchestrator that made no call of its own: only its sub-agents' sessions name it
+            agents = session_tree(store, session_id)
+            if agents is None or not agents.children:
+                raise
+            if fmt is TreeFormat.json:
+                emit_json({"session_id": session_id, "agent_tree": agents.to_dict()})
+            else:
+                print_agent_tree(agents)
+            return
+        detail = reports.session_detail(store, sid)
+        agents = session_tree(store, detail.session_id)  # the sessions opened inside this one
     if fmt is TreeFormat.json:
-        emit_json(detail.to_dict())
+        emit_json({**detail.to_dict(), "agent_tree": agents.to_dict() if agents else None})
         return
     t = detail.totals
     # one decimals rule for every amount of the tree, as for a table's money column
@@ -182,6 +198,8 @@ def session_command(
     for node in detail.tree:
         _add(tree, node, tz, places)
     console().print(tree)
+    if agents is not None and agents.children:
+        print_agent_tree(agents)
 
 
 def _counted(n: int, noun: str) -> str:

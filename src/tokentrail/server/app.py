@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import api, reconcile_api
+from tokentrail.server import api, economics_api, reconcile_api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -161,6 +161,9 @@ def create_app(
         Route("/api/v1/me", api.me),
         Route("/api/v1/reconciliations", reconcile_api.reconciliations),
         Route("/api/v1/reconciliations/{run_id}", reconcile_api.reconciliation),
+        Route("/api/v1/economics", economics_api.economics),
+        Route("/api/v1/trees/{session_id:path}", economics_api.tree),
+        Route("/api/v1/outcomes", economics_api.ingest_outcomes, methods=["POST"]),
         Route("/api/v1/openapi.json", openapi),
         Route("/openapi.json", openapi),
     ]

@@ -26,6 +26,7 @@ from tokentrail.events import bound_tags, bound_text, text_problem
 from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable
 from tokentrail.integrations._exchange import Exchange
 from tokentrail.server.auth import KEY_HEADER
+from tokentrail.server.economics_api import outcome_from_headers
 from tokentrail.server.errors import provider_error
 from tokentrail.server.keys import PREFIX, ApiKey, KeyRing
 from tokentrail.server.metrics import Metrics
@@ -51,6 +52,7 @@ ATTRIBUTION_HEADERS = {
     "x-tokentrail-workflow": "workflow",
     "x-tokentrail-task-type": "task_type",
     "x-tokentrail-step": "step",
+    "x-tokentrail-parent-session": "parent_session_id",  # agent trees: the session this one runs inside
 }
 TAG_PREFIX = "x-tokentrail-tag-"
 _HOP = HOP_HEADERS
@@ -149,6 +151,10 @@ class Gateway:
             # costs the server no memory
             key, credential = self._caller(headers, query, provider)
             attribution = _attribution(headers, key)
+            try:
+                outcome = outcome_from_headers(headers, attribution)
+            except ValueError as e:
+                raise GatewayError(400, f"tokentrail: {e}") from None
             body = await self._body(headers, receive, held)
             out_headers, query = self._forward_headers(raw_headers, provider, key, credential, query, route)
             exchange = None
@@ -157,6 +163,14 @@ class Gateway:
             status = await self._forward(
                 scope, receive, send, provider, method, path, query, out_headers, body, exchange, t0, label
             )
+            if outcome is not None and status < 400:  # a failed request is retried: its outcome would count twice
+                name, success, value = outcome
+                try:
+                    self.ledger.record_outcome(attribution, name, success=success, value_usd=value)
+                except Exception:  # the answer is already sent: the failure is logged, never the caller's
+                    log.exception(
+                        "tokentrail: could not record the outcome %r of session %s", name, attribution.session_id
+                    )
         except GatewayError as e:
             status = e.status
             await _respond(send, e.status, provider_error(provider, e.status, e.message), e.headers)

@@ -65,6 +65,7 @@ EVENT_SCHEMA: dict[str, Any] = {
         "trace_id": _TEXT,
         "span_id": _TEXT,
         "parent_span_id": _TEXT,
+        "parent_session_id": {**_TEXT, "description": "the session this event's session runs inside (agent trees)"},
         "tags": {"type": "object", "maxProperties": 64, "additionalProperties": _TEXT},
         "tool_name": _TEXT,
         "tool_call_id": _TEXT,
@@ -260,6 +261,25 @@ def schema() -> dict[str, Any]:
                 "One reconciliation run with its day × model cells (keys of no team only)",
                 [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             ),
+            "/api/v1/economics": _get(
+                "Unit economics (docs/metrics.md) by any dimension; tree=true rolls agent trees up to their root",
+                [*report_params, {"name": "tree", "in": "query", "schema": {"type": "boolean"}}],
+            ),
+            "/api/v1/trees/{session_id}": _get(
+                "The agent tree under a session: each session's own and total cost",
+                [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            ),
+            "/api/v1/outcomes": {
+                "post": {
+                    "summary": "Outcomes of sessions (cost per action, ROI); outcome_id makes a retry count once",
+                    "requestBody": {"required": True, "content": {"application/json": {}}},
+                    "responses": {
+                        "200": {"description": "accepted and duplicate counts"},
+                        "400": {"description": "a bad outcome (named; nothing written)", **_json(_ERROR)},
+                        "401": {"description": "no or unknown key", **_json(_ERROR)},
+                    },
+                }
+            },
             "/v1/traces": {
                 "post": {
                     "summary": f"OTLP/HTTP trace export (protobuf or JSON, at most {MAX_OTLP_BODY_BYTES} bytes)",

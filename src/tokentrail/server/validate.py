@@ -35,7 +35,7 @@ from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 DIMENSIONS = ("org", "team", "project", "agent", "session_id", "user", "customer", "workflow", "task_type", "step")
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 TEXT_FIELDS: tuple[str, ...] = (*DIMENSIONS, "provider", "model", "operation", "trace_id", "span_id")
-TEXT_FIELDS += ("parent_span_id", "tool_name", "tool_call_id", "tool_args_hash")
+TEXT_FIELDS += ("parent_span_id", "tool_name", "tool_call_id", "tool_args_hash", "parent_session_id")
 _OTHER_FIELDS = ("event_id", "kind", "ts", "status", "latency_ms", "streamed", "cost_usd", "tags", "tool_calls", "note")
 FIELDS = frozenset((*TEXT_FIELDS, *TOKEN_FIELDS, *_OTHER_FIELDS))
 KINDS = ("llm", "embedding", "tool")
@@ -146,6 +146,7 @@ def build(ledger: Any, c: Checked) -> UsageEvent:
             tool_call_id=d.get("tool_call_id"),
             tool_args_hash=d.get("tool_args_hash"),
             note=d.get("note"),
+            parent_session_id=d.get("parent_session_id"),
             **{k: d.get(k) for k in DIMENSIONS},  # type: ignore[arg-type]
         )
     attribution = Attribution(
@@ -153,6 +154,7 @@ def build(ledger: Any, c: Checked) -> UsageEvent:
         tags=tags,
         trace_id=d.get("trace_id"),
         span_id=d.get("parent_span_id"),
+        parent_session_id=d.get("parent_session_id"),
     )
     usage = from_counts(**{n: d.get(n) or 0 for n in TOKEN_FIELDS})
     calls = tuple(

@@ -458,6 +458,21 @@ def m0012_budget_unpriced(d: Dialect) -> list[str]:
 MIGRATIONS.append(("0012_budget_unpriced", m0012_budget_unpriced))
 
 
+def m0014_agent_trees_and_outcome_value(d: Dialect) -> list[str]:
+    """`parent_session_id`: the session a session was opened inside (agent trees); NULL for a
+    root, and for every event written before it existed. Outcomes get `success` (1 unless told;
+    a failed outcome counts against cost per action) and `value_nusd` (what it was worth: ROI)."""
+    return [
+        f"ALTER TABLE events ADD COLUMN parent_session_id {d.text}",
+        "CREATE INDEX events_parent_session ON events (parent_session_id)",
+        f"ALTER TABLE outcomes ADD COLUMN success {d.bigint} NOT NULL DEFAULT 1",
+        f"ALTER TABLE outcomes ADD COLUMN value_nusd {d.bigint}",
+    ]
+
+
+MIGRATIONS.append(("0014_agent_trees_and_outcome_value", m0014_agent_trees_and_outcome_value))
+
+
 # -- reconciliation with the providers' bills (tokentrail.analytics.reconcile) --------------------
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import (
     APP_PRIVILEGES,
     MIGRATIONS,
@@ -84,22 +85,8 @@ _LOCK_HEAD = (
 )
 _UPSERT_HOURLY = _upsert("rollup_hourly", "hour_us")
 _UPSERT_DAILY = _upsert("rollup_daily", "day_us")
-_OUTCOME_COLS = (
-    "outcome_id",
-    "ts_us",
-    "name",
-    "count",
-    "session_id",
-    "org",
-    "team",
-    "project",
-    "agent",
-    "user_id",
-    "customer",
-    "workflow",
-    "task_type",
-)
-_OUTCOME_TYPES = ("text", "bigint", "text", "bigint", *["text"] * 9)
+_OUTCOME_COLS = OUTCOME_COLUMNS
+_OUTCOME_TYPES = ("text", "bigint", "text", "bigint", *["text"] * 9, "bigint", "bigint")
 _INSERT_OUTCOMES = (
     f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _OUTCOME_TYPES)}) "
@@ -439,7 +426,7 @@ class PostgresStore:
     def write_outcomes(self, rows: Sequence[Row]) -> int:
         if not rows:
             return 0
-        columns = list(map(list, zip(*rows, strict=True)))
+        columns = list(map(list, zip(*map(full_outcome_row, rows), strict=True)))
         with self._pool.connection() as conn, conn.transaction():
             cur = conn.execute(_INSERT_OUTCOMES, columns)
             return max(cur.rowcount, 0)

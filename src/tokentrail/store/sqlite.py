@@ -13,6 +13,7 @@ from typing import Any
 from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
 
 Row = tuple[Any, ...]
@@ -223,9 +224,9 @@ class SQLiteStore:
 
     def write_outcomes(self, rows: Sequence[Row]) -> int:
         return self._insert_ignoring_known(
-            "INSERT OR IGNORE INTO outcomes (outcome_id, ts_us, name, count, session_id, org, team, project, "
-            "agent, user_id, customer, workflow, task_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
+            f"INSERT OR IGNORE INTO outcomes ({', '.join(OUTCOME_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(OUTCOME_COLUMNS))})",
+            [full_outcome_row(r) for r in rows],
         )
 
     def write_quarantine(self, rows: Sequence[Row]) -> int:
