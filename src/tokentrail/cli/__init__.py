@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "adjust",
     "trail",
+    "export",
     "budget",
     "alerts",
     "serve",

@@ -1,0 +1,1 @@
+"""Analyses over the ledger: exports, allocation, repricing and more."""
