@@ -86,6 +86,8 @@ def _kept(lines: Iterable[Line], fmt: str, include_unpriced: bool, written: Writ
     """The lines a format carries, counting what they cost and what was left out."""
     for line in lines:
         if line.cost_nusd is None:
+            if fmt.startswith("focus") and line.kind not in ("llm", "embedding"):
+                continue  # a tool run with no cost is no charge (and not an unpriced call)
             if fmt.startswith("focus") and not include_unpriced:
                 key = (line.provider, line.model)
                 written.skipped.calls[key] = written.skipped.calls.get(key, 0) + line.calls

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adjust",
     "trail",
     "export",
+    "reprice",
     "budget",
     "alerts",
     "serve",

@@ -113,4 +113,42 @@ def grouped_events(
         start = end
 
 
-__all__ = ["GROUPS", "GROUP_NAMES", "SUMS", "SUM_NAMES", "grouped_events", "time_span"]
+def events_in(
+    store: Store, lo: int | None, hi: int | None, flt: Filters, kinds: tuple[str, ...], batch: int = 5000
+) -> Iterator[tuple[Any, ...]]:
+    """Every event of `kinds` inside [lo, hi) that passes the filters, as COLUMNS rows in seq
+    order, `batch` at a time (keyset on seq: constant memory, no cursor held open)."""
+    from tokentrail.events import COLUMNS
+
+    p = store.dialect.param
+    conds, params = time_sql(store, lo, hi)
+    cond, fparams = filter_sql(store, flt)
+    kind_sql = f"kind IN ({', '.join(p for _ in kinds)})"
+    where = " AND ".join(c for c in (*conds, cond, kind_sql) if c)
+    after = 0
+    while True:
+        rows = store.query(
+            f"SELECT seq, {', '.join(COLUMNS)} FROM events WHERE seq > {p} AND {where} ORDER BY seq LIMIT {int(batch)}",
+            [after, *params, *fparams, *kinds],
+        )
+        for r in rows:
+            yield tuple(r[1:])
+        if len(rows) < batch:
+            return
+        after = int(rows[-1][0])
+
+
+def adjusted_ids(store: Store, event_ids: list[str]) -> set[str]:
+    """Which of these events already have an adjustment."""
+    if not event_ids:
+        return set()
+    p = store.dialect.param
+    rows = store.query(
+        f"SELECT DISTINCT adjusts_event_id FROM events WHERE kind = 'adjustment' AND adjusts_event_id IN "
+        f"({', '.join(p for _ in event_ids)})",
+        event_ids,
+    )
+    return {str(r[0]) for r in rows}
+
+
+__all__ = ["GROUPS", "GROUP_NAMES", "SUMS", "SUM_NAMES", "adjusted_ids", "events_in", "grouped_events", "time_span"]
