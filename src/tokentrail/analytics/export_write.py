@@ -92,7 +92,7 @@ def _kept(lines: Iterable[Line], fmt: str, include_unpriced: bool, written: Writ
                 key = (line.provider, line.model)
                 written.skipped.calls[key] = written.skipped.calls.get(key, 0) + line.calls
                 continue
-            written.unpriced_rows += 1
+            written.unpriced_rows += line.kind in ("llm", "embedding")
         else:
             written.cost_nusd += line.cost_nusd
         written.rows += 1

@@ -11,12 +11,17 @@ import typer
 
 from tokentrail.cli._common import (
     DbOption,
+    Format,
     SinceOption,
     TzOption,
     UntilOption,
     WhereOption,
+    console,
+    emit_csv,
+    emit_json,
     fail,
     note,
+    parse_by,
     parse_where,
     reader,
     require_extra,
@@ -129,6 +134,53 @@ def _progress(enabled: bool) -> Any:
             yield lambda n: p.advance(task, n)
 
     return bar()
+
+
+def allocated_report_command(
+    by: str,
+    since: str | None,
+    until: str | None,
+    where: list[str] | None,
+    tz: str | None,
+    fmt: Format,
+    rules: str | None,
+    db: str | None,
+) -> None:
+    """`report --allocated`: spend after the allocation rules spread shared spend."""
+    from rich.text import Text
+
+    from tokentrail.analytics.allocation import allocate, allocated_report
+    from tokentrail.analytics.export import lines
+    from tokentrail.cli._tables import Column, label, money, money_places, print_table
+    from tokentrail.events import nano_to_usd
+
+    with user_errors():
+        dims = parse_by(by)
+        filters = parse_where(where)
+        start, end = time_range(since, until, tz)
+        plan = _allocation(True, rules)
+    with reader(db) as store, user_errors():
+        rows, total = allocated_report(allocate(lines(store, since=start, until=end, tz=tz, where=filters), plan), dims)
+    if fmt is Format.json:
+        emit_json({"by": dims, "allocated": True, "rows": [r.to_dict() for r in rows], "totals": total.to_dict()})
+        return
+    header = [*dims, "calls", "tokens", "cost_usd", "unpriced_calls"]
+    if fmt is Format.csv:
+        emit_csv(header, ([r.to_dict()[h] for h in header] for r in rows))
+        return
+    every = [*rows, total]
+    places = money_places(nano_to_usd(r.cost_nusd) for r in every)
+    columns = [
+        Column(d, [*(label(r.group[i][1] or "(none)") for r in rows), Text("total")], label=True, justify="left")
+        for i, d in enumerate(dims)
+    ]
+    columns += [
+        Column("calls", [Text(f"{r.calls:,}") for r in every]),
+        Column("tokens", [Text(f"{r.tokens:,}") for r in every]),
+        Column("cost", [Text(money(nano_to_usd(r.cost_nusd), places)) for r in every]),
+        Column("unpriced", [Text(f"{r.unpriced_calls:,}") for r in every]),
+    ]
+    print_table(console(), Text(f"Allocated spend by {', '.join(dims)}"), columns, len(every), section_before=len(rows))
 
 
 def register(app: typer.Typer) -> None:
