@@ -164,12 +164,18 @@ def lines(
     scope: Mapping[str, str] | None = None,
 ) -> Iterator[Line]:
     """Every export line over [since, until), period by period (constant memory: one period's
-    groups at a time). ValueError on bad input."""
+    groups at a time). ValueError on bad input, at once (not at the first line)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}: use hour or day")
     zone_ = zone(tz)
     lo, hi = check_range(since, until)
     flt = export_filters(where, scope)
+    return _lines(store, lo, hi, flt, granularity, zone_)
+
+
+def _lines(
+    store: Store, lo: int | None, hi: int | None, flt: Filters, granularity: str, zone_: tzinfo
+) -> Iterator[Line]:
     pending: dict[tuple[Any, ...], list[int | None]] = {}
     current: tuple[int, int] | None = None
     memo: dict[int, tuple[int, int]] = {}

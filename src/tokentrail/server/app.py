@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import api
+from tokentrail.server import api, chargeback_api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -159,6 +159,8 @@ def create_app(
         Route("/api/v1/alerts", api.alert_list),
         Route("/api/v1/unpriced", api.unpriced),
         Route("/api/v1/me", api.me),
+        Route("/api/v1/export", chargeback_api.export),
+        Route("/api/v1/reprice", chargeback_api.reprice),
         Route("/api/v1/openapi.json", openapi),
         Route("/openapi.json", openapi),
     ]
