@@ -20,7 +20,7 @@ from tokentrail.events import nano_to_usd
 from tokentrail.exceptions import ConfigError
 
 FORMATS = ("focus", "csv", "parquet", "focus-parquet")
-BATCH = 50_000
+BATCH = 10_000
 PLAIN = (
     ("period_start", "DateTime"),
     ("period_end", "DateTime"),
