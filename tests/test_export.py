@@ -178,3 +178,23 @@ def test_split_group_by_unit_prices() -> None:
     parts = split_group("llm", sums, 16_250, prices)
     assert [(c, cost) for c, _, _, cost, _ in parts] == [("input", 5000), ("cached_input", 1250), ("output", 10000)]
     assert [calls for _, calls, _, _, _ in parts] == [2, 0, 0]
+
+
+def test_a_tool_run_without_cost_is_no_charge_and_not_unpriced(ledger: tt.Ledger) -> None:
+    ledger.record_tool("fetch", {"u": 1})  # no cost given: not provider work, not an unpriced call
+    ledger.flush()
+    buf = io.BytesIO()
+    written = write(lines(ledger.store, since=None, until=None), "focus", buf)
+    assert written.skipped.total == 0 and written.rows == 0
+    plain = io.BytesIO()
+    assert write(lines(ledger.store, since=None, until=None), "csv", plain).unpriced_rows == 0
+
+
+def test_parquet_without_pyarrow_names_the_extra(ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tokentrail.exceptions import ConfigError
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ConfigError, match=r"tokentrail\[export\]"):
+        write(iter(()), "parquet", io.BytesIO())
