@@ -55,6 +55,7 @@ class Line:
     price_version: str | None
     unit_price_mtok: Decimal | None  # USD per million tokens of this class, when known
     allocated_from: str | None = None
+    zone: tzinfo = UTC  # the time zone periods were cut in (billing months too)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -188,7 +189,7 @@ def _lines(
             bounds = memo[slot] = period_bounds(slot, granularity, zone_)
         if bounds != current:
             if current is not None:
-                yield from _flush(pending, current, lo, hi)
+                yield from _flush(pending, current, lo, hi, zone_)
             pending, current = {}, bounds
         key = tuple(row[1 : 1 + len(GROUP_NAMES)])
         sums = [None if v is None else int(v) for v in row[1 + len(GROUP_NAMES) :]]
@@ -200,11 +201,15 @@ def _lines(
                 if v is not None:
                     acc[i] = v if acc[i] is None else int(acc[i] or 0) + v
     if current is not None:
-        yield from _flush(pending, current, lo, hi)
+        yield from _flush(pending, current, lo, hi, zone_)
 
 
 def _flush(
-    pending: dict[tuple[Any, ...], list[int | None]], bounds: tuple[int, int], lo: int | None, hi: int | None
+    pending: dict[tuple[Any, ...], list[int | None]],
+    bounds: tuple[int, int],
+    lo: int | None,
+    hi: int | None,
+    zone_: tzinfo,
 ) -> Iterator[Line]:
     start = from_micros(bounds[0] if lo is None else max(bounds[0], lo))
     end = from_micros(bounds[1] if hi is None else min(bounds[1], hi))
@@ -238,6 +243,7 @@ def _flush(
                 estimated_calls=int(estimated or 0) if calls else 0,
                 price_version=g["price_version"],
                 unit_price_mtok=rate,
+                zone=zone_,
             )
 
 

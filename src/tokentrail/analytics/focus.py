@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -111,11 +111,12 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def billing_period(t: datetime) -> tuple[datetime, datetime]:
-    """The calendar month (UTC) holding `t`: the billing period."""
-    start = t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end
+def billing_period(t: datetime, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """The calendar month holding `t` in `zone` (the export's time zone, so a local day never
+    straddles two billing periods): the billing period, as UTC times."""
+    local = t.astimezone(zone).replace(tzinfo=None, day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = local.replace(year=local.year + 1, month=1) if local.month == 12 else local.replace(month=local.month + 1)
+    return local.replace(tzinfo=zone).astimezone(UTC), nxt.replace(tzinfo=zone).astimezone(UTC)
 
 
 def focus_row(line: Line, *, iso_times: bool = True) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def focus_row(line: Line, *, iso_times: bool = True) -> dict[str, Any]:
     cost = nano_to_usd(line.cost_nusd) if line.cost_nusd is not None else Decimal(0).scaleb(-9)
     adjustment = line.kind == "adjustment"
     tokens = not adjustment and line.token_class not in ("tool", "request")
-    period_start, period_end = billing_period(line.start)
+    period_start, period_end = billing_period(line.start, line.zone)
     provider = provider_name(line.provider)
     sku = f"{line.provider or 'unknown'}/{line.model or 'unknown'}/{line.token_class}"
     org, team = line.attribution.get("org"), line.attribution.get("team")
@@ -223,6 +224,10 @@ def column_problems(row: Mapping[str, Any]) -> list[str]:
     for a, b in (("ChargePeriodStart", "ChargePeriodEnd"), ("BillingPeriodStart", "BillingPeriodEnd")):
         if row.get(a) and row.get(b) and str(row[a]) >= str(row[b]):
             problems.append(f"{a}: not before {b}")
+    if str(row.get("ChargePeriodStart")) < str(row.get("BillingPeriodStart")) or str(row.get("ChargePeriodEnd")) > str(
+        row.get("BillingPeriodEnd")
+    ):
+        problems.append("ChargePeriod: not inside the BillingPeriod")
     return problems
 
 
