@@ -144,3 +144,18 @@ def test_allocated_report_cli(led: tt.Ledger, tmp_path: Path) -> None:
 def test_bad_rules_are_refused(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_rule(entry, "rules")
+
+
+def test_cli_export_allocated_by_the_env_rules(led: tt.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENTRAIL_ALLOCATION", str(rules(WEIGHTS, tmp_path)))
+    out = tmp_path / "f.csv"
+    res = invoke("export", "--db", led.store.url, "--allocated", "-f", "focus", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal("0.000000676")
+    assert {r["x_AllocatedFrom"] for r in rows} == {"", "fixed:team=platform"}
+    assert "platform" not in {json.loads(r["Tags"]).get("team") for r in rows}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[allocations]]\nname = 'x'\n")
+    res = invoke("export", "--db", led.store.url, "--rules", str(bad))
+    assert res.exit_code == 2 and "entry 1" in res.output
