@@ -157,6 +157,8 @@ def csv_chunks(
 def _cell(v: Any) -> Any:
     if v is None:
         return ""
+    if type(v) is str or type(v) is int:  # most cells: no conversion
+        return v
     if isinstance(v, Decimal):
         return format(v, "f")
     if isinstance(v, bool):

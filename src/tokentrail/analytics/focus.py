@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from tokentrail.analytics.export import Line
@@ -107,10 +108,12 @@ def tags_json(line: Line) -> str | None:
     return json.dumps(out, sort_keys=True, ensure_ascii=False) if out else None
 
 
+@lru_cache(maxsize=4096)  # a few distinct period bounds per export: formatted once each
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@lru_cache(maxsize=4096)
 def billing_period(t: datetime, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
     """The calendar month holding `t` in `zone` (the export's time zone, so a local day never
     straddles two billing periods): the billing period, as UTC times."""
