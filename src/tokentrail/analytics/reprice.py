@@ -65,13 +65,27 @@ class Diff:
     unpriced_before: int = 0
     unpriced_after: int = 0
 
+    @property
+    def old_usd(self) -> Decimal | None:
+        """What the calls cost as recorded; None when none of them had a price (never $0)."""
+        return None if self.calls and self.unpriced_before == self.calls else nano_to_usd(self.old_nusd)
+
+    @property
+    def new_usd(self) -> Decimal | None:
+        return None if self.calls and self.unpriced_after == self.calls else nano_to_usd(self.new_nusd)
+
+    @property
+    def delta_usd(self) -> Decimal | None:
+        old, new = self.old_usd, self.new_usd
+        return None if old is None or new is None else new - old
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **{d: v for d, v in self.group},
             "calls": self.calls,
-            "cost_usd": to_jsonable(nano_to_usd(self.old_nusd)),
-            "repriced_usd": to_jsonable(nano_to_usd(self.new_nusd)),
-            "delta_usd": to_jsonable(nano_to_usd(self.new_nusd - self.old_nusd)),
+            "cost_usd": to_jsonable(self.old_usd),
+            "repriced_usd": to_jsonable(self.new_usd),
+            "delta_usd": to_jsonable(self.delta_usd),
             "unpriced_before": self.unpriced_before,
             "unpriced_after": self.unpriced_after,
         }

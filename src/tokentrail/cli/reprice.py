@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -32,7 +31,6 @@ from tokentrail.cli._common import (
     user_errors,
 )
 from tokentrail.cli._tables import Column, label, money, money_places, print_table
-from tokentrail.events import nano_to_usd
 
 
 def reprice_command(
@@ -118,8 +116,7 @@ def _print(diff: WhatIf, start: datetime | None, end: datetime | None, tz: str |
     if diff.model_map:
         title += " · " + ", ".join(f"{a} → {b}" for a, b in diff.model_map.items())
     lines = [*diff.rows, diff.totals]
-    usd = [nano_to_usd(v) or Decimal(0) for r in lines for v in (r.old_nusd, r.new_nusd)]
-    places = money_places(usd)
+    places = money_places(v for r in lines for v in (r.old_usd, r.new_usd, r.delta_usd))
     columns = [
         Column(
             d,
@@ -135,9 +132,9 @@ def _print(diff: WhatIf, start: datetime | None, end: datetime | None, tz: str |
 
     columns += [
         Column("calls", cells(lambda r: f"{r.calls:,}")),
-        Column("cost", cells(lambda r: money(nano_to_usd(r.old_nusd) or Decimal(0), places))),
-        Column("repriced", cells(lambda r: money(nano_to_usd(r.new_nusd) or Decimal(0), places))),
-        Column("delta", cells(lambda r: money(nano_to_usd(r.new_nusd - r.old_nusd) or Decimal(0), places))),
+        Column("cost", cells(lambda r: money(r.old_usd, places))),  # "unpriced", never $0
+        Column("repriced", cells(lambda r: money(r.new_usd, places))),
+        Column("delta", cells(lambda r: money(r.delta_usd, places))),
         Column("unpriced before", cells(lambda r: f"{r.unpriced_before:,}")),
         Column("unpriced after", cells(lambda r: f"{r.unpriced_after:,}")),
     ]
