@@ -60,6 +60,7 @@ def rows(n: int, seed: int = 7):
         for c in ("streamed", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             r[COL[c]] = 0
         r[COL["reasoning_tokens"]] = 0
+        r[COL["usage_estimated"]] = 0  # NOT NULL since migration 0010
         if rng.random() < 0.1:
             r[COL["kind"]], r[COL["tool_name"]] = "tool", rng.choice(("web_search", "fetch", "run_tests"))
             r[COL["cost_nusd"]] = 2_000_000 if r[COL["tool_name"]] == "web_search" else None

@@ -370,6 +370,7 @@ def test_one_wording_for_unpriced_calls(fleet_url: str) -> None:
     _, out, _ = run("prices", "--unpriced", "--db", fleet_url)
     text = " ".join(out.split())
     assert _common.NOT_COUNTED in text and "past calls stay unpriced until repriced" in text
+    assert "tokentrail reprice" in text
     assert "$0 in reports" not in text
     _, out, err = run("report", "--db", fleet_url)
     assert _common.NOT_COUNTED in " ".join((out + err).split())

@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "adjust",
     "trail",
+    "export",
+    "reprice",
     "budget",
     "alerts",
     "serve",

@@ -78,8 +78,8 @@ WhereOption = Annotated[
 # What happens to a call that has no price, in the one wording every command (and the README) uses.
 NOT_COUNTED = "not counted in the cost (never as $0)"
 PAST_CALLS = (
-    "Adding a price prices new calls only: past calls stay unpriced until repriced "
-    "(tokentrail has no reprice command yet)."
+    "Adding a price prices new calls only: past calls stay unpriced until repriced with "
+    "`tokentrail reprice` (one audited adjustment each; the calls themselves are never changed)."
 )
 USAGE = 2  # the user can fix the command: a bad flag, value, dimension or id
 RUNTIME = 1  # the command was right but could not be carried out: the ledger is unreachable or unreadable

@@ -96,9 +96,20 @@ def report_command(
     tree: Annotated[
         bool, typer.Option("--tree", help="With --metrics: roll each agent tree up to its root session.")
     ] = False,
+    allocated: Annotated[
+        bool, typer.Option("--allocated", help="Spread shared spend by the allocation rules.")
+    ] = False,
+    rules: Annotated[
+        str | None, typer.Option("--rules", help="Allocation rules (TOML); default $TOKENTRAIL_ALLOCATION.")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Spend grouped by any dimension: calls, tokens and cost, with a totals line."""
+    if allocated or rules:
+        from tokentrail.cli.export import allocated_report_command
+
+        allocated_report_command(by, since, until, where, tz, fmt, rules, db)
+        return
     with user_errors():
         dims = parse_by(by)
         filters = parse_where(where)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import api, economics_api, reconcile_api
+from tokentrail.server import api, chargeback_api, economics_api, reconcile_api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -164,6 +164,8 @@ def create_app(
         Route("/api/v1/economics", economics_api.economics),
         Route("/api/v1/trees/{session_id:path}", economics_api.tree),
         Route("/api/v1/outcomes", economics_api.ingest_outcomes, methods=["POST"]),
+        Route("/api/v1/export", chargeback_api.export),
+        Route("/api/v1/reprice", chargeback_api.reprice),
         Route("/api/v1/openapi.json", openapi),
         Route("/openapi.json", openapi),
     ]

@@ -280,6 +280,25 @@ def schema() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/export": _get(
+                "Usage and cost as FOCUS 1.2, CSV or Parquet (streamed)",
+                [
+                    *_FILTERS,
+                    *(
+                        {"name": n, "in": "query", "schema": {"type": "string", "enum": list(e)}}
+                        for n, e in (
+                            ("format", ("focus", "csv", "parquet", "focus-parquet")),
+                            ("granularity", ("hour", "day")),
+                            ("include_unpriced", ("0", "1")),
+                            ("allocated", ("0", "1")),
+                        )
+                    ),
+                ],
+            ),
+            "/api/v1/reprice": _get(
+                "What history would have cost with another model (a what-if; nothing is written)",
+                [*report_params, {"name": "model_map", "in": "query", "schema": {"type": "string"}}],
+            ),
             "/v1/traces": {
                 "post": {
                     "summary": f"OTLP/HTTP trace export (protobuf or JSON, at most {MAX_OTLP_BODY_BYTES} bytes)",
