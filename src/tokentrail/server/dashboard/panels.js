@@ -39,7 +39,7 @@ function budgets(data) {
       `<td><span class="bar" title="${pct}%"><i class="${cls}" style="width:${Math.min(100, Math.max(0, pct))}%"></i></span>${pct}%</td>` +
       `<td class="num">${amount(b.posted_usd, b.posted_tokens, b, pp)}</td><td class="num opt">${amount(b.reserved_usd, b.reserved_tokens, b, pr)}</td>` +
       `<td class="num">${amount(b.limit_usd, b.limit_tokens, b, pl)}</td><td class="num">${amount(b.remaining_usd, b.remaining_tokens, b, pm)}</td>` +
-      `<td class="span2">${badge}<div class="sub">${esc(note)}</div></td></tr>`;
+      `<td class="span2 note">${badge}<div class="sub">${esc(note)}</div></td></tr>`;
   }), "no budgets: set one with `tokentrail budget set`");
 }
 
