@@ -410,3 +410,31 @@ def test_a_charge_never_waits_for_the_store(ledger: tt.Ledger, monkeypatch: pyte
     release.set()
     assert threading.get_ident() not in waiting  # the budget thread is the one that waited for the store
     assert status_of(ledger, "day").posted_usd == e.cost_usd
+
+
+def test_status_waits_for_a_charge_already_taken_off_the_queue(
+    any_ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charge being posted by another thread (taken off the queue, not yet posted) still counts
+    in a status read meanwhile: status waits for the pass under way (a race seen under load)."""
+    import threading
+    import time
+
+    from tokentrail import budget_charges
+
+    any_ledger.budgets.set("day", period="day", limit_usd=10)
+    assert status_of(any_ledger, "day").posted_usd == 0  # the definitions are read and fresh
+    real, started = budget_charges.charge_budgets, threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        started.set()
+        time.sleep(0.5)  # the window in which a status read used to miss the charge
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(budget_charges, "charge_budgets", slow)
+    kwargs = {"provider": "acme", "model": "acme-x", "input_tokens": 10, "cost_usd": "2"}
+    t = threading.Thread(target=any_ledger.record_llm, kwargs=kwargs)
+    t.start()
+    assert started.wait(10)
+    assert status_of(any_ledger, "day").posted_usd == 2
+    t.join()

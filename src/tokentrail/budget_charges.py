@@ -46,15 +46,27 @@ def charge(budgets: Budgets, event: UsageEvent) -> None:
                 seen.popitem(last=False)
         budgets._pending_charges.append((event, nusd, tokens))
         if budgets._version >= 0 and time.monotonic() < budgets._next_check:
-            run_pending(budgets, read=False)  # the definitions are fresh: nothing to read
+            run_pending(budgets, read=False, wait=False)  # the definitions are fresh: nothing to read
         else:
             budgets._engine_of().wake_keeper()
     except Exception as e:
         log.warning("tokentrail: could not charge event %s to its budgets: %s", event.event_id, e)
 
 
-def run_pending(budgets: Budgets, *, read: bool = True) -> None:
-    """Post the charges waiting, reading the definitions first if they are stale (`read`). Never raises."""
+def run_pending(budgets: Budgets, *, read: bool = True, wait: bool = True) -> None:
+    """Post the charges waiting, reading the definitions first if they are stale (`read`). One pass
+    at a time: with `wait` False (a charge, which never waits) and a pass under way, that pass or
+    the budget thread takes them. Never raises."""
+    if not budgets._charge_run.acquire(blocking=wait):
+        budgets._engine_of().wake_keeper()  # the pass under way may have looked at the queue already
+        return
+    try:
+        _run(budgets, read)
+    finally:
+        budgets._charge_run.release()
+
+
+def _run(budgets: Budgets, read: bool) -> None:
     q = budgets._pending_charges
     while q:
         try:

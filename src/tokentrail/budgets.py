@@ -129,6 +129,9 @@ class Budgets(BudgetDefinitions):
         # charges waiting for the definitions (bounded: a store down for long drops the oldest)
         self._pending_charges: deque[tuple[UsageEvent, int, int]] = deque(maxlen=100_000)
         self._charge_lock = threading.Lock()  # not the refresh lock: a charge never waits for the store
+        # held by whoever posts the waiting charges: status() waits for a pass under way, so a charge
+        # already taken off the queue (but not yet posted) is never missed
+        self._charge_run = threading.Lock()
 
     @classmethod
     def for_store(cls, store: Any, prices: Any = None) -> Budgets:
@@ -401,7 +404,7 @@ class Budgets(BudgetDefinitions):
     def run_charges(self) -> None:
         """Post the charges waiting for the definitions to be read (the budget thread, or a
         reservation, which must see them). Never raises."""
-        if self._pending_charges:
+        if self._pending_charges or self._charge_run.locked():
             budget_charges.run_pending(self)
 
     # -- settling ---------------------------------------------------------------------------------
