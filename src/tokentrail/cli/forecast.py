@@ -58,9 +58,9 @@ def forecast_command(
         filters = parse_where(scope)
         reports_filters(filters)
         if by is not None:
+            if by.strip() in ("hour", "day"):
+                raise ValueError(f"--by {by.strip()}: forecast by an attribution dimension, e.g. --by team")
             by = dimension(by.strip())
-            if by in ("hour", "day"):
-                raise ValueError(f"--by {by}: forecast by an attribution dimension, e.g. --by team")
         day = None
         if as_of is not None:
             try:
