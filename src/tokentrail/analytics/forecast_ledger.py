@@ -25,6 +25,7 @@ class Forecast:
     naive: float  # the naive linear projection, for comparison
     history_days: int  # days of history the model saw (0: none, the forecast is zero)
     model: Model
+    seen: tuple[float, ...] = ()  # spend of each day of the period before as_of
 
     def to_dict(self) -> dict[str, Any]:
         p = self.projection
@@ -39,6 +40,9 @@ class Forecast:
             "high_usd": _usd(p.high),
             "naive_usd": _usd(self.naive),
             "history_days": self.history_days,
+            "spent_days": [
+                {"day": (p.start + timedelta(days=i)).isoformat(), "usd": _usd(v)} for i, v in enumerate(self.seen)
+            ],
             "days": [
                 {"day": d.isoformat(), "expected_usd": _usd(e), "low_usd": _usd(lo), "high_usd": _usd(hi)}
                 for d, e, lo, hi in p.days
@@ -121,7 +125,8 @@ def forecast(
     out: list[Forecast] = []
     for group, values in series.items():
         history = _trim(values)
-        spent = sum(values[(start - first).days :]) if start >= first else sum(values)
+        seen = values[(start - first).days :] if start >= first else values
+        spent = sum(seen)
         model = fit(history, horizon=(end - day).days)
         elapsed = (day - start).days
         out.append(
@@ -131,6 +136,7 @@ def forecast(
                 naive_linear(spent, elapsed, (end - start).days),
                 len(history),
                 model,
+                tuple(seen),
             )
         )
     out.sort(key=lambda f: (-f.projection.expected, f.group or ""))
