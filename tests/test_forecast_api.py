@@ -62,3 +62,10 @@ def test_openapi_lists_it(client: tuple[TestClient, dict[str, str]]) -> None:
     doc = c.get("/api/v1/openapi.json").json()
     assert "/api/v1/forecast" in doc["paths"]
     assert DAYS and FIRST  # the history fixture's shape
+
+
+def test_as_of_out_of_range_is_400(client: tuple[TestClient, dict[str, str]]) -> None:
+    c, keys = client
+    for day in ("0001-01-01", "9999-12-31"):
+        r = get(c, keys["all"], as_of=day)
+        assert r.status_code == 400 and "as-of" in r.json()["error"]["message"]

@@ -106,3 +106,23 @@ def test_usage_errors_exit_2(sqlite_url: str, args: tuple[str, ...], message: st
     code, _, err = run("forecast", *args, "--db", sqlite_url)
     assert code == 2
     assert message in err
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+def test_as_of_out_of_range_is_a_usage_error(sqlite_url: str, day: str) -> None:
+    code, _, err = run("forecast", "--as-of", day, "--db", sqlite_url)
+    assert code == 2
+    assert "as-of" in err
+
+
+def test_by_fits_only_the_largest_groups(history: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokentrail.analytics import forecast_ledger
+    from tokentrail.store import open_store
+
+    monkeypatch.setattr(forecast_ledger, "MAX_GROUPS", 1)
+    store = open_store(history)
+    try:
+        (only,) = forecast(store, as_of=date(2026, 3, 11), by="team")
+        assert only.group == "legal"
+    finally:
+        store.close()

@@ -14,6 +14,7 @@ from tokentrail.types import Store
 
 LOOKBACK_DAYS = 182  # history a forecast fits on: half a year of weekly and monthly behaviour
 MAX_GROUPS = 50  # a --by forecast fits at most this many groups (the largest spenders)
+EARLIEST, LATEST = date(1971, 1, 1), date(9998, 12, 1)  # as-of days whose history and month are dates
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +119,16 @@ def forecast(
     """Project spend to the end of `period` (default: the month of `as_of`) from the data before
     `as_of` (default: today in `tz`), for the whole scope or per `by` group (largest first)."""
     day = as_of or today(tz)
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"as-of {day}: a day from {EARLIEST} to {LATEST}")
     start, end = period or month_of(day)
     if not start <= day <= end:
         raise ValueError(f"as-of {day} is outside the period {start}..{end}")
     first, series = daily_spend(store, until=day, tz=tz, where=where, scope=scope, by=by)
     out: list[Forecast] = []
-    for group, values in series.items():
+    # only the largest spenders are fitted: a dimension with thousands of values stays cheap
+    largest = sorted(series.items(), key=lambda kv: (-sum(kv[1]), kv[0] or ""))[:MAX_GROUPS]
+    for group, values in largest:
         history = _trim(values)
         seen = values[(start - first).days :] if start >= first else values
         spent = sum(seen)
@@ -140,7 +145,7 @@ def forecast(
             )
         )
     out.sort(key=lambda f: (-f.projection.expected, f.group or ""))
-    return out[:MAX_GROUPS]
+    return out
 
 
 __all__ = ["Exhaustion", "Forecast", "daily_spend", "forecast", "month_of", "today"]

@@ -52,7 +52,7 @@ def forecast_command(
     db: DbOption = None,
 ) -> None:
     """Month-end spend projected from the daily history (weekly pattern and trend), with an 80 % band."""
-    from tokentrail.analytics.forecast_ledger import forecast
+    from tokentrail.analytics.forecast_ledger import EARLIEST, LATEST, forecast
 
     with user_errors():
         filters = parse_where(scope)
@@ -67,6 +67,8 @@ def forecast_command(
                 day = date.fromisoformat(as_of.strip())
             except ValueError:
                 raise ValueError(f"--as-of {as_of!r}: expected a date YYYY-MM-DD") from None
+            if not EARLIEST <= day <= LATEST:
+                raise ValueError(f"--as-of {day}: a day from {EARLIEST} to {LATEST}")
     if fmt is Format.csv:
         fail("--format csv is not supported by forecast: use table or json")
     with reader(db) as store, user_errors():
