@@ -102,3 +102,6 @@ def test_status_api_row_and_one_alert_per_period(db_url: str) -> None:
         assert f"{today:%b} {today.day}" in code.stdout
         out = CliRunner().invoke(cli.app, ["budget", "status", "--format", "json", "--db", db_url], env=ENV)
         assert json.loads(out.stdout)[0]["projected_exhaustion"]["date"] == today.isoformat()
+        listed = CliRunner().invoke(cli.app, ["alerts", "--kind", "forecast", "--db", db_url], env=ENV)
+        assert listed.exit_code == 0, listed.stderr
+        assert "on track to exceed" in listed.stdout

@@ -39,9 +39,19 @@ def _month_end(d: date) -> date:
     return (d.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def backtest(series: Sequence[float], first: date, checkpoints: Sequence[int] = CHECKPOINTS) -> dict[int, Tally]:
+# Another model to compare: (days seen, horizon) -> (expected, low, high) sums of the next days.
+Projector = Callable[[Sequence[float], int], tuple[float, float, float]]
+
+
+def backtest(
+    series: Sequence[float],
+    first: date,
+    checkpoints: Sequence[int] = CHECKPOINTS,
+    projector: Projector | None = None,
+) -> dict[int, Tally]:
     """Every whole month of `series` (daily spend from `first`) after MIN_HISTORY days: at each
-    checkpoint day, project the month end from the days before it and compare with the truth."""
+    checkpoint day, project the month end from the days before it and compare with the truth
+    (with this module's model, or `projector`'s)."""
     out = {k: Tally() for k in checkpoints}
     month = first.replace(day=1)
     end_of_data = first + timedelta(days=len(series))
@@ -59,11 +69,17 @@ def backtest(series: Sequence[float], first: date, checkpoints: Sequence[int] = 
         for k in checkpoints:
             as_of = month + timedelta(days=k)
             seen = series[: i0 + k]
-            p = project(fit(seen, horizon=(nxt - as_of).days), month, nxt, as_of, sum(series[i0 : i0 + k]))
+            spent = sum(series[i0 : i0 + k])
+            if projector is None:
+                p = project(fit(seen, horizon=(nxt - as_of).days), month, nxt, as_of, spent)
+                expected, low, high = p.expected, p.low, p.high
+            else:
+                e, lo, hi = projector(seen, (nxt - as_of).days)
+                expected, low, high = spent + e, spent + lo, spent + hi
             t = out[k]
-            t.model.append(abs(p.expected - truth) / truth)
-            t.naive.append(abs(naive_linear(sum(series[i0 : i0 + k]), k, (nxt - month).days) - truth) / truth)
-            t.inside += p.low <= truth <= p.high
+            t.model.append(abs(expected - truth) / truth)
+            t.naive.append(abs(naive_linear(spent, k, (nxt - month).days) - truth) / truth)
+            t.inside += low <= truth <= high
 
 
 def merge(tallies: Sequence[dict[int, Tally]]) -> dict[int, Tally]:
