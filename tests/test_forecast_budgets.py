@@ -73,6 +73,9 @@ def test_projected_exhaustion_date_and_not_within_period(db_url: str) -> None:
         cx = project_status(led.store, _status(star, start, end, "10", "team=cx"), now)
         assert cx is not None and cx.projected_usd == pytest.approx(31.0, rel=0.05)
         assert cx.exhaustion.expected is None
+        # a scope with no spend before today has no forecast (never "not within this period")
+        new = Budget.build("new-team", scope={"team": "new"}, period="month", limit_usd="5")
+        assert project_status(led.store, _status(new, start, end, "4", "team=new"), now) is None
         # periods a daily model cannot speak for have none
         hourly = Budget.build("h", scope={"team": "legal"}, period="hour", limit_usd="5")
         assert project_status(led.store, _status(hourly, start, end, "0", "team=legal"), now) is None

@@ -124,6 +124,8 @@ def project_status(store: Any, s: BudgetStatus, now: datetime) -> ProjectedExhau
             while len(_models) > _CACHE_MAX:
                 _models.popitem(last=False)
     _, _, days_before, model = cached
+    if model.n == 0:
+        return None  # no spend before today: nothing to forecast from (not "never runs out")
     p = project(model, start, end, today, sum(days_before))
     used = float(s.posted_usd + s.reserved_usd)
     shift = used - p.spent
