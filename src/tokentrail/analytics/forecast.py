@@ -2,8 +2,9 @@
 
 The model is a damped-trend Holt-Winters with multiplicative weekly seasonality, written here
 (about a hundred lines) rather than taken from statsmodels: it fits in milliseconds, needs no
-extra (numpy, scipy, pandas) and `bench/forecast_backtest.py --statsmodels` shows statsmodels' ETS
-no more accurate on the month-end projection, while the band is calibrated the same way either way.
+extra (numpy, scipy, pandas), and `bench/forecast_backtest.py --statsmodels` shows statsmodels' ETS
+about as accurate on the month-end projection (overall MAPE on day 7/14/21: 6.1/4.2/2.3 % against
+this model's 6.2/3.9/2.2 %), while ETS's own 80 % interval held only 52-65 % of the truths.
 The smoothing weights are picked per series from a small grid by one-step error.
 
 The band is NOT the model's nominal interval (which is far too narrow on spend data). It comes
