@@ -33,6 +33,7 @@ class BudgetStatus:
     reserved_tokens: int
     blocked_until: datetime | None = None  # None while locked: until the session ends
     locked: bool = False  # an overage refuses every call of this counter (until blocked_until)
+    projection: Any = None  # analytics.budget_forecast.ProjectedExhaustion, when it has one
 
     @property
     def remaining_usd(self) -> Decimal | None:
@@ -73,6 +74,7 @@ class BudgetStatus:
             "used": round(self.used, 6),
             "locked": self.locked,
             "blocked_until": self.blocked_until.isoformat() if self.blocked_until else None,
+            "projected_exhaustion": self.projection.to_dict() if self.projection is not None else None,
         }
 
 
@@ -119,7 +121,9 @@ def status(budgets: Budgets, name: str | None = None) -> list[BudgetStatus]:
                     locked=blocked_until is not None,
                 )
             )
-    return out
+    from tokentrail.analytics.budget_forecast import with_exhaustion
+
+    return with_exhaustion(budgets, out, now)
 
 
 __all__ = ["BudgetStatus", "Rule", "status"]

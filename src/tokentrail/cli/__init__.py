@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "quarantine",
     "reconcile",
+    "forecast",
 )
 
 

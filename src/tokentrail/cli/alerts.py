@@ -29,7 +29,9 @@ def alerts_command(
     since: SinceOption = None,
     until: UntilOption = None,
     budget: Annotated[str | None, typer.Option("--budget", "-b", help="Only this budget.", show_default=False)] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="threshold or overage.", show_default=False)] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="threshold, overage or forecast.", show_default=False)
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.", min=1)] = 100,
     tz: TzOption = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
@@ -38,8 +40,8 @@ def alerts_command(
     """Budget alerts: each threshold once per period per budget, and overages."""
     with user_errors():
         start, end = time_range(since, until, tz)
-        if kind is not None and kind not in ("threshold", "overage"):
-            raise ValueError(f"--kind {kind!r}: use threshold or overage")
+        if kind is not None and kind not in ("threshold", "overage", "forecast"):
+            raise ValueError(f"--kind {kind!r}: use threshold, overage or forecast")
     with reader(db) as store, user_errors():
         rows = list_alerts(store, since=start, until=end, budget=budget, kind=kind, limit=limit)
     if fmt is Format.json:

@@ -177,6 +177,8 @@ def status_command(
         return
     if fmt is Format.csv:
         dicts = [s.to_dict() for s in rows]
+        for d in dicts:  # one cell: the projected day (empty: none, or not within the period)
+            d["projected_exhaustion"] = (d["projected_exhaustion"] or {}).get("date")
         header = tuple(dicts[0]) if dicts else ("budget",)
         emit_csv(header, [tuple(d.values()) for d in dicts])
         return
@@ -198,12 +200,20 @@ def status_command(
         ),
         Column("remaining", [Text(_pair(s.remaining_usd, s.remaining_tokens, s, places)) for s in rows]),
         Column("period end", [Text(_end(s, tz)) for s in rows], justify="left"),
+        Column("projected exhaustion", [_exhaustion(s) for s in rows], justify="left", drop=2),
         # short of room, a shorter bar
         Column("used", [_bar(s.used) for s in rows], compact=[_bar(s.used, 4) for s in rows], justify="left"),
     ]
     print_table(out, Text("Budget status"), columns, len(rows))
     if not rows:
         note("no budgets: add one with `tokentrail budget set NAME --scope team=legal --limit-usd 500`")
+
+
+def _exhaustion(s: BudgetStatus) -> Text:
+    p = s.projection
+    if p is None:
+        return Text("—", style="dim")
+    return Text(p.text(), style="red" if p.exhaustion.expected is not None else "")
 
 
 def _limit(usd: Decimal | None, tokens: int | None, places: int) -> str:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import api, chargeback_api, economics_api, reconcile_api
+from tokentrail.server import api, chargeback_api, economics_api, forecast_api, reconcile_api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -156,6 +156,7 @@ def create_app(
         Route("/api/v1/sessions", api.sessions),
         Route("/api/v1/sessions/{session_id:path}", api.session),
         Route("/api/v1/budgets", api.budgets),
+        Route("/api/v1/forecast", forecast_api.forecast),
         Route("/api/v1/alerts", api.alert_list),
         Route("/api/v1/unpriced", api.unpriced),
         Route("/api/v1/me", api.me),

@@ -118,6 +118,21 @@ INGEST_RESULT: dict[str, Any] = {
 _MONEY = {"type": ["string", "null"], "description": "decimal USD"}
 _TOKENS = {"type": ["integer", "null"], "minimum": 0}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+_DATE = {"type": ["string", "null"], "format": "date"}
+# When the budget's limit is reached at the forecast rate (null: no forecast for this period kind).
+PROJECTED_EXHAUSTION: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "date": {**_DATE, "description": "the expected day (null: not within this period)"},
+        "earliest": {**_DATE, "description": "the 80 % band's earliest day"},
+        "latest": {**_DATE, "description": "the 80 % band's latest day (null: not within this period)"},
+        "within_period": {"type": "boolean"},
+        "projected_usd": _MONEY,
+        "low_usd": _MONEY,
+        "high_usd": _MONEY,
+        "as_of": {"type": "string", "format": "date"},
+    },
+}
 BUDGETS: dict[str, Any] = {
     "type": "object",
     "required": ["budgets", "suspensions"],
@@ -144,6 +159,7 @@ BUDGETS: dict[str, Any] = {
                     "used": {"type": "number", "description": "the larger of spent/limit in money and tokens"},
                     "locked": {"type": "boolean", "description": "an overage refuses every call until blocked_until"},
                     "blocked_until": _TIME,
+                    "projected_exhaustion": PROJECTED_EXHAUSTION,
                 },
             },
         },
@@ -247,6 +263,14 @@ def schema() -> dict[str, Any]:
                 [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             ),
             "/api/v1/budgets": _get("Budgets in their current period", result=BUDGETS),
+            "/api/v1/forecast": _get(
+                "Spend projected to the month end with an 80 % band",
+                [
+                    *_FILTERS[2:],
+                    {"name": "by", "in": "query", "schema": {"type": "string"}, "description": "one dimension"},
+                    {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date"}},
+                ],
+            ),
             "/api/v1/alerts": _get(
                 "Budget alerts",
                 [*_FILTERS[:3], _LIMIT, {"name": "budget", "in": "query", "schema": {"type": "string"}}],

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tokentrail.server.state import error
 
-SCRIPTS = ("common.js", "chart.js", "panels.js", "reconcile.js", "economics.js", "export.js")
+SCRIPTS = ("common.js", "chart.js", "panels.js", "reconcile.js", "economics.js", "export.js", "forecast.js")
 
 
 async def script(request: Request) -> Response:

@@ -87,6 +87,7 @@ function unloaded(e) {  // nothing could be read (no key, say): no panel stays "
   for (const card of $("totals").children) { const b = card.querySelector("b"); b.className = ""; b.textContent = "—"; }
   for (const td of document.querySelectorAll("main td.loading")) { td.className = "muted"; td.textContent = "not loaded"; }
   chart = {empty: "not loaded: " + e.message}; drawChart();
+  for (const el of document.querySelectorAll("main .loading")) { el.classList.remove("loading"); el.textContent = "not loaded"; }  // any other panel
 }
 
 function failed(el, e) { el.innerHTML = `<tbody><tr><td class="unpriced">could not load: ${esc(e.message)}</td></tr></tbody>`; }

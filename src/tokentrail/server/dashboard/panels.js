@@ -36,7 +36,7 @@ function budgets(data) {
     const [badge, note] = budgetState(b);
     const scope = [b.scope, b.period, b.action].filter(Boolean).join(" · ");
     return `<tr data-budget="${esc(b.budget)}"><td class="name" title="${esc(b.budget)} (${esc(scope)})"><b>${esc(b.budget)}</b><div class="sub">${esc(scope)}</div></td>` +
-      `<td><span class="bar" title="${pct}%"><i class="${cls}" style="width:${Math.min(100, Math.max(0, pct))}%"></i></span>${pct}%</td>` +
+      `<td><span class="bar" title="${pct}%"><s style="width:${projectedWidth(b)}%"></s><i class="${cls}" style="width:${Math.min(100, Math.max(0, pct))}%"></i></span>${pct}%${exhaustionHtml(b)}</td>` +
       `<td class="num">${amount(b.posted_usd, b.posted_tokens, b, pp)}</td><td class="num opt">${amount(b.reserved_usd, b.reserved_tokens, b, pr)}</td>` +
       `<td class="num">${amount(b.limit_usd, b.limit_tokens, b, pl)}</td><td class="num">${amount(b.remaining_usd, b.remaining_tokens, b, pm)}</td>` +
       `<td class="span2 note">${badge}<div class="sub">${esc(note)}</div></td></tr>`;
@@ -192,6 +192,7 @@ async function load() {
     loadSessions(),
     ...(openSession ? [showSession(openSession).catch((e) => { if (/no session/.test(e.message)) { openSession = null; $("session-box").hidden = true; } else throw e; })] : []),
     panel(() => api("/api/v1/budgets"), budgets, (e) => failed($("budgets"), e)),
+    panel(() => api(`/api/v1/forecast?tz=${encodeURIComponent(TZ)}`).catch((e) => /tz/i.test(e.message) ? api("/api/v1/forecast") : Promise.reject(e)), forecastPanel, forecastFailed),
     panel(() => api(`/api/v1/alerts?limit=20&${q}`), (r) => alertList(r.alerts), (e) => failed($("alerts"), e)),
   ]);
   const bad = results.find((r) => r.status === "rejected");
