@@ -394,8 +394,11 @@ def test_a_caller_who_asked_for_usage_gets_the_stream_unchanged(ledger: tt.Ledge
 
 def test_prepared_body_keeps_other_stream_options() -> None:
     ledger: Any = None
-    ex = Exchange(ledger, OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": False, "x": 1}})
+    # no ledger, so no budget: only the body is looked at (a reservation would follow fail-open/closed)
+    ex = Exchange(
+        ledger, OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": False, "x": 1}}, reserve=False
+    )
     assert ex.prepared_body() == {"stream": True, "stream_options": {"include_usage": True, "x": 1}}
     assert ex.hide_usage_chunk
-    assert Exchange(ledger, OPENAI_CHAT, {"stream": False}).prepared_body() is None
-    assert Exchange(ledger, OPENAI_RESPONSES, {"stream": True}).prepared_body() is None
+    assert Exchange(ledger, OPENAI_CHAT, {"stream": False}, reserve=False).prepared_body() is None
+    assert Exchange(ledger, OPENAI_RESPONSES, {"stream": True}, reserve=False).prepared_body() is None

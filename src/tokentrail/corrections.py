@@ -49,6 +49,9 @@ def adjust(
         raise InvalidUsage("adjust: a reason is required (it is kept with the adjustment)")
     found = find_event(ledger.store, event_id)
     if found is None:
+        ledger.flush(timeout)  # an event this process recorded a moment ago may not be written yet
+        found = find_event(ledger.store, event_id)
+    if found is None:
         raise LookupError(f"no event {event_id!r} in the ledger {ledger.display_url}")
     event = from_row(found[3])
     if event.kind == "adjustment":
