@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 import tokentrail as tt
 from tokentrail.events import COLUMNS, MAX_TAGS, MAX_TEXT, UsageEvent, from_row
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import (
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import (
     ANTHROPIC_MESSAGES,
     GEMINI,
     OPENAI_CHAT,
@@ -187,7 +187,7 @@ def _gemini_count(raw: Mapping[str, Any], camel: str, snake: str) -> int:
 
 
 def _expected(name: str, raw: object) -> Usage:
-    """What each normaliser must return, written from the rules in DESIGN §3 (not from its code)."""
+    """What each normaliser must return, written from the rules in docs/rules.md §Usage (not from its code)."""
     if not isinstance(raw, Mapping):
         raise UsageProblem("not_an_object")
     c = _expected_count

@@ -23,8 +23,8 @@ from google import genai
 
 import tokentrail as tt
 from tokentrail.events import COLUMNS, UsageEvent, from_row
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Route
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Route
 from tokentrail.pricing import PriceBook
 from tokentrail.store import open_store
 from tokentrail.testing import FakeUpstream, Reply, capture_events
@@ -39,7 +39,7 @@ FAST_RETRY = {"retry-after-ms": "1"}
 
 def find_keys(blob: bytes | str, keys: tuple[str, ...] = KEYS) -> list[str]:
     """The keys found in `blob`, whole or by a telling piece (their first 20 or last 16 characters:
-    a key cut short or partly masked still leaks). DESIGN §5 allows the last 4 characters at most."""
+    a key cut short or partly masked still leaks). docs/rules.md §Security allows the last 4 characters at most."""
     text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
     return [k for k in keys if k in text or k[:20] in text or k[-16:] in text]
 
