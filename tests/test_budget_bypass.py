@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail import estimate as est
 from tokentrail.corrections import adjust
 from tokentrail.pricing import PriceBook
