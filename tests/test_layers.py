@@ -174,3 +174,21 @@ def test_declared_dependencies_are_exactly_the_imported_ones() -> None:
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
     unused = declared - set(imported) - _DECLARED_UNIMPORTED
     assert not unused, f"declared in pyproject.toml but never imported by src/: {sorted(unused)}"
+
+
+def test_an_outcome_finds_its_ledger_though_the_context_sits_below_it(tmp_path: Path) -> None:
+    """Session.outcome records on the session's ledger, else the enclosing one's, else the default
+    ledger, which tokentrail.ledger tells the context how to find (the context imports no ledger)."""
+    default = tt.configure(db=f"sqlite:///{tmp_path / 'default.db'}")
+    try:
+        with tt.Ledger(f"sqlite:///{tmp_path / 'own.db'}") as own:
+            with tt.session(agent="a", ledger=own), tt.session(agent="inner") as inner:
+                inner.outcome("inherited")  # the enclosing session's ledger
+            with tt.session(agent="b") as plain:
+                plain.outcome("defaulted")
+            own.flush()
+            assert own.store.query("SELECT name FROM outcomes") == [("inherited",)]
+        default.flush()
+        assert default.store.query("SELECT name, session_id FROM outcomes") == [("defaulted", plain.session_id)]
+    finally:
+        default.close()
