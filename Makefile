@@ -3,12 +3,13 @@
 #   make test   create .venv with the dev extras and run the whole test suite (with a throwaway
 #               PostgreSQL cluster when PostgreSQL's binaries are installed; it needs Chromium
 #               for the dashboard tests: installs Debian's `chromium` as root, else says how)
+#   make check  lint, format, types and the import layers (docs/architecture.md); CI runs it first
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test check lint typecheck layers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +29,17 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.dev-installed
 	scripts/test
 
+check: lint typecheck layers
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
+
+layers: $(VENV)/.dev-installed
+	PYTHONPATH=src $(BIN)/lint-imports
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/pricing.py

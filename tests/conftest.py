@@ -4,9 +4,12 @@ With CI=true a missing PostgreSQL fails the run instead of skipping."""
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,6 +39,32 @@ def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def _private_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test spools into a folder of its own, never the user's ~/.tokentrail/spool."""
     monkeypatch.setenv("TOKENTRAIL_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+
+
+_SERVER_MODULES = ("tokentrail.server", "tests._server")
+_serves: dict[str, bool] = {}
+
+
+def _uses_the_server(module: ModuleType) -> bool:
+    """Whether a test module imports the server or the server tests' helpers."""
+    if module.__name__ not in _serves:
+        names = (
+            v.__name__ if isinstance(v, ModuleType) else getattr(v, "__module__", None) for v in vars(module).values()
+        )
+        _serves[module.__name__] = any(isinstance(n, str) and n.startswith(_SERVER_MODULES) for n in names)
+    return _serves[module.__name__]
+
+
+@pytest.fixture(autouse=True)
+def _collect_clients(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test of a module that uses the server: SDK clients a test drops hold sockets until
+    collected, so collect them here, where their ResourceWarning is expected, not in whatever test
+    the garbage collector next runs in."""
+    yield
+    if request.module is not None and _uses_the_server(request.module):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -71,6 +100,12 @@ def any_ledger(db_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
     led = tt.Ledger(db_url, prices=prices)
     yield led
     led.close()
+
+
+@pytest.fixture
+def led(any_ledger: tt.Ledger) -> tt.Ledger:
+    """`any_ledger` under the short name the report, trail and adjustment tests use."""
+    return any_ledger
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,6 @@ import tokentrail as tt
 from tokentrail import audit, cli, reports
 from tokentrail.corrections import adjust, effective_cost, find_event, made_at
 from tokentrail.events import UsageEvent, from_row
-from tokentrail.pricing import PriceBook
 from tokentrail.usage import Usage
 
 from .test_tamper import T0
@@ -26,13 +24,6 @@ if not any(c.name == "adjust" for c in cli.app.registered_commands):
 
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli.app, list(args), env={"COLUMNS": "300"})
-
-
-@pytest.fixture
-def led(db_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
-    ledger = tt.Ledger(db_url, prices=prices)
-    yield ledger
-    ledger.close()
 
 
 def seed(led: tt.Ledger) -> tuple[UsageEvent, UsageEvent, UsageEvent]:

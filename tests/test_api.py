@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import tokentrail as tt
-from tests._server import _collect_clients  # noqa: F401 (an autouse fixture)
 from tokentrail import reports
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail.cli import _load, app
 from tokentrail.server.keys import create_key, list_keys, revoke_key
 from tokentrail.testing import FakeUpstream, Reply

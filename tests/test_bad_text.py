@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, quarantined  # noqa: F401 (an autouse fixture)
+from tests._server import quarantined
 from tokentrail import cli
 from tokentrail.events import UsageEvent, to_row
 from tokentrail.reports import report

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail import estimate as est
 from tokentrail.corrections import adjust
 from tokentrail.pricing import PriceBook
@@ -364,6 +364,7 @@ def test_an_adjustment_moves_budget_status_by_its_delta(any_ledger: tt.Ledger) -
     b.set("day", period="day", limit_usd=10)
     e = any_ledger.record_llm(provider="acme", model="acme-x", input_tokens=10, cost_usd="2")
     assert status_of(any_ledger, "day").posted_usd == 2
+    any_ledger.flush()  # adjust looks the event up in the store: the writer may not have written it yet
     adjust(any_ledger, e.event_id, reason="invoice", cost_usd="1.25")  # a debit
     assert status_of(any_ledger, "day").posted_usd == Decimal("3.25")
     adjust(any_ledger, e.event_id, reason="refund", cost_usd="-3")  # a credit

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokentrail as tt
+from tests._doubles import Outage
 from tokentrail import capture
 from tokentrail.capture import MAX_COMPLETION, MAX_PROMPT, content_of, prompt_text, redact_text
 from tokentrail.events import COL, UsageEvent
 from tokentrail.pricing import PriceBook
-from tokentrail.store import open_store
 from tokentrail.testing import FakeUpstream, Reply, ToolCall, capture_events
 
 PROMPT_MARK = "zebra-prompt-7f3a"  # markers no redactor touches: found only if the text was stored
@@ -244,22 +243,6 @@ def up(server: FakeUpstream) -> FakeUpstream:
     server.reset()
     server.default = Reply(text=REPLY, input_tokens=100, output_tokens=20)
     return server
-
-
-class Outage:
-    """A real store that is down (I/O errors) until `up` is set: events go to the spool."""
-
-    def __init__(self, url: str) -> None:
-        self.inner = open_store(url)
-        self.url, self.dialect, self.up = self.inner.url, self.inner.dialect, False
-
-    def write_events(self, rows: Any) -> int:
-        if not self.up:
-            raise sqlite3.OperationalError("disk I/O error")
-        return int(self.inner.write_events(rows))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def sdk_traffic(up: FakeUpstream, ledger: tt.Ledger, prompt: str = PROMPT) -> list[BaseException]:

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 import tokentrail as tt
 from tests._browser import make_event, open_dashboard, post_events, texts
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail.server.keys import create_key
 
 ADMIN = "dashboard-admin-key-0123"

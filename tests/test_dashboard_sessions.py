@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 import tokentrail as tt
 from tests._browser import make_event, open_dashboard, post_events, texts
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 
 ROWS = "#sessions tbody tr"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -23,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokentrail as tt
+from tests._doubles import Outage
 from tokentrail.events import COLUMNS, MAX_TAGS, MAX_TEXT, UsageEvent, from_row
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import (
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import (
     ANTHROPIC_MESSAGES,
     GEMINI,
     OPENAI_CHAT,
@@ -187,7 +187,7 @@ def _gemini_count(raw: Mapping[str, Any], camel: str, snake: str) -> int:
 
 
 def _expected(name: str, raw: object) -> Usage:
-    """What each normaliser must return, written from the rules in DESIGN §3 (not from its code)."""
+    """What each normaliser must return, written from the rules in docs/rules.md §Usage (not from its code)."""
     if not isinstance(raw, Mapping):
         raise UsageProblem("not_an_object")
     c = _expected_count
@@ -719,26 +719,8 @@ def _one_bad_row_then_a_good_one(db_url: str, tmp_path: Path, bad: UsageEvent) -
         ledger.close(timeout=2)
 
 
-class _Outage:
-    """A real store that is down until `up` is set."""
-
-    def __init__(self, url: str) -> None:
-        from tokentrail.store import open_store
-
-        self.inner = open_store(url)
-        self.url, self.dialect, self.up = self.inner.url, self.inner.dialect, False
-
-    def write_events(self, rows: Any) -> int:
-        if not self.up:
-            raise sqlite3.OperationalError("disk I/O error")
-        return int(self.inner.write_events(rows))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def test_finding_a_spooled_row_the_store_refuses_does_not_block_the_spool(tmp_path: Path) -> None:
-    store = _Outage(f"sqlite:///{tmp_path / 'l.db'}")
+    store = Outage(f"sqlite:///{tmp_path / 'l.db'}")
     ledger = tt.Ledger(store=store, spool=tmp_path / "spool")  # type: ignore[arg-type]
     try:
         first = ledger.record(UsageEvent(provider="openai", model="m"))

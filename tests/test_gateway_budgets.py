@@ -12,7 +12,7 @@ import pytest
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail.testing import FakeUpstream, Reply
 
 M: Any = [{"role": "user", "content": "hello"}]

@@ -15,7 +15,7 @@ import pytest
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, serving, upstreams  # noqa: F401 (an autouse fixture)
+from tests._server import serving, upstreams
 from tokentrail.server import ServerThread, create_app
 from tokentrail.server.keys import create_key
 from tokentrail.testing import FakeUpstream, Reply

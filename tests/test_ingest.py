@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, quarantined  # noqa: F401 (an autouse fixture)
+from tests._server import quarantined
 from tokentrail.pricing import PriceBook
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, quarantined, serving  # noqa: F401 (an autouse fixture)
+from tests._server import quarantined, serving
 from tokentrail.integrations.otlp import span_event_id
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key

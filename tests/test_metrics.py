@@ -12,7 +12,7 @@ import openai
 from prometheus_client.parser import text_string_to_metric_families
 
 import tokentrail as tt
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 from tokentrail.server import create_app
 from tokentrail.server.metrics import MAX_LABEL_VALUES, OTHER
 from tokentrail.testing import FakeUpstream, Reply

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 import tokentrail as tt
 from tests._events import stored
-from tests._server import _collect_clients, quarantined, serving  # noqa: F401 (an autouse fixture)
+from tests._server import quarantined, serving
 from tokentrail.integrations.otlp import OTLPError, decode_json, decode_protobuf, span_event_id, to_events
 from tokentrail.server import ServerThread, create_app
 

@@ -3,7 +3,6 @@ money is exact, sessions list and nest as they happened; and the time specs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,7 +11,6 @@ import pytest
 import tokentrail as tt
 from tokentrail import reports
 from tokentrail.events import UsageEvent, ts_micros
-from tokentrail.pricing import PriceBook
 from tokentrail.timespec import parse_time
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -20,13 +18,6 @@ T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-@pytest.fixture
-def led(db_url: str) -> Iterator[tt.Ledger]:
-    ledger = tt.Ledger(db_url, prices=PriceBook(overrides=""))
-    yield ledger
-    ledger.close()
 
 
 def tool(ts: datetime, cost: str | None, **fields: object) -> UsageEvent:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +21,11 @@ import pytest
 from google import genai
 
 import tokentrail as tt
+from tests._doubles import Outage
 from tokentrail.events import COLUMNS, UsageEvent, from_row
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Route
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Route
 from tokentrail.pricing import PriceBook
-from tokentrail.store import open_store
 from tokentrail.testing import FakeUpstream, Reply, capture_events
 
 OPENAI_KEY = "sk-proj-Qm9vZ0x2UjN0c0tleTAxMjM0NTY3ODlhYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5eg_T3BlbkFJ"
@@ -39,7 +38,7 @@ FAST_RETRY = {"retry-after-ms": "1"}
 
 def find_keys(blob: bytes | str, keys: tuple[str, ...] = KEYS) -> list[str]:
     """The keys found in `blob`, whole or by a telling piece (their first 20 or last 16 characters:
-    a key cut short or partly masked still leaks). DESIGN §5 allows the last 4 characters at most."""
+    a key cut short or partly masked still leaks). docs/rules.md §Security allows the last 4 characters at most."""
     text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
     return [k for k in keys if k in text or k[:20] in text or k[-16:] in text]
 
@@ -86,26 +85,6 @@ def up(server: FakeUpstream) -> FakeUpstream:
     server.reset()
     server.default = Reply(text="fine", input_tokens=100, output_tokens=10)
     return server
-
-
-class Outage:
-    """A real store that fails like the backend does when it is down, until `up` is set."""
-
-    def __init__(self, url: str) -> None:
-        self.inner = open_store(url)
-        self.url, self.dialect, self.up = self.inner.url, self.inner.dialect, False
-
-    def write_events(self, rows: Any) -> int:
-        if not self.up:
-            if self.dialect.name == "sqlite":
-                raise sqlite3.OperationalError("disk I/O error")
-            import psycopg
-
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return int(self.inner.write_events(rows))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _echo(key: str) -> str:

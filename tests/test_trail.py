@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
 from tokentrail import cli
 from tokentrail.corrections import adjust
 from tokentrail.events import UsageEvent, args_hash
-from tokentrail.pricing import PriceBook
 from tokentrail.trail import trail
 from tokentrail.usage import Usage
 
@@ -29,13 +26,6 @@ ARGS = {"q": "indemnity cap"}
 
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli.app, list(args), env={"COLUMNS": "300"})
-
-
-@pytest.fixture
-def led(db_url: str, prices: PriceBook) -> Iterator[tt.Ledger]:
-    ledger = tt.Ledger(db_url, prices=prices)
-    yield ledger
-    ledger.close()
 
 
 def seed(led: tt.Ledger) -> dict[str, UsageEvent]:

@@ -1,4 +1,4 @@
-"""DESIGN §3: one inclusive usage model; each provider payload row has a test here
+"""docs/rules.md §Usage: one inclusive usage model; each provider payload row has a test here
 (the streamed rows are exercised at the wire level in test_wire.py and end to end with the SDKs)."""
 
 from __future__ import annotations

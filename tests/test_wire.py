@@ -1,4 +1,4 @@
-"""integrations._wire: routes, the SSE parser, and what each provider's JSON or SSE says about usage
+"""integrations.wire: routes, the SSE parser, and what each provider's JSON or SSE says about usage
 and tool calls. Frames come from FakeUpstream's builders, which match the real providers' bytes."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 import tokentrail as tt
 from tokentrail.events import args_hash
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import (
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import (
     ANTHROPIC_MESSAGES,
     GEMINI,
     OPENAI_CHAT,
@@ -393,11 +393,9 @@ def test_a_caller_who_asked_for_usage_gets_the_stream_unchanged(ledger: tt.Ledge
 
 
 def test_prepared_body_keeps_other_stream_options() -> None:
-    ledger: Any = None
-    # no ledger, so no budget: only the body is looked at (a reservation would follow fail-open/closed)
-    ex = Exchange(
-        ledger, OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": False, "x": 1}}, reserve=False
-    )
+    ledger: Any = None  # no ledger, so no budget to reserve on
+    body = {"stream": True, "stream_options": {"include_usage": False, "x": 1}}
+    ex = Exchange(ledger, OPENAI_CHAT, body, reserve=False)
     assert ex.prepared_body() == {"stream": True, "stream_options": {"include_usage": True, "x": 1}}
     assert ex.hide_usage_chunk
     assert Exchange(ledger, OPENAI_CHAT, {"stream": False}, reserve=False).prepared_body() is None

@@ -250,19 +250,19 @@ class WebhookSink:
 class Dispatcher:
     """Delivers alerts to the sinks without ever blocking the caller."""
 
-    def __init__(self, sinks: Sequence[AlertSink] | None = None) -> None:
-        self.sinks: list[AlertSink] = list(sinks) if sinks is not None else [LogSink()]
-        self._queue: queue.Queue[tuple[AlertSink, Alert] | threading.Event] = queue.Queue()
+    def __init__(self, sinks: Sequence[AlertSink[Alert]] | None = None) -> None:
+        self.sinks: list[AlertSink[Alert]] = list(sinks) if sinks is not None else [LogSink()]
+        self._queue: queue.Queue[tuple[AlertSink[Alert], Alert] | threading.Event] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
 
-    def add(self, sink: AlertSink) -> AlertSink:
+    def add(self, sink: AlertSink[Alert]) -> AlertSink[Alert]:
         self.sinks.append(sink)
         return sink
 
-    def remove(self, sink: AlertSink) -> None:
+    def remove(self, sink: AlertSink[Alert]) -> None:
         self.sinks.remove(sink)
 
     def dispatch(self, alerts: Sequence[Alert]) -> None:

@@ -1,7 +1,7 @@
 """Why a budget refuses a call: the decision against a counter's figures, and what the refusal says.
 
 Every refusal names the budget, its scope, period and limit, what is spent and reserved, and the
-session (DESIGN §4), so the `BudgetExceeded` an agent sees explains itself.
+session (docs/rules.md §Budgets), so the `BudgetExceeded` an agent sees explains itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Budgets that cannot be overspent: reserve before the call, post after it, void on failure (DESIGN §4).
+"""Budgets that cannot be overspent: reserve before the call, post after it, void on failure (docs/rules.md §Budgets).
 
     ledger.budgets.set("legal-monthly", scope={"team": "legal"}, period="month", limit_usd=500)
     ledger.budgets.set("per-agent-daily", scope={"agent": "*"}, period="day", limit_usd=20, tz="Europe/Paris")

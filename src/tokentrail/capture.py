@@ -1,6 +1,6 @@
 """Content capture: the prompt and completion text of a call, redacted and bounded.
 
-Off by default (DESIGN §5). With `Ledger(capture_content=True)` (or TOKENTRAIL_CAPTURE_CONTENT=1)
+Off by default (docs/rules.md §Security). With `Ledger(capture_content=True)` (or TOKENTRAIL_CAPTURE_CONTENT=1)
 the event's `content` holds `{"prompt": …, "completion": …}` as JSON, each string passed through
 the ledger's redactor first, then cut to a bounded size. The default redactor masks e-mail
 addresses, API keys and tokens, bearer credentials, private keys and card numbers (Luhn-checked).

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from tokentrail.events import bound_tags, checked_text, new_event_id
 from tokentrail.money import usd
+from tokentrail.types import OutcomeRecorder
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
-    from tokentrail.ledger import Ledger
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,7 +63,7 @@ class Attribution:
     trace_id: str | None = None
     span_id: str | None = None  # the innermost open span: the parent of the next call
     session: Session | None = None
-    ledger: Ledger | None = None  # the ledger a session was opened on, if any
+    ledger: OutcomeRecorder | None = None  # the ledger a session was opened on, if any
     parent_session_id: str | None = None  # the session this one was opened inside (agent trees)
 
     def as_event_fields(self) -> dict[str, Any]:
@@ -92,6 +92,16 @@ _current: contextvars.ContextVar[Attribution] = contextvars.ContextVar("tokentra
 def current() -> Attribution:
     """The attribution of the calling code."""
     return _current.get()
+
+
+# The context sits below the ledger, so the ledger module tells it how to find the default ledger
+# (tokentrail.ledger.get_ledger) when it is imported, which `import tokentrail` always does.
+_default_recorder: Callable[[], OutcomeRecorder] | None = None
+
+
+def set_default_recorder(find: Callable[[], OutcomeRecorder]) -> None:
+    global _default_recorder
+    _default_recorder = find
 
 
 class Session:
@@ -156,11 +166,12 @@ class Session:
         """Record that this session reached `name` (cost per action, docs/metrics.md). `success=False`:
         it tried and failed (its cost still counts against the successful ones); `value_usd`: what the
         outcome was worth, for ROI."""
-        from tokentrail.ledger import resolve_ledger
-
-        resolve_ledger(self.attribution.ledger).record_outcome(
-            self.attribution, name, count=count, success=success, value_usd=value_usd
-        )
+        recorder = self.attribution.ledger or current().ledger
+        if recorder is None:
+            if _default_recorder is None:  # cannot happen: the package's __init__ imports the ledger
+                raise RuntimeError("tokentrail.ledger was not imported")
+            recorder = _default_recorder()
+        recorder.record_outcome(self.attribution, name, count=count, success=success, value_usd=value_usd)
 
     def __enter__(self) -> Session:
         self._token = _current.set(self.attribution)
@@ -195,7 +206,7 @@ def session(
     workflow: str | None = None,
     task_type: str | None = None,
     tags: Mapping[str, Any] | None = None,
-    ledger: Ledger | None = None,
+    ledger: OutcomeRecorder | None = None,
     parent_session: str | Session | None = None,
 ) -> Session:
     """Open a session: every call inside is attributed to it. Unset dimensions are inherited

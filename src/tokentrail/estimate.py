@@ -1,4 +1,4 @@
-"""The most a call can cost, from its request alone (DESIGN §4), for budget reservations.
+"""The most a call can cost, from its request alone (docs/rules.md §Budgets), for budget reservations.
 
 Input: no token is shorter than one byte, so the UTF-8 byte count of every string in the request
 (message text, system prompts, tool names and schemas, keys included) plus an overhead per message

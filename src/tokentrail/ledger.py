@@ -573,7 +573,11 @@ def ledger_status() -> dict[str, Any]:
 
 def resolve_ledger(explicit: Ledger | None = None) -> Ledger:
     """An explicit ledger, else the one the current session was opened on, else the default."""
-    return explicit or ctx.current().ledger or get_ledger()
+    found = explicit or ctx.current().ledger
+    return found if isinstance(found, Ledger) else get_ledger()
+
+
+ctx.set_default_recorder(get_ledger)
 
 
 def record_llm(**kwargs: Any) -> UsageEvent:

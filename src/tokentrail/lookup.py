@@ -6,12 +6,13 @@ range, which a non-C collation orders differently)."""
 
 from __future__ import annotations
 
+from tokentrail.exceptions import TokentrailError
 from tokentrail.types import Store
 
 SHOWN = 10  # matches listed when a prefix is ambiguous
 
 
-class AmbiguousId(ValueError):
+class AmbiguousId(TokentrailError, ValueError):
     """A prefix that matches several ids; `matches` holds the first few, sorted."""
 
     def __init__(self, what: str, prefix: str, matches: list[str]) -> None:

@@ -1,18 +1,47 @@
-"""Protocols for every seam: the store, price sources, detectors and alert sinks."""
+"""Protocols for every seam: the store, price sources, alert sinks, outcome recorders.
+
+The bottom layer (docs/architecture.md): Protocols only, importing nothing of tokentrail, so
+every module may name these types without depending on the modules that implement them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from tokentrail.alerts import Alert
-    from tokentrail.pricing import Price
-    from tokentrail.store.migrations import Dialect
-
 Row = tuple[Any, ...]
+_Price_co = TypeVar("_Price_co", covariant=True)
+_Alert_contra = TypeVar("_Alert_contra", contravariant=True)
+
+
+class SQLDialect(Protocol):
+    """The SQL spellings that differ between backends (tokentrail.store.migrations.Dialect)."""
+
+    @property
+    def name(self) -> str: ...  # "sqlite" | "postgresql"
+    @property
+    def param(self) -> str: ...  # the placeholder
+    @property
+    def bigint(self) -> str: ...
+    @property
+    def real(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def blob(self) -> str: ...
+    @property
+    def json(self) -> str: ...
+    @property
+    def serial(self) -> str: ...
+
+    def json_text(self, column: str) -> str: ...
+
+    def json_key(self, key: str) -> str: ...
 
 
 @runtime_checkable
@@ -20,7 +49,9 @@ class Store(Protocol):
     """Where the ledger lives. Rows are `tokentrail.events.COLUMNS` tuples."""
 
     url: str
-    dialect: Dialect
+
+    @property
+    def dialect(self) -> SQLDialect: ...
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
@@ -54,14 +85,25 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-class PriceSource(Protocol):
-    """Anything that can say what a model cost at a moment (a PriceBook is one)."""
+class PriceSource(Protocol[_Price_co]):
+    """Anything that can say what a model cost at a moment (a PriceBook is a
+    `PriceSource[tokentrail.pricing.Price]`)."""
 
-    def lookup(self, provider: str, model: str, at: datetime | None = None) -> Price | None: ...
+    def lookup(self, provider: str, model: str, at: datetime | None = None) -> _Price_co | None: ...
 
 
-class AlertSink(Protocol):
-    """Somewhere budget alerts go (tokentrail.alerts has the log, webhook and callback sinks).
-    `send` runs in the alert thread (the log sink: in the caller's)."""
+class AlertSink(Protocol[_Alert_contra]):
+    """Somewhere budget alerts go (tokentrail.alerts has the log, webhook and callback sinks, each
+    an `AlertSink[tokentrail.alerts.Alert]`). `send` runs in the alert thread (the log sink: in
+    the caller's)."""
 
-    def send(self, alert: Alert) -> None: ...
+    def send(self, alert: _Alert_contra) -> None: ...
+
+
+class OutcomeRecorder(Protocol):
+    """Where a session records its outcomes (a Ledger is one): the context layer names it without
+    importing the ledger above it."""
+
+    def record_outcome(
+        self, attribution: Any, name: str, *, count: int = 1, success: bool = True, value_usd: Any = None
+    ) -> None: ...

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tokentrail.exceptions import TokentrailError
+
 # No call has ever used a billion tokens; a count past this is corrupt, not big.
 MAX_TOKENS = 1_000_000_000
 
 
-class UsageProblem(ValueError):
+class UsageProblem(TokentrailError, ValueError):
     """A usage payload is impossible; `reason` is short and machine-readable."""
 
     def __init__(self, reason: str) -> None:

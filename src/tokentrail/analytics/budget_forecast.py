@@ -80,7 +80,7 @@ def _day(d: date | None) -> str:
 
 def _where(s: BudgetStatus) -> dict[str, str] | None:
     """The report filter of a status row's scope (None: it cannot be read as one)."""
-    from tokentrail.server.budget_view import bucket_values
+    from tokentrail.budget_buckets import bucket_values
 
     scope = dict(s.budget.scope)
     if s.budget.wildcards:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokentrail.cli._common import RUNTIME, cannot_write, console, fail, user_errors
 from tokentrail.events import GENESIS_HASH, chain_hash
+from tokentrail.exceptions import TokentrailError
 from tokentrail.store import open_store, sqlite_path
 from tokentrail.store.economics import OUTCOME_COLUMNS
 from tokentrail.types import Store
@@ -53,7 +54,7 @@ def _open_source(url: str) -> Store:
     return SQLiteStore(path, migrate=False, read_only=cannot_write(path))
 
 
-class BrokenChain(Exception):
+class BrokenChain(TokentrailError):
     """The source's audit chain does not verify: a finding about the ledger (exit 1), not bad input."""
 
 

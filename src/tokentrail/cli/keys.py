@@ -53,7 +53,7 @@ def create_command(
     db: DbOption = None,
 ) -> None:
     """Issue a key. It is printed once: only its hash and last 4 characters are kept."""
-    from tokentrail.server.keys import create_key
+    from tokentrail.store.keys import create_key
 
     with user_errors():
         store = _store(db)
@@ -80,7 +80,7 @@ def list_command(
     db: DbOption = None,
 ) -> None:
     """The keys issued (never the keys themselves: id, role, scope, last 4 characters)."""
-    from tokentrail.server.keys import list_keys
+    from tokentrail.store.keys import list_keys
 
     with user_errors():
         store = _store(db)
@@ -136,7 +136,7 @@ def revoke_command(
     db: DbOption = None,
 ) -> None:
     """Revoke a key; a running server stops taking it within seconds."""
-    from tokentrail.server.keys import revoke_key
+    from tokentrail.store.keys import revoke_key
 
     with user_errors():
         store = _store(db)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tokentrail.exceptions import BudgetExceeded, DefaultLedgerUnavailable
-from tokentrail.integrations._exchange import Exchange
-from tokentrail.integrations._wire import Route
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import Route
 
 if TYPE_CHECKING:
     from tokentrail.ledger import Ledger

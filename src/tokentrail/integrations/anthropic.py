@@ -6,10 +6,10 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._httpx import attach, begin, failed, metering
 from tokentrail.integrations._patch import Patch, patch
-from tokentrail.integrations._wire import route_for
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import route_for
 
 AttemptFn = Callable[..., Any]
 

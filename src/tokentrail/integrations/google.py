@@ -13,10 +13,10 @@ import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._httpx import begin, failed, metering
 from tokentrail.integrations._patch import Patch, patch
-from tokentrail.integrations._wire import route_for
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import route_for
 
 Fn = Callable[..., Any]
 log = logging.getLogger("tokentrail")

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from tokentrail.exceptions import BudgetExceeded
-from tokentrail.integrations._exchange import Exchange
 from tokentrail.integrations._httpx import attach, begin, failed, metering, rebuilt_request
 from tokentrail.integrations._patch import Patch, patch
-from tokentrail.integrations._wire import route_for
+from tokentrail.integrations.exchange import Exchange
+from tokentrail.integrations.wire import route_for
 
 SendFn = Callable[..., Any]
 log = logging.getLogger("tokentrail")

@@ -30,6 +30,7 @@ from typing import Any
 
 from tokentrail.context import Attribution
 from tokentrail.events import MAX_TAGS, MAX_TEXT, UsageEvent, bound_tags, text_problem, ts_problem
+from tokentrail.exceptions import TokentrailError
 from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 
 INFERENCE_OPS = {"chat": "llm", "text_completion": "llm", "generate_content": "llm", "embeddings": "embedding"}
@@ -71,7 +72,7 @@ _TOOL_NAME = ("gen_ai.tool.name", "tool.name")
 _TOOL_CALL_ID = ("gen_ai.tool.call.id", "tool_call.id")
 
 
-class OTLPError(ValueError):
+class OTLPError(TokentrailError, ValueError):
     """The body is not an OTLP trace export."""
 
 
@@ -293,7 +294,7 @@ class Rejected:
 
 
 def _safe_attribute(key: str) -> bool:
-    """Prompt and completion text is not stored (DESIGN §5), not even in quarantine."""
+    """Prompt and completion text is not stored (docs/rules.md §Security), not even in quarantine."""
     return not any(p in key for p in ("prompt", "completion", "message", "content", "input.value", "output.value")) or (
         "token" in key
     )

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from tokentrail import reports
 from tokentrail._report_sql import dimension
+from tokentrail.exceptions import TokentrailError
 from tokentrail.server.auth import AuthError
 from tokentrail.server.budget_view import alerts, budget_statuses
 from tokentrail.server.keys import ApiKey
@@ -28,8 +29,8 @@ MAX_LIMIT = 1000
 MAX_OFFSET = 100_000  # paging deeper than this: narrow the range or the filters instead
 
 
-class BadRequest(ValueError):
-    pass
+class BadRequest(TokentrailError, ValueError):
+    """A query or body the API cannot take (400)."""
 
 
 def _times(request: Request) -> tuple[datetime | None, datetime | None, str | None]:

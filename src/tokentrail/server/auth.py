@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from tokentrail.exceptions import TokentrailError
 from tokentrail.server.keys import ADMIN, ApiKey, KeyRing
 
 KEY_HEADER = "x-tokentrail-key"
 
 
-class AuthError(Exception):
+class AuthError(TokentrailError):
     """401 (no or unknown key) or 403 (a key that may not do this)."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -23,8 +23,8 @@ import aiohttp
 
 from tokentrail.context import Attribution
 from tokentrail.events import bound_tags, bound_text, text_problem
-from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable
-from tokentrail.integrations._exchange import Exchange
+from tokentrail.exceptions import BudgetExceeded, BudgetThrottled, LedgerUnavailable, TokentrailError
+from tokentrail.integrations.exchange import Exchange
 from tokentrail.server.auth import KEY_HEADER
 from tokentrail.server.economics_api import outcome_from_headers
 from tokentrail.server.errors import provider_error
@@ -40,7 +40,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# Attribution headers (DESIGN §2) -> Attribution fields.
+# Attribution headers (docs/rules.md §Gateway) -> Attribution fields.
 ATTRIBUTION_HEADERS = {
     "x-tokentrail-session": "session_id",
     "x-tokentrail-agent": "agent",
@@ -73,7 +73,7 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-class GatewayError(Exception):
+class GatewayError(TokentrailError):
     def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status = status

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokentrail.events import COLUMNS, UsageEvent, text_problem, to_row
-from tokentrail.exceptions import FlushTimeout
+from tokentrail.exceptions import FlushTimeout, TokentrailError
 from tokentrail.server.auth import AuthError
 from tokentrail.server.state import (
     MAX_EVENTS_BODY_BYTES,
@@ -71,7 +71,7 @@ async def ingest_events(request: Request) -> Response:
     return JSONResponse({**counts, "results": results}, status_code=status)
 
 
-class _BadBody(Exception):
+class _BadBody(TokentrailError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message

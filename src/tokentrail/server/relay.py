@@ -21,7 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from tokentrail.integrations._exchange import Exchange
+from tokentrail.exceptions import TokentrailError
+from tokentrail.integrations.exchange import Exchange
 from tokentrail.server.metrics import Metrics
 
 log = logging.getLogger("tokentrail")
@@ -38,11 +39,11 @@ HOP_HEADERS = frozenset(
 _MAX_HELD = 1 << 20
 
 
-class ClientGone(Exception):
+class ClientGone(TokentrailError):
     """The caller hung up before the response started."""
 
 
-class UpstreamFailed(Exception):
+class UpstreamFailed(TokentrailError):
     """The upstream call failed before its response started (`timeout`: it timed out)."""
 
     def __init__(self, timeout: bool, what: str) -> None:

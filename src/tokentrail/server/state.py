@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tokentrail.exceptions import TokentrailError
 from tokentrail.server.auth import AuthError, api_key_of, authorize
 from tokentrail.server.keys import ApiKey, KeyRing
 from tokentrail.server.metrics import Metrics
@@ -36,8 +37,8 @@ class State:
         await asyncio.to_thread(self.ledger.flush, self.flush_timeout_s)
 
 
-class TooLarge(Exception):
-    pass
+class TooLarge(TokentrailError):
+    """A request body over the size limit (413)."""
 
 
 def state_of(request: Request) -> State:

@@ -1,4 +1,4 @@
-"""Where the gateway sends a request: the provider upstreams and the routing rule (DESIGN §2)."""
+"""Where the gateway sends a request: the provider upstreams and the routing rule (docs/rules.md §Gateway)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from tokentrail.integrations._wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, Route, route_for
+from tokentrail.integrations.wire import ANTHROPIC_MESSAGES, GEMINI, OPENAI_CHAT, Route, route_for
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 DEFAULTS = {

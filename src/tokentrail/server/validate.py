@@ -30,6 +30,7 @@ from tokentrail.events import (
     to_row,
     ts_problem,
 )
+from tokentrail.exceptions import TokentrailError
 from tokentrail.usage import MAX_TOKENS, UsageProblem, from_counts
 
 DIMENSIONS = ("org", "team", "project", "agent", "session_id", "user", "customer", "workflow", "task_type", "step")
@@ -53,7 +54,7 @@ _JSON_COLUMNS = frozenset(("unit_prices", "tags", "tool_calls"))
 _FIELD_OF = {"ts_us": "ts", "user_id": "user", **dict.fromkeys(_PRICE_COLUMNS, "cost_usd")}
 
 
-class Invalid(ValueError):
+class Invalid(TokentrailError, ValueError):
     """An event that fails validation; the message is the reason stored in quarantine."""
 
 

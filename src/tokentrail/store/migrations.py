@@ -266,7 +266,7 @@ MIGRATIONS: list[Migration] = [
 
 
 def m0006_budgets(d: Dialect) -> list[str]:
-    """Budgets and their two-phase reservations (DESIGN §4), the kill switch, and alerts.
+    """Budgets and their two-phase reservations (docs/rules.md §Budgets), the kill switch, and alerts.
 
     `budget_counters` holds one row per budget, bucket (the values of its `*` dimensions) and
     period: what was posted, whether an overage blocks it, which thresholds alerted. Reservations
@@ -319,7 +319,7 @@ def m0007_adjustments_index(d: Dialect) -> list[str]:
 MIGRATIONS.append(("0007_adjustments_index", m0007_adjustments_index))
 
 
-# -- server keys (tokentrail.server.keys) -----------------------------------------------------------
+# -- server keys (tokentrail.store.keys) -----------------------------------------------------------
 
 
 def m0008_api_keys(d: Dialect) -> list[str]:

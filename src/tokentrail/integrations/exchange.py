@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tokentrail import capture
 from tokentrail import context as ctx
 from tokentrail.exceptions import BudgetExceeded
-from tokentrail.integrations._wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
+from tokentrail.integrations.wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
 from tokentrail.usage import Usage
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class Exchange:
         estimated = False
         if status != "ok" and problem is None and not acc.complete and self._answered():
             # The provider took the call and worked on it, but its usage never arrived in full: it
-            # bills what it processed, so record an estimate of that, never $0 (DESIGN: usage_estimated).
+            # bills what it processed, so record an estimate of that, never $0 (docs/rules.md §Usage).
             usage = self._estimated_usage(usage)
             estimated = True
         if problem is not None and acc.usage_raw is not None:
