@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.analytics.reconcile_files import ProviderFile, ReconcileFileError, read_anthropic, read_openai
+from tokentrail.exceptions import TokentrailError
 
 MAX_PAGES = 1000
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -41,7 +42,7 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 _LOCAL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)  # no proxy for 127.0.0.1
 
 
-class FetchError(RuntimeError):
+class FetchError(TokentrailError, RuntimeError):
     """The provider's API could not give the report (refused the key, failed, answered nonsense)."""
 
 

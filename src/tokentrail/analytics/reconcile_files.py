@@ -31,6 +31,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from tokentrail.exceptions import TokentrailError
+
 PROVIDERS = ("openai", "anthropic", "google")
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a month of daily buckets is kilobytes; past this it is not an export
 GOOGLE_SERVICES = ("Gemini API", "Generative Language API", "Vertex AI")
@@ -38,7 +40,7 @@ _TOKEN_UNITS = ("count", "token", "tokens")
 _GEMINI = re.compile(r"gemini[ -](\d+(?:\.\d+)?)[ -](pro|flash[ -]lite|flash|ultra|nano)", re.IGNORECASE)
 
 
-class ReconcileFileError(ValueError):
+class ReconcileFileError(TokentrailError, ValueError):
     """A file that is not the provider report it should be: says which file and what was expected."""
 
 
