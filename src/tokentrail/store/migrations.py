@@ -449,6 +449,41 @@ END $$""",
 
 MIGRATIONS.append(("0011_rollups_in_database", m0011_rollups_in_database))
 
+
+def m0013_anomalies(d: Dialect) -> list[str]:
+    """What the anomaly detectors read from each call (the output limit the request set, whether the
+    call stopped on it, the system/developer share of the prompt in per mille; 0 = not read, so
+    events of before stay as they were hashed), and the anomalies they found, one per
+    (kind, dedup_key): a session's or an agent's day's."""
+    t, n, r = d.text, d.bigint, d.real
+    out = [
+        f"ALTER TABLE events ADD COLUMN {c} {n} NOT NULL DEFAULT 0"
+        for c in ("output_limit", "stopped_on_limit", "system_permille")
+    ]
+    out.append(f"""CREATE TABLE anomalies (
+        anomaly_id {t} PRIMARY KEY,
+        kind {t} NOT NULL,
+        dedup_key {t} NOT NULL,
+        severity {t} NOT NULL,
+        ts_us {n} NOT NULL,
+        detected_us {n} NOT NULL,
+        session_id {t},
+        org {t}, team {t}, project {t}, agent {t}, user_id {t}, customer {t}, workflow {t}, task_type {t},
+        metric {r} NOT NULL,
+        baseline {r},
+        threshold {r} NOT NULL,
+        cost_nusd {n},
+        event_ids {t} NOT NULL,
+        message {t} NOT NULL,
+        UNIQUE (kind, dedup_key)
+    )""")
+    out.append("CREATE INDEX anomalies_ts ON anomalies (ts_us)")
+    out.append("CREATE INDEX anomalies_session ON anomalies (session_id)")
+    return out
+
+
+MIGRATIONS.append(("0013_anomalies", m0013_anomalies))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -473,4 +508,6 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "budget_window": ("SELECT", "INSERT", "DELETE"),
     # server keys: issued and revoked by the owner (`tokentrail keys create|revoke`); the server reads
     "api_keys": ("SELECT",),
+    # anomalies: found by the detectors (online in the writer, or `tokentrail anomalies --rescan`)
+    "anomalies": ("SELECT", "INSERT"),
 }
