@@ -1,0 +1,1 @@
+"""Analysis over the ledger: reports, sessions, anomalies."""
