@@ -61,12 +61,15 @@ class Ledger:
         capture_content: bool | None = None,
         redact: Callable[[str], str] | None = None,
         spool: bool | str | os.PathLike[str] = True,
+        anomalies: Any = None,
     ) -> None:
         """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
         (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
         and retry, so flush() raises FlushTimeout until the store is back).
         `capture_content`: keep each metered call's prompt and completion in the event's `content`,
-        redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off)."""
+        redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off).
+        `anomalies`: online anomaly detection (True, an AnomalyConfig, False; None:
+        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
@@ -79,6 +82,15 @@ class Ledger:
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
         self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
+        self.anomaly_watch: Any = None
+        if anomalies is None and os.environ.get("TOKENTRAIL_ANOMALIES"):
+            from tokentrail.analytics.anomaly_watch import config_from_env
+
+            anomalies = config_from_env()
+        if anomalies is not None and anomalies is not False:
+            from tokentrail.analytics.anomaly_watch import AnomalyConfig, AnomalyWatch
+
+            self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         self._writer = self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)
@@ -409,7 +421,10 @@ class Ledger:
 
     def _start_writer(self) -> Writer:
         spool = None if self._spool_root is None else Spool(folder_for(self._spool_root, self.url))
-        return Writer(self.store, spool, self.display_url)
+        writer = Writer(self.store, spool, self.display_url)
+        if self.anomaly_watch is not None:
+            writer.on_durable = self.anomaly_watch.fold
+        return writer
 
     @property
     def spool(self) -> Spool | None:

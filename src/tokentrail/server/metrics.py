@@ -63,6 +63,10 @@ class Metrics:
         )
         if ledger is not None:
             r.register(_BudgetCollector(ledger))
+            if getattr(ledger, "anomaly_watch", None) is not None:
+                from tokentrail.analytics.anomaly_watch import AnomalyCollector
+
+                r.register(AnomalyCollector(ledger.anomaly_watch))
         self._children: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
         self._values: tuple[set[str], ...] = (set(), set(), set(), set())  # per label: values in use
         self._request_children: dict[tuple[str, int], Any] = {}
