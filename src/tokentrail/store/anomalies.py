@@ -131,23 +131,33 @@ def select(
     store: Store,
     *,
     since_us: int | None = None,
-    where: Mapping[str, str | None] | None = None,
+    until_us: int | None = None,
+    where: Mapping[str, str | Sequence[str] | None] | None = None,
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Stored anomalies, newest first; `where`: column -> value, AND-ed (a key's scope, filters)."""
+    """Stored anomalies, newest first; `where`: column -> value (or any of several values), AND-ed
+    (a key's scope, filters)."""
     p = store.dialect.param
-    conds, params = [], []  # type: tuple[list[str], list[Any]]
+    conds: list[str] = []
+    params: list[Any] = []
     if since_us is not None:
         conds.append(f"ts_us >= {p}")
         params.append(since_us)
+    if until_us is not None:
+        conds.append(f"ts_us < {p}")
+        params.append(until_us)
     for column, value in (where or {}).items():
         if column not in _SCOPED:
             raise ValueError(f"anomalies cannot be filtered by {column!r}")
         if value is None:
             conds.append(f"{column} IS NULL")
-        else:
+        elif isinstance(value, str):
             conds.append(f"{column} = {p}")
             params.append(value)
+        else:
+            values = list(value)
+            conds.append(f"{column} IN ({', '.join([p] * len(values))})" if values else "1 = 0")
+            params += values
     sql = f"SELECT {', '.join(ANOMALY_COLUMNS)} FROM anomalies"
     if conds:
         sql += " WHERE " + " AND ".join(conds)
