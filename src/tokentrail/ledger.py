@@ -342,6 +342,8 @@ class Ledger:
             raise FlushTimeout(
                 f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
             )
+        if self.anomaly_watch is not None:
+            self.anomaly_watch.drain(timeout)  # and the anomalies they raise are raised
 
     async def adurable(self, timeout: float = 30) -> bool:
         """Wait, without blocking the event loop, until every event recorded so far is durable
@@ -399,6 +401,8 @@ class Ledger:
             log.error("tokentrail: closing with events not durable: %s", e)
         self._closed = True
         self._writer.stop()
+        if self.anomaly_watch is not None:
+            self.anomaly_watch.stop()
         self.store.close()
         _live_ledgers.discard(self)
 

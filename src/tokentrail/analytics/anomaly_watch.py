@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tokentrail")
 ENV = "TOKENTRAIL_ANOMALIES"
+MAX_PENDING = 200_000
 
 
 def config_from_env() -> AnomalyConfig | None:
@@ -48,8 +50,54 @@ class AnomalyWatch:
         self.errors = 0  # folds that failed (logged, never raised)
         self.found: list[Anomaly] = []  # the latest raised (bounded), for tests and `tokentrail serve`
         self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: deque[Sequence[tuple[Any, ...]]] = deque()
+        self._waiting = 0  # rows handed over, not yet folded
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.dropped = 0  # rows skipped because detection fell MAX_PENDING rows behind
 
     def fold(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Hand a durable batch to the detectors' thread (the writer's only cost: an append). Past
+        MAX_PENDING rows waiting, a batch is skipped and counted in `dropped`: detection falls
+        behind, writing never does."""
+        with self._cond:
+            if self._waiting + len(rows) > MAX_PENDING:
+                self.dropped += len(rows)
+                return
+            self._queue.append(rows)
+            self._waiting += len(rows)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tokentrail-anomalies", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every batch handed over so far was folded (and its anomalies raised)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._waiting == 0, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                if not self._queue:
+                    return
+                rows = self._queue.popleft()
+            self.fold_now(rows)
+            with self._cond:
+                self._waiting -= len(rows)
+                self._cond.notify_all()
+
+    def fold_now(self, rows: Sequence[tuple[Any, ...]]) -> None:
         try:
             with self._lock:
                 found = self.detectors.fold(rows)
@@ -57,9 +105,7 @@ class AnomalyWatch:
                 self._raise(found)
         except Exception:
             self.errors += 1
-            log.exception(
-                "tokentrail: anomaly detection failed on a batch of %d events; the events are stored", len(rows)
-            )
+            log.exception("tokentrail: anomaly detection failed on %d events (they are stored)", len(rows))
 
     def _raise(self, found: list[Anomaly]) -> None:
         new = save(self.ledger.store, found)

@@ -8,6 +8,7 @@ Baselines (an agent's usual session, its 14-day output ratio and cache share) co
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -435,7 +436,15 @@ class Detectors:
         )
 
 
+# tool_calls as the ledger writes them (events.to_row: compact JSON, sorted keys): read without a
+# JSON parse; anything else (an edited row) falls back to json.loads
+_TOOL_CALL = re.compile(r'\{"args_hash":"([0-9a-f]*)","id":(?:null|"(?:[^"\\]|\\.)*"),"name":"((?:[^"\\]|\\.)*)"\}')
+
+
 def _tool_calls(text: str) -> list[tuple[str, str]]:
+    found = _TOOL_CALL.findall(text)
+    if found and len(found) == text.count('"args_hash"'):
+        return [(name, h) for h, name in found]
     try:
         return [(str(t.get("name")), str(t.get("args_hash"))) for t in json.loads(text) if isinstance(t, dict)]
     except (ValueError, TypeError, AttributeError):

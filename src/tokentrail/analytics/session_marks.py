@@ -39,9 +39,7 @@ def marks_of(store: Store, detail: SessionDetail, scope: dict[str, str] | None =
 
     try:
         rows = [
-            r
-            for r in sql.for_session(store, detail.session_id)
-            if all(r.get(k) == v for k, v in (scope or {}).items())
+            r for r in sql.for_session(store, detail.session_id) if all(r.get(k) == v for k, v in (scope or {}).items())
         ]
     except Exception:  # a ledger not yet migrated to 0013 (read-only): no marks, the session still shows
         rows = []
