@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
@@ -58,3 +59,14 @@ def test_session_marks_in_the_cli_and_the_api(any_ledger: tt.Ledger) -> None:
         mine = c.get("/api/v1/sessions/s1", headers={"X-Tokentrail-Key": legal}).json()
         assert mine["cost_driver"] == "many tool calls" and len(mine["anomalies"]) == 1
         assert c.get("/api/v1/sessions/s1", headers={"X-Tokentrail-Key": cx}).status_code == 404
+
+
+def test_the_demos_runaway_line_comes_from_the_detector(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    code, out, _ = _cli("demo", "--db", url)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "Runaway: retry_loop: agent 'ci-fixer' was asked for tool run_tests with the same arguments 3 times" in flat
+    assert "by its end:" in flat
+    code, out, _ = _cli("anomalies", "--db", url, "--stored", "--kind", "retry_loop", "-f", "json")
+    assert [r["agent"] for r in json.loads(out)] == ["ci-fixer"]
