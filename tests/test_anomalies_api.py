@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -20,7 +21,7 @@ def _anomaly(kind: str, team: str, agent: str, session: str) -> Anomaly:
         kind=kind,
         dedup_key=f"s:{session}",
         severity="warning",
-        ts_us=1_790_000_000_000_000,
+        ts_us=int(time.time() * 1_000_000) - 3_600_000_000,
         session_id=session,
         attrs=(None, team, None, agent, None, None, None, None),
         metric=5.0,
@@ -71,3 +72,19 @@ def test_a_user_key_sees_only_its_users_anomalies(ledger: tt.Ledger) -> None:
     with TestClient(create_app(ledger, admin_key=ADMIN)) as c:
         rows = get(c, key).json()["anomalies"]
     assert [(r["session_id"], r["user"]) for r in rows] == [("s1", "ann")]
+
+
+def test_the_dashboard_panel_shows_the_keys_anomalies(page: Any, ledger: tt.Ledger) -> None:
+    from playwright.sync_api import expect
+
+    from tests._browser import open_dashboard
+    from tests._server import serving
+
+    save(ledger.store, [_anomaly("retry_loop", "legal", "a1", "s1"), _anomaly("token_spike", "cx", "b1", "s2")])
+    legal = str(create_key(ledger.store, role="read", attribution={"team": "legal"})[0])  # type: ignore[arg-type]
+    with serving(ledger, admin_key=ADMIN) as s:
+        open_dashboard(page, s.url + "/", key=legal)
+        page.wait_for_function("() => !document.querySelector('#anomalies .loading')")
+        expect(page.locator("#anomalies tbody tr")).to_have_count(1)
+        expect(page.locator("#anomalies")).to_contain_text("retry_loop: agent 'a1'")
+        expect(page.locator("#anomalies")).not_to_contain_text("token_spike")

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tokentrail.server.state import error
 
-SCRIPTS = ("common.js", "chart.js", "panels.js")
+SCRIPTS = ("common.js", "chart.js", "panels.js", "anomalies.js")
 
 
 async def script(request: Request) -> Response:
