@@ -90,7 +90,9 @@ class _Session:
         "raised",
         "run_len",
         "runs",
-        "sys",
+        "sys_in",
+        "sys_n",
+        "sys_w",
         "tokens",
     )
 
@@ -102,9 +104,10 @@ class _Session:
         self.last_in = -1
         self.run_len = 0
         self.grow: list[tuple[str, int]] = []  # (event id, input tokens) of the current rising run
-        self.runs: dict[tuple[str, ...], list[str]] = {}  # fingerprint -> event ids
-        self.sys = [0, 0, 0]  # system-weighted input, input, calls (of calls whose share was read)
-        self.raised: set[str] = set()
+        # made on first use: most sessions never need them (memory per active session)
+        self.runs: dict[tuple[str, ...], str | list[str]] | None = None  # fingerprint -> event id(s)
+        self.sys_w = self.sys_in = self.sys_n = 0  # system-weighted input, input, calls (share read)
+        self.raised: set[str] | None = None
 
 
 class _Agent:
@@ -225,15 +228,20 @@ class Detectors:
         self._agent(out, row)
 
     def _repeat(self, out: list[Anomaly], s: _Session, row: Any, key: tuple[str, ...]) -> None:
-        ids = s.runs.get(key)
-        if ids is None:
-            if len(s.runs) >= MAX_KEYS:
-                s.runs.pop(next(iter(s.runs)))
-            ids = s.runs[key] = []
+        runs = s.runs
+        if runs is None:
+            runs = s.runs = {}
+        seen = runs.get(key)
+        if seen is None:  # once: just the id (retry_repeats is at least 2)
+            if len(runs) >= MAX_KEYS:
+                runs.pop(next(iter(runs)))
+            runs[key] = str(row[_ID])
+            return
+        ids = runs[key] = [seen] if isinstance(seen, str) else seen
         if len(ids) < MAX_EVIDENCE:
             ids.append(str(row[_ID]))
         n = len(ids)
-        if n >= self.config.retry_repeats and "retry_loop" in self.kinds and "retry_loop" not in s.raised:
+        if n >= self.config.retry_repeats and "retry_loop" in self.kinds and not _raised(s, "retry_loop"):
             what = {
                 "run": f"ran tool {key[1]} with the same arguments",
                 "ask": f"was asked for tool {key[1]} with the same arguments",
@@ -269,7 +277,7 @@ class Detectors:
             )
 
     def _spike(self, out: list[Anomaly], s: _Session, row: Any) -> None:
-        if "token_spike" not in self.kinds or "token_spike" in s.raised:
+        if "token_spike" not in self.kinds or _raised(s, "token_spike"):
             return
         c = self.config
         b = self.baselines.sessions(s.attrs[3], s.attrs[7], s.day)
@@ -293,14 +301,13 @@ class Detectors:
             )
 
     def _system(self, out: list[Anomaly], s: _Session, row: Any) -> None:
-        acc = s.sys
-        acc[0] += row[_SYSTEM] * row[_IN]
-        acc[1] += row[_IN]
-        acc[2] += 1
+        s.sys_w += row[_SYSTEM] * row[_IN]
+        s.sys_in += row[_IN]
+        s.sys_n += 1
         c = self.config
-        if acc[2] < c.system_min_calls or acc[1] == 0 or "system_overhead" not in self.kinds:
+        if s.sys_n < c.system_min_calls or s.sys_in == 0 or "system_overhead" not in self.kinds:
             return
-        share = acc[0] / acc[1] / 1000
+        share = s.sys_w / s.sys_in / 1000
         if share >= c.system_share:
             self._raise(
                 out,
@@ -409,8 +416,10 @@ class Detectors:
         sid = row[_SESSION]
         if key is None:
             if s is not None:
-                if kind in s.raised:
+                if _raised(s, kind):
                     return
+                if s.raised is None:
+                    s.raised = set()
                 s.raised.add(kind)
             key = f"s:{sid}" if sid is not None else f"e:{row[_ID]!s}"
         attrs = s.attrs if s is not None else tuple(row[c] for c in _ATTR_COLS)
@@ -439,6 +448,10 @@ class Detectors:
 # tool_calls as the ledger writes them (events.to_row: compact JSON, sorted keys): read without a
 # JSON parse; anything else (an edited row) falls back to json.loads
 _TOOL_CALL = re.compile(r'\{"args_hash":"([0-9a-f]*)","id":(?:null|"(?:[^"\\]|\\.)*"),"name":"((?:[^"\\]|\\.)*)"\}')
+
+
+def _raised(s: _Session, kind: str) -> bool:
+    return s.raised is not None and kind in s.raised
 
 
 def _tool_calls(text: str) -> list[tuple[str, str]]:
