@@ -7,7 +7,12 @@
 
     .venv/bin/python bench/anomalies.py [--ingest 50000] [--sessions 100000] [--events 200000]
 (1M events for the rescan is possible with --events 1000000; the default is smaller so it runs in
-a minute or two on a loaded machine.)"""
+a minute or two on a loaded machine.)
+
+Measured 2026-12-02 on the shared 2-CPU box (--ingest 30000 --sessions 100000 --events 200000):
+detectors alone 127k events/s; ingest 29.7k events/s off, 24.2k on (+23 %: over the 10 % target,
+the detector thread shares the GIL with the writer); 100k active sessions 135 MiB (1.4 KB each);
+rescan 46k events/s against a bare page scan of 108k (0.43)."""
 
 from __future__ import annotations
 
