@@ -10,6 +10,7 @@ import random
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -69,6 +70,7 @@ def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
         set_budgets(ledger)  # a session budget for the runaway agent, a monthly alert for the legal team
     out = console()
     out.print(Text(f"tokentrail demo → {ledger.url}", style="bold"))
+    started = datetime.now(UTC) - timedelta(minutes=1)
     with contextlib.ExitStack() as stack, FakeUpstream(record_requests=False) as upstream:
         upstream.responder = responder(rng)
         urls = {
@@ -94,6 +96,12 @@ def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
             progress.update(task, description="done")
     ledger.flush()
     ledger.budgets.flush()
+    from tokentrail.cli._demo_history import write_history
+
+    try:  # the anomaly detectors' baselines: 14 days like today's normal sessions
+        write_history(ledger.store, rng, started)
+    except Exception as e:
+        out.print(Text(f"(no back-dated history: {e})", style="dim"))
     _show(ledger.store, ledger.url, db, _budget_lines(ledger, fleet.stopped))
     ledger.close()
 
@@ -181,8 +189,6 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
 def _runaway_lines(store: object, by_id: dict[str, reports.SessionSummary]) -> list[Text]:
     """The runaway agent, as the anomaly detectors found it (not a fixed sentence): the costliest
     session of each anomaly kind the replay raised, retry loops first."""
-    from datetime import UTC, datetime, timedelta
-
     from tokentrail.analytics.anomalies import replay, save
 
     try:
