@@ -18,6 +18,7 @@ from tokentrail.server import create_app
 from tokentrail.server.keys import create_key
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)
+T_NOW = datetime.now(UTC).timestamp()
 ASK = (ToolCall("c", "run_tests", "h1"),)
 
 
@@ -70,3 +71,14 @@ def test_the_demos_runaway_line_comes_from_the_detector(tmp_path: Path) -> None:
     assert "by its end:" in flat
     code, out, _ = _cli("anomalies", "--db", url, "--stored", "--kind", "retry_loop", "-f", "json")
     assert [r["agent"] for r in json.loads(out)] == ["ci-fixer"]
+    # 14 days of back-dated history: the baselines exist, and today's normal sessions sit inside them
+    from tokentrail.store import open_store
+
+    store = open_store(url)
+    try:
+        (old,) = store.query("SELECT COUNT(*) FROM events WHERE ts_us < ?", [int((T_NOW - 86_400 * 10) * 1e6)])[0]
+        assert old > 0
+    finally:
+        store.close()
+    code, out, _ = _cli("anomalies", "--db", url, "--stored", "--kind", "token_spike", "-f", "json")
+    assert json.loads(out) == []
