@@ -49,6 +49,9 @@ def bound_text(value: object) -> str | None:
     return s if len(s) <= MAX_TEXT else s[:MAX_TEXT]
 
 
+OUTPUT_LIMIT_UNKNOWN = 0
+OUTPUT_LIMIT_NONE = -1
+
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
 
@@ -203,6 +206,13 @@ class UsageEvent:
     # True: the provider never reported this call's usage (a stream cut or abandoned before its usage
     # arrived, an unreadable body); the counts are tokentrail's estimate of what it billed
     usage_estimated: bool = False
+    # read from the request and response at metering time (migration 0013), for the anomaly detectors:
+    # the output limit the request set (OUTPUT_LIMIT_UNKNOWN: not read, e.g. a tool run or an event
+    # from before 0013; OUTPUT_LIMIT_NONE: the request set none), whether the call stopped on it, and
+    # the share of the prompt's bytes in system/developer instructions, in per mille (never the text)
+    output_limit: int = 0
+    stopped_on_limit: bool = False
+    system_permille: int = 0
     # the session this event's session was opened inside (agent trees); None for a root session
     parent_session_id: str | None = None
 
@@ -287,7 +297,10 @@ COLUMNS = (
     "request_hash",
     "content",
     "usage_estimated",  # migration 0010; in the canonical event only when set (see canonical_bytes)
-    "parent_session_id",  # migration 0014; likewise
+    "output_limit",  # migration 0013 (the same rule)
+    "stopped_on_limit",
+    "system_permille",
+    "parent_session_id",  # migration 0014 (the same rule)
 )
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -359,6 +372,9 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         e.request_hash,
         e.content,
         1 if e.usage_estimated else 0,
+        e.output_limit,
+        1 if e.stopped_on_limit else 0,
+        e.system_permille,
         e.parent_session_id,
     )
 
@@ -408,12 +424,16 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
         request_hash=r[39],
         content=r[40],
         usage_estimated=bool(r[41]) if len(r) > 41 else False,
-        parent_session_id=r[42] if len(r) > 42 else None,
+        output_limit=r[42] if len(r) > 42 else 0,
+        stopped_on_limit=bool(r[43]) if len(r) > 43 else False,
+        system_permille=r[44] if len(r) > 44 else 0,
+        parent_session_id=r[45] if len(r) > 45 else None,
     )
 
 
-# The columns of the first schema. A column added since enters the canonical event only when it
-# holds more than its default, so every event hashed before it existed still verifies.
+# The columns of the first schema. Columns added since (all with a falsy default) enter the
+# canonical event up to the last one that holds more than its default, so every event hashed
+# before a column existed still verifies.
 V1_COLUMNS = 41
 
 
@@ -430,7 +450,8 @@ def canonical_bytes(row: tuple[Any, ...]) -> bytes:
 
 
 # The stored defaults of the columns added since the first schema, in COLUMNS order.
-_ADDED_DEFAULTS: tuple[Any, ...] = (0, None)  # usage_estimated, parent_session_id
+# usage_estimated, output_limit, stopped_on_limit, system_permille, parent_session_id
+_ADDED_DEFAULTS: tuple[Any, ...] = (0, 0, 0, 0, None)
 
 
 def _is_default(value: Any, index: int) -> bool:

@@ -62,12 +62,15 @@ class Ledger:
         capture_content: bool | None = None,
         redact: Callable[[str], str] | None = None,
         spool: bool | str | os.PathLike[str] = True,
+        anomalies: Any = None,
     ) -> None:
         """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
         (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
         and retry, so flush() raises FlushTimeout until the store is back).
         `capture_content`: keep each metered call's prompt and completion in the event's `content`,
-        redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off)."""
+        redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off).
+        `anomalies`: online anomaly detection (True, an AnomalyConfig, False; None:
+        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
@@ -80,6 +83,15 @@ class Ledger:
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
         self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
+        self.anomaly_watch: Any = None
+        if anomalies is None and os.environ.get("TOKENTRAIL_ANOMALIES"):
+            from tokentrail.analytics.anomaly_watch import config_from_env
+
+            anomalies = config_from_env()
+        if anomalies is not None and anomalies is not False:
+            from tokentrail.analytics.anomaly_watch import AnomalyConfig, AnomalyWatch
+
+            self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         self._writer = self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)
@@ -355,6 +367,8 @@ class Ledger:
             raise FlushTimeout(
                 f"{self.pending} event(s) recorded to {self.display_url} are not durable after {timeout:g}s{why}"
             )
+        if self.anomaly_watch is not None:
+            self.anomaly_watch.drain(timeout)  # and the anomalies they raise are raised
 
     async def adurable(self, timeout: float = 30) -> bool:
         """Wait, without blocking the event loop, until every event recorded so far is durable
@@ -412,6 +426,8 @@ class Ledger:
             log.error("tokentrail: closing with events not durable: %s", e)
         self._closed = True
         self._writer.stop()
+        if self.anomaly_watch is not None:
+            self.anomaly_watch.stop()
         self.store.close()
         _live_ledgers.discard(self)
 
@@ -434,7 +450,10 @@ class Ledger:
 
     def _start_writer(self) -> Writer:
         spool = None if self._spool_root is None else Spool(folder_for(self._spool_root, self.url))
-        return Writer(self.store, spool, self.display_url)
+        writer = Writer(self.store, spool, self.display_url)
+        if self.anomaly_watch is not None:
+            writer.on_durable = self.anomaly_watch.fold
+        return writer
 
     @property
     def spool(self) -> Spool | None:

@@ -81,6 +81,8 @@ class Writer:
         self._idle = False
         self._closed = False
         self._replay_at = 0.0
+        # called with the rows of each batch once durable (online anomaly detection); never raises here
+        self.on_durable: Callable[[list[Any]], None] | None = None
         self._thread = threading.Thread(target=self._write_loop, name="tokentrail-writer", daemon=True)
         self._thread.start()
 
@@ -137,6 +139,11 @@ class Writer:
             batch, markers = self._take(queue, limit)
             if batch.events or batch.outcomes or batch.quarantine:
                 self._commit(batch)
+                if batch.events and self.on_durable is not None:
+                    try:
+                        self.on_durable(batch.events)
+                    except Exception:  # what reads the events never breaks writing them
+                        log.exception("tokentrail: a durable-batch hook failed")
             for m in markers:
                 m.set()
 

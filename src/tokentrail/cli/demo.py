@@ -10,6 +10,7 @@ import random
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -69,6 +70,7 @@ def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
         set_budgets(ledger)  # a session budget for the runaway agent, a monthly alert for the legal team
     out = console()
     out.print(Text(f"tokentrail demo → {ledger.url}", style="bold"))
+    started = datetime.now(UTC) - timedelta(minutes=1)
     with contextlib.ExitStack() as stack, FakeUpstream(record_requests=False) as upstream:
         upstream.responder = responder(rng)
         urls = {
@@ -94,6 +96,12 @@ def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
             progress.update(task, description="done")
     ledger.flush()
     ledger.budgets.flush()
+    from tokentrail.cli._demo_history import write_history
+
+    try:  # the anomaly detectors' baselines: 14 days like today's normal sessions
+        write_history(ledger.store, rng, started)
+    except Exception as e:
+        out.print(Text(f"(no back-dated history: {e})", style="dim"))
     _show(ledger.store, ledger.url, db, _budget_lines(ledger, fleet.stopped))
     ledger.close()
 
@@ -146,16 +154,8 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     print_sessions(costliest, title="The 5 costliest sessions", compact=True)
     busiest = max(sessions, key=lambda s: s.calls, default=None)
     out.print()
-    if busiest is not None and busiest.calls > 1:
-        out.print(
-            Text.assemble(
-                ("Runaway: ", "bold red"),
-                f"{busiest.agent} made {num(busiest.calls)} calls and {num(busiest.tool_calls)} "
-                "tool runs in one session "
-                f"for {money(busiest.cost_usd, money_places([busiest.cost_usd]))}, re-running the same tool "
-                "while its context grew.",
-            )
-        )
+    for line in _runaway_lines(store, {s.session_id: s for s in sessions}):
+        out.print(line)
     unpriced = reports.unpriced_models(store)  # type: ignore[arg-type]
     for m in unpriced:
         out.print(
@@ -181,8 +181,37 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
         f"tokentrail prices{flag} --unpriced",
         f"tokentrail budget status{flag}",
         f"tokentrail alerts{flag}",
+        f"tokentrail anomalies{flag} --since 30d",
     ):
         out.print(f"  {prog}{command.removeprefix('tokentrail')}", soft_wrap=True)  # whole, to paste
+
+
+def _runaway_lines(store: object, by_id: dict[str, reports.SessionSummary]) -> list[Text]:
+    """The runaway agent, as the anomaly detectors found it (not a fixed sentence): the costliest
+    session of each anomaly kind the replay raised, retry loops first."""
+    from tokentrail.analytics.anomalies import replay, save
+
+    try:
+        found = replay(store, datetime.now(UTC) - timedelta(days=30))  # type: ignore[arg-type]
+        save(store, found)  # type: ignore[arg-type]  # `tokentrail anomalies --stored` and the dashboard show them
+    except Exception as e:  # the demo's report stands without them
+        return [Text(f"(anomaly detection failed: {e})", style="dim")]
+    lines = []
+    for kind in ("retry_loop", "context_growth", "token_spike"):
+        of_kind = [a for a in found if a.kind == kind]
+        if of_kind:
+            worst = max(of_kind, key=lambda a: a.cost_nusd or 0)
+            head = ("Runaway: " if kind == "retry_loop" else "Anomaly: ", "bold red")
+            line = Text.assemble(head, worst.message)
+            end = by_id.get(worst.session_id or "")
+            if end is not None:  # detected at the threshold; the session went on
+                line.append(
+                    f" (by its end: {num(end.calls)} calls, {num(end.tool_calls)} tool runs, "
+                    f"{money(end.cost_usd, money_places([end.cost_usd]))})",
+                    style="dim",
+                )
+            lines.append(line)
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -154,6 +154,8 @@ def session_command(
     agent tree of the sessions opened inside it, each with its own and its total cost."""
     with user_errors():
         time_range(None, None, tz)  # checks --tz
+    from tokentrail.analytics.session_marks import marks_of
+
     with reader(db) as store, user_errors():
         try:
             sid = lookup.session_id(store, session_id)
@@ -169,8 +171,9 @@ def session_command(
             return
         detail = reports.session_detail(store, sid)
         agents = session_tree(store, detail.session_id)  # the sessions opened inside this one
+        marks = marks_of(store, detail)
     if fmt is TreeFormat.json:
-        emit_json({**detail.to_dict(), "agent_tree": agents.to_dict() if agents else None})
+        emit_json({**detail.to_dict(), **marks.to_dict(), "agent_tree": agents.to_dict() if agents else None})
         return
     t = detail.totals
     # one decimals rule for every amount of the tree, as for a table's money column
@@ -194,9 +197,10 @@ def session_command(
         head.append(f" · {num(t.estimated_calls)} estimated", style="yellow")
     if detail.outcomes:
         head.append("\noutcomes: " + ", ".join(f"{n}×{c}" if c != 1 else n for n, c in detail.outcomes))
+    marks.describe(head)
     tree = Tree(head, guide_style="dim")
     for node in detail.tree:
-        _add(tree, node, tz, places)
+        _add(tree, node, tz, places, marks.flagged)
     console().print(tree)
     if agents is not None and agents.children:
         print_agent_tree(agents)
@@ -211,10 +215,13 @@ def _step_costs(nodes: tuple[reports.CallNode, ...]) -> list[Decimal]:
     return [c for n in nodes if n.event is None for c in (n.cost_usd, *_step_costs(n.children))]
 
 
-def _add(parent: Tree, node: reports.CallNode, tz: str | None, places: int) -> None:
-    branch = parent.add(_label(node, tz, places))
+def _add(parent: Tree, node: reports.CallNode, tz: str | None, places: int, flagged: dict[str, str]) -> None:
+    line = _label(node, tz, places)
+    if node.event is not None and (kinds := flagged.get(str(node.event.event_id))):
+        line.append(f"  ⚠ {kinds}", style="bold red")  # an anomaly's evidence
+    branch = parent.add(line)
     for child in node.children:
-        _add(branch, child, tz, places)
+        _add(branch, child, tz, places, flagged)
 
 
 def _label(node: reports.CallNode, tz: str | None, places: int) -> Text:

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 from tokentrail import capture
 from tokentrail import context as ctx
 from tokentrail.exceptions import BudgetExceeded
-from tokentrail.integrations.wire import OPENAI_CHAT, Accumulator, Route, SSEParser, gemini_model_from_path
+from tokentrail.integrations.wire import (
+    OPENAI_CHAT,
+    Accumulator,
+    Route,
+    SSEParser,
+    gemini_model_from_path,
+    output_limit,
+    system_permille,
+)
 from tokentrail.usage import Usage
 
 if TYPE_CHECKING:
@@ -314,8 +322,26 @@ class Exchange:
             tags=self.tags,
             usage_estimated=estimated,
         )
+        if self.route.kind == "llm":
+            event = self._with_request_facts(event)
         self.ledger.record(event, session=self.attribution.session)
         return event
+
+    def _with_request_facts(self, event: Any) -> Any:
+        """The event with what the anomaly detectors read from the request and response: its output
+        limit, whether it stopped there, its system/developer share (numbers, never the text)."""
+        from dataclasses import replace
+
+        try:
+            return replace(
+                event,
+                output_limit=output_limit(self.body),
+                stopped_on_limit=self.acc.stopped_on_limit,
+                system_permille=system_permille(self.route, self.body),
+            )
+        except Exception:  # metering never fails on a hostile body
+            log.exception("tokentrail: reading the request facts of a %s call failed", self.route.provider)
+            return event
 
     def _answered(self) -> bool:
         """Whether the provider accepted the call (a 2xx status line arrived)."""

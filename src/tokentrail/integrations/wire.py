@@ -98,6 +98,7 @@ class Accumulator:
     error_type: str | None = None
     text_parts: list[str] = field(default_factory=list)  # the completion text (of a body: only with `capture`)
     capture: bool = False
+    stopped_on_limit: bool = False  # the response says it stopped on the request's output limit
     _tools: dict[Any, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +122,7 @@ class Accumulator:
             return
         self.model = _str(data.get("model")) or self.model
         self.usage_raw = data.get("usage")
+        self._stop_reason(data)
         if flavor == "openai_chat":
             for choice in _list(data.get("choices")):
                 msg = _dict(_dict(choice).get("message"))
@@ -194,6 +196,21 @@ class Accumulator:
 
     # -- provider specifics -------------------------------------------------------------------
 
+    def _stop_reason(self, data: dict[str, Any]) -> None:
+        """Whether a body, chunk or event says the output stopped on its limit: OpenAI chat
+        `finish_reason: length`, Responses `incomplete_details.reason: max_output_tokens`,
+        Anthropic `stop_reason: max_tokens`, Gemini `finishReason: MAX_TOKENS`."""
+        for choice in _list(data.get("choices")):
+            if _dict(choice).get("finish_reason") == "length":
+                self.stopped_on_limit = True
+        for cand in _list(data.get("candidates")):
+            if _dict(cand).get("finishReason") == "MAX_TOKENS":
+                self.stopped_on_limit = True
+        if data.get("stop_reason") == "max_tokens" or _dict(data.get("delta")).get("stop_reason") == "max_tokens":
+            self.stopped_on_limit = True
+        if _dict(data.get("incomplete_details")).get("reason") == "max_output_tokens":
+            self.stopped_on_limit = True
+
     def _tool(self, key: Any, tool_id: Any, name: Any, args: Any) -> None:
         t = self._tools.setdefault(key, {"id": None, "name": None, "args": []})
         if tool_id:
@@ -212,6 +229,7 @@ class Accumulator:
 
     def _chat_chunk(self, data: dict[str, Any]) -> None:
         self.model = _str(data.get("model")) or self.model
+        self._stop_reason(data)
         if data.get("usage") is not None:
             self.usage_raw = data["usage"]
         if data.get("error"):
@@ -236,6 +254,7 @@ class Accumulator:
             self.model = _str(response.get("model")) or self.model
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self.complete = True
+            self._stop_reason(response)
             if response.get("usage") is not None:
                 self.usage_raw = response["usage"]
             self._tools.clear()
@@ -259,6 +278,7 @@ class Accumulator:
             self.model = _str(msg.get("model")) or self.model
             self.usage_raw = dict(_dict(msg.get("usage")))
         elif kind == "message_delta":
+            self._stop_reason(data)
             # message_delta usage is cumulative: the last value of each field wins, never a sum
             delta = data.get("usage")
             if isinstance(delta, dict):
@@ -288,6 +308,7 @@ class Accumulator:
         self.model = _str(data.get("modelVersion")) or self.model
         if data.get("usageMetadata") is not None:
             self.usage_raw = data["usageMetadata"]
+        self._stop_reason(data)
         base = len(self._tools)
         for c, cand in enumerate(_list(data.get("candidates"))):
             if _dict(cand).get("finishReason"):
@@ -297,6 +318,55 @@ class Accumulator:
                 call = _dict(_dict(part).get("functionCall"))
                 if call:
                     self._tool((base, c, p), call.get("id"), call.get("name"), call.get("args") or {})
+
+
+# -- what a request says, read at metering time (numbers only, never the text) -----------------
+
+_LIMIT_KEYS = ("max_tokens", "max_output_tokens", "max_completion_tokens")
+
+
+def output_limit(body: dict[str, Any]) -> int:
+    """The output limit a request set (max_tokens / max_output_tokens / max_completion_tokens /
+    generation_config.max_output_tokens), or OUTPUT_LIMIT_NONE (-1) when it set none."""
+    gen = _dict(body.get("generationConfig") or body.get("generation_config"))
+    for v in (*(body.get(k) for k in _LIMIT_KEYS), gen.get("maxOutputTokens"), gen.get("max_output_tokens")):
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return min(v, 2**62)
+    return -1
+
+
+def _size(v: Any) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, str):
+        return len(v.encode("utf-8", "surrogatepass"))
+    return len(json.dumps(v, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def system_permille(route: Route, body: dict[str, Any]) -> int:
+    """The share of a request's prompt bytes in system/developer instructions, in per mille."""
+    system = other = 0
+    if route.flavor in ("openai_chat", "openai_responses", "openai_any"):
+        system += _size(body.get("instructions"))
+        items = body.get("messages") if "messages" in body else body.get("input")
+        if isinstance(items, str):
+            other += _size(items)
+        for m in _list(items):
+            size = _size(_dict(m).get("content")) if isinstance(m, dict) else _size(m)
+            if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES:
+                system += size
+            else:
+                other += size
+    elif route.flavor == "anthropic":
+        system, other = _size(body.get("system")), _size(body.get("messages"))
+    elif route.flavor == "gemini":
+        system = _size(body.get("systemInstruction") or body.get("system_instruction"))
+        other = _size(body.get("contents"))
+    total = system + other
+    return 0 if total == 0 else min(1000, system * 1000 // total)
 
 
 def _dict(v: Any) -> dict[str, Any]:

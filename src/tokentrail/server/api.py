@@ -175,7 +175,11 @@ def session(request: Request, key: ApiKey) -> dict[str, Any]:
     """One session as a call tree. A team key sees only its team's events of the session: session
     ids are per team, and an id only another team used is a 404 like any unknown one."""
     sid = request.path_params["session_id"]
-    return reports.session_detail(state_of(request).store, sid, scope=key.attribution).to_dict()
+    from tokentrail.analytics.session_marks import marks_of
+
+    store = state_of(request).store
+    detail = reports.session_detail(store, sid, scope=key.attribution)
+    return {**detail.to_dict(), **marks_of(store, detail, dict(key.attribution)).to_dict()}
 
 
 @_endpoint("read")

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import api, chargeback_api, economics_api, forecast_api, reconcile_api
+from tokentrail.server import anomalies_api, api, chargeback_api, economics_api, forecast_api, reconcile_api
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -158,6 +158,7 @@ def create_app(
         Route("/api/v1/budgets", api.budgets),
         Route("/api/v1/forecast", forecast_api.forecast),
         Route("/api/v1/alerts", api.alert_list),
+        Route("/api/v1/anomalies", anomalies_api.anomaly_list),
         Route("/api/v1/unpriced", api.unpriced),
         Route("/api/v1/me", api.me),
         Route("/api/v1/reconciliations", reconcile_api.reconciliations),

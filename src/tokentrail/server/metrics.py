@@ -66,6 +66,8 @@ class Metrics:
 
             r.register(_BudgetCollector(ledger))
             r.register(CoverageCollector(ledger))
+            if getattr(ledger, "anomaly_watch", None) is not None:
+                r.register(AnomalyCollector(ledger.anomaly_watch))
         self._children: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
         self._values: tuple[set[str], ...] = (set(), set(), set(), set())  # per label: values in use
         self._request_children: dict[tuple[str, int], Any] = {}
@@ -159,3 +161,20 @@ class _BudgetCollector(Collector):
         except Exception:
             log.exception("tokentrail: reading budgets for /metrics failed")
         yield g
+
+
+class AnomalyCollector:
+    """`tokentrail_anomalies_total{kind}`: anomalies this process raised (no session or user label)."""
+
+    def __init__(self, watch: Any) -> None:
+        self.watch = watch
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "tokentrail_anomalies", "Anomalies raised by this process, by kind.", labels=["kind"]
+        )
+        for kind, n in sorted(self.watch.counts.items()):
+            family.add_metric([kind], n)
+        yield family

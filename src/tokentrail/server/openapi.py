@@ -275,6 +275,10 @@ def schema() -> dict[str, Any]:
                 "Budget alerts",
                 [*_FILTERS[:3], _LIMIT, {"name": "budget", "in": "query", "schema": {"type": "string"}}],
             ),
+            "/api/v1/anomalies": _get(
+                "Anomalies the detectors found (retry loops, token spikes, …), newest first",
+                [*_FILTERS[:3], _LIMIT, {"name": "kind", "in": "query", "schema": {"type": "string"}}],
+            ),
             "/api/v1/unpriced": _get("Models with unpriced calls", _FILTERS[:1]),
             "/api/v1/me": _get("The caller's role and scope"),
             "/api/v1/reconciliations": _get(

@@ -458,6 +458,41 @@ def m0012_budget_unpriced(d: Dialect) -> list[str]:
 MIGRATIONS.append(("0012_budget_unpriced", m0012_budget_unpriced))
 
 
+def m0013_anomalies(d: Dialect) -> list[str]:
+    """What the anomaly detectors read from each call (the output limit the request set, whether the
+    call stopped on it, the system/developer share of the prompt in per mille; 0 = not read, so
+    events of before stay as they were hashed), and the anomalies they found, one per
+    (kind, dedup_key): a session's or an agent's day's."""
+    t, n, r = d.text, d.bigint, d.real
+    out = [
+        f"ALTER TABLE events ADD COLUMN {c} {n} NOT NULL DEFAULT 0"
+        for c in ("output_limit", "stopped_on_limit", "system_permille")
+    ]
+    out.append(f"""CREATE TABLE anomalies (
+        anomaly_id {t} PRIMARY KEY,
+        kind {t} NOT NULL,
+        dedup_key {t} NOT NULL,
+        severity {t} NOT NULL,
+        ts_us {n} NOT NULL,
+        detected_us {n} NOT NULL,
+        session_id {t},
+        org {t}, team {t}, project {t}, agent {t}, user_id {t}, customer {t}, workflow {t}, task_type {t},
+        metric {r} NOT NULL,
+        baseline {r},
+        threshold {r} NOT NULL,
+        cost_nusd {n},
+        event_ids {t} NOT NULL,
+        message {t} NOT NULL,
+        UNIQUE (kind, dedup_key)
+    )""")
+    out.append("CREATE INDEX anomalies_ts ON anomalies (ts_us)")
+    out.append("CREATE INDEX anomalies_session ON anomalies (session_id)")
+    return out
+
+
+MIGRATIONS.append(("0013_anomalies", m0013_anomalies))
+
+
 def m0014_agent_trees_and_outcome_value(d: Dialect) -> list[str]:
     """`parent_session_id`: the session a session was opened inside (agent trees); NULL for a
     root, and for every event written before it existed. Outcomes get `success` (1 unless told;
@@ -517,4 +552,6 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "api_keys": ("SELECT",),
     # reconciliation runs: appended by `tokentrail reconcile`, never changed
     "reconcile_runs": ("SELECT", "INSERT"),
+    # anomalies: found by the detectors (online in the writer, or `tokentrail anomalies --rescan`)
+    "anomalies": ("SELECT", "INSERT"),
 }

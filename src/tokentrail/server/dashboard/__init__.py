@@ -10,7 +10,16 @@ from starlette.responses import Response
 
 from tokentrail.server.state import error
 
-SCRIPTS = ("common.js", "chart.js", "panels.js", "reconcile.js", "economics.js", "export.js", "forecast.js")
+SCRIPTS = (
+    "common.js",
+    "chart.js",
+    "panels.js",
+    "reconcile.js",
+    "economics.js",
+    "export.js",
+    "forecast.js",
+    "anomalies.js",
+)
 
 
 async def script(request: Request) -> Response:
