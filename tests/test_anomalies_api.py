@@ -46,7 +46,7 @@ def test_anomalies_are_team_scoped(any_ledger: tt.Ledger) -> None:
     with TestClient(create_app(any_ledger, admin_key=ADMIN)) as c:
         rows = get(c, legal).json()["anomalies"]
         assert [(r["kind"], r["team"], r["session_id"]) for r in rows] == [("retry_loop", "legal", "s1")]
-        assert rows[0]["event_ids"] == ["e1", "e2"] and rows[0]["cost_usd"] == "0.180000000"
+        assert rows[0]["event_ids"] == ["e1", "e2"] and rows[0]["cost_usd"] == "0.18"
         assert get(c, legal, team="cx").status_code == 403  # asking for another team: 403, not []
         assert get(c, legal, where="team=cx").status_code == 403
         assert get(c, legal, agent="b1").json()["anomalies"] == []

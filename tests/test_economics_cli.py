@@ -48,8 +48,8 @@ def test_metrics_json_by_agent(url: str) -> None:
     )
     assert code == 0
     rows = {r["agent"]: r for r in json.loads(out)["rows"]}
-    assert rows["a"]["cost_per_action"] == "0.650000000"
-    assert rows["b"]["avg_cost_per_call"] == "0.205000000"
+    assert rows["a"]["cost_per_action"] == "0.65"
+    assert rows["b"]["avg_cost_per_call"] == "0.205"
     assert rows["a"]["latency_p95"] == pytest.approx(290)
 
 
@@ -60,7 +60,7 @@ def test_metrics_csv_and_table(url: str) -> None:
     assert code == 0
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["task_type", "cost_per_action", "roi"]
-    assert rows[[r[0] for r in rows].index("review")][:2] == ["review", "0.650000000"]
+    assert rows[[r[0] for r in rows].index("review")][:2] == ["review", "0.65"]
     code, out, _ = run("report", "-m", "all", "-b", "agent", "--since", "2026-01-01", "--db", url)
     assert code == 0
     assert "per action" in out and "$0.65" in out and "290 ms" in out
@@ -89,13 +89,13 @@ def test_tree_rollup_and_session_tree(url: str) -> None:
     )
     assert code == 0
     rows = {r["session"]: r for r in json.loads(out)["rows"]}
-    assert "kid" not in rows and rows["root"]["cost_usd"] == "1.500000000"
+    assert "kid" not in rows and rows["root"]["cost_usd"] == "1.5"
     code, out, _ = run("session", "root", "--db", url)
     assert code == 0
     assert "Agent tree" in out and "own $1.00 · total $1.50" in out and "kid helper" in out
     code, out, _ = run("session", "root", "-f", "json", "--db", url)
     tree = json.loads(out)["agent_tree"]
-    assert tree["total_cost_usd"] == "1.500000000" and tree["children"][0]["session_id"] == "kid"
+    assert tree["total_cost_usd"] == "1.5" and tree["children"][0]["session_id"] == "kid"
 
 
 def test_a_root_with_no_call_of_its_own_shows_its_tree(tmp_path: Path) -> None:

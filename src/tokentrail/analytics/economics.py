@@ -31,6 +31,7 @@ from tokentrail._report_sql import (
 )
 from tokentrail.analytics.trees import roots_of
 from tokentrail.events import NANO, nano_to_usd
+from tokentrail.money import usd
 from tokentrail.store import economics as sql
 from tokentrail.types import Store
 
@@ -227,7 +228,7 @@ def _add(acc: _Acc, sid: str | None, sums: Sequence[Any]) -> None:
 def _usd(nano: int, by: int) -> Decimal | None:
     if not by:
         return None
-    return (Decimal(nano) / by * NANO).quantize(NANO)
+    return usd((Decimal(nano) / by * NANO).quantize(NANO))  # plain form, as every amount we hand out
 
 
 def _ratio(a: float, b: float) -> float | None:
