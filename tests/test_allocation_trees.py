@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
+from tests._server import _collect_clients  # noqa: F401 (an autouse fixture)
 from tokentrail import cli
 from tokentrail.analytics.allocation import allocate, load_rules, parse_rule
 from tokentrail.analytics.allocation_trees import allocated_lines
@@ -176,6 +177,23 @@ def test_cli_report_and_export(led: tt.Ledger, tmp_path: Path) -> None:
     res = run.invoke(cli.app, ["report", "--db", led.store.url, "--rules", str(bad)])
     said = " ".join(res.output.split())  # rich wraps the message
     assert res.exit_code == 2 and "bad.toml, entry 1" in said and "'planet' is not an attribution dimension" in said
+
+
+def test_api_export_gives_a_team_its_share(led: tt.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from tokentrail.server import create_app
+    from tokentrail.server.keys import create_key
+
+    monkeypatch.setenv("TOKENTRAIL_ALLOCATION", str(rules_file(ORCHESTRATORS, tmp_path)))
+    key = create_key(led.store, role="read", attribution={"team": "a"})[0]
+    with TestClient(create_app(led, admin_key="admin-key-for-tests-0123")) as c:
+        r = c.get("/api/v1/export", params={"format": "csv", "allocated": "1"}, headers={"X-Tokentrail-Key": key})
+    assert r.status_code == 200, r.text
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert {x["team"] for x in rows} == {"a"}
+    assert sum(Decimal(x["cost_usd"] or 0) for x in rows) == Decimal("355e-9")
+    assert sum(Decimal(x["cost_usd"]) for x in rows if x["allocated_from"]) == Decimal("15e-9")  # 7 + 5 + 3
 
 
 @pytest.mark.parametrize(
