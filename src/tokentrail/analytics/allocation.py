@@ -14,8 +14,8 @@ line per target (its `allocated_from` names the rule and the source), its cost, 
 tokens split by the largest remainder on integers, so the allocated total equals the original
 to the nano-dollar, deterministically. A period in which no target spent anything keeps its
 shared cost where it was (there is no usage to split it by). Unpriced lines have no cost to
-share and stay. (Splitting an orchestrator session's cost over its sub-agents' owners needs
-agent trees: not done here.)
+share and stay. `method = "sub_agents"` spreads an orchestrator session's own cost over the
+owners of its sub-agent sessions (analytics/allocation_trees.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from tokentrail.analytics.export import ATTRIBUTION, Line, share
 from tokentrail.exceptions import ConfigError
 
-METHODS = ("usage", "weights")
+METHODS = ("usage", "weights", "sub_agents")
 MAX_RULES = 100
 MAX_TARGETS = 1000
 
@@ -48,7 +48,8 @@ class Rule:
         return line.allocated_from is None and all(line.attribution.get(d) == v for d, v in self.source)
 
     def label(self) -> str:
-        return f"{self.name}:" + ",".join(f"{d}={v or ''}" for d, v in self.source)
+        scope = [*(["sub_agents"] if self.method == "sub_agents" else []), *(f"{d}={v or ''}" for d, v in self.source)]
+        return f"{self.name}:" + ",".join(scope)
 
 
 def load_rules(path: str | Path) -> tuple[Rule, ...]:
@@ -77,20 +78,29 @@ def _dim(name: object, where: str) -> str:
 def parse_rule(entry: Any, where: str) -> Rule:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")
-    unknown = set(entry) - {"name", "from", "to", "method", "weights"}
+    unknown = set(entry) - {"name", "from", "to", "method", "weights", "by"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: needs a 'name'")
-    src = entry.get("from")
-    if not isinstance(src, dict) or not src:
+    sub_agents = entry.get("method") == "sub_agents"
+    src = entry.get("from", {} if sub_agents else None)
+    if not isinstance(src, dict) or not (src or sub_agents):
         raise ConfigError(f"{where}: 'from' must be a table such as {{ team = \"platform\" }}")
     source = []
     for d, v in src.items():
         if not isinstance(v, str):
             raise ConfigError(f"{where}: from.{d} must be a string ('' for none)")
         source.append((_dim(d, where), v or None))
+    if sub_agents:  # a parent session's own cost over the owners (`by`) of its sub-agent sessions
+        if "to" in entry or "weights" in entry:
+            raise ConfigError(f"{where}: method = \"sub_agents\" takes 'by', not 'to' or 'weights'")
+        if "by" not in entry:
+            raise ConfigError(f'{where}: method = "sub_agents" needs by = "team" (the owner of a sub-agent session)')
+        return Rule(name.strip(), tuple(source), _dim(entry["by"], where), None, "sub_agents", {})
+    if "by" in entry:
+        raise ConfigError(f"{where}: 'by' is for method = \"sub_agents\"")
     to = entry.get("to")
     targets: tuple[str, ...] | None
     if isinstance(to, str):
@@ -106,7 +116,7 @@ def parse_rule(entry: Any, where: str) -> Rule:
         raise ConfigError(f'{where}: \'to\' must be a dimension (to = "team") or {{ team = ["a", "b"] }}')
     method = entry.get("method", "weights" if "weights" in entry else "usage")
     if method not in METHODS:
-        raise ConfigError(f"{where}: method must be usage or weights, not {method!r}")
+        raise ConfigError(f"{where}: method must be usage or weights (or sub_agents), not {method!r}")
     weights: dict[str, Decimal] = {}
     if method == "weights":
         raw = entry.get("weights")
@@ -137,6 +147,8 @@ def allocate(lines: Iterable[Line], rules: Iterable[Rule]) -> Iterator[Line]:
     """The lines with shared spend spread by the rules, one period at a time (lines come period
     by period, as `analytics.export.lines` yields them)."""
     rules = tuple(rules)
+    if any(r.method == "sub_agents" for r in rules):  # never skipped silently
+        raise ValueError("sub_agents rules need the agent trees: use allocation_trees.allocated_lines")
     period: list[Line] = []
     for line in lines:
         if period and (line.start, line.end) != (period[0].start, period[0].end):
@@ -158,28 +170,31 @@ def _period(lines: list[Line], rules: tuple[Rule, ...]) -> list[Line]:
         if not targets:  # nothing to spread it by in this period: it stays where it was
             continue
         for ln in lines:
-            if id(ln) not in shared_ids:
-                out.append(ln)
-                continue
-            costs = share(ln.cost_nusd or 0, weights)
-            calls = share(ln.calls, weights)
-            tokens = share(ln.tokens, weights)
-            estimated = share(ln.estimated_calls, weights)
-            for i, target in enumerate(targets):
-                if costs[i] or calls[i] or tokens[i]:
-                    out.append(
-                        replace(
-                            ln,
-                            attribution={**ln.attribution, rule.dimension: target},
-                            cost_nusd=costs[i],
-                            calls=calls[i],
-                            tokens=tokens[i],
-                            estimated_calls=estimated[i],
-                            allocated_from=rule.label(),
-                        )
-                    )
+            out += split_line(ln, rule, targets, weights) if id(ln) in shared_ids else [ln]
         lines = out
     return lines
+
+
+def split_line(ln: Line, rule: Rule, targets: list[str], weights: list[int | Decimal]) -> list[Line]:
+    """One line per target: its cost, calls and tokens split by the largest remainder (the parts
+    add up to the line exactly), marked with the rule."""
+    costs = share(ln.cost_nusd or 0, weights)
+    calls = share(ln.calls, weights)
+    tokens = share(ln.tokens, weights)
+    estimated = share(ln.estimated_calls, weights)
+    return [
+        replace(
+            ln,
+            attribution={**ln.attribution, rule.dimension: target},
+            cost_nusd=costs[i],
+            calls=calls[i],
+            tokens=tokens[i],
+            estimated_calls=estimated[i],
+            allocated_from=rule.label(),
+        )
+        for i, target in enumerate(targets)
+        if costs[i] or calls[i] or tokens[i]
+    ]
 
 
 def _weights(rule: Rule, others: list[Line]) -> tuple[list[str], list[int | Decimal]]:
@@ -253,4 +268,13 @@ def _value(ln: Line, d: str) -> str | None:
     return None if v is None else str(v)
 
 
-__all__ = ["METHODS", "AllocatedRow", "Rule", "allocate", "allocated_report", "load_rules", "parse_rule"]
+__all__ = [
+    "METHODS",
+    "AllocatedRow",
+    "Rule",
+    "allocate",
+    "allocated_report",
+    "load_rules",
+    "parse_rule",
+    "split_line",
+]

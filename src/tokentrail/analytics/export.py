@@ -19,7 +19,7 @@ from typing import Any
 
 from tokentrail._report_sql import Filters, check_range, filters, scope_filters
 from tokentrail.events import from_micros, ts_micros
-from tokentrail.store.export import GROUP_NAMES, grouped_events
+from tokentrail.store.export import GROUP_NAMES, SESSION_GROUPS, grouped_events
 from tokentrail.store.migrations import HOUR_US
 from tokentrail.timespec import zone
 from tokentrail.types import Store
@@ -163,24 +163,27 @@ def lines(
     tz: str | None = None,
     where: Mapping[str, Any] | None = None,
     scope: Mapping[str, str] | None = None,
+    sessions: bool = False,
 ) -> Iterator[Line]:
     """Every export line over [since, until), period by period (constant memory: one period's
-    groups at a time). ValueError on bad input, at once (not at the first line)."""
+    groups at a time). ValueError on bad input, at once (not at the first line). `sessions`:
+    lines are also split by session, which `extra` names (session_id, parent_session_id)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}: use hour or day")
     zone_ = zone(tz)
     lo, hi = check_range(since, until)
     flt = export_filters(where, scope)
-    return _lines(store, lo, hi, flt, granularity, zone_)
+    return _lines(store, lo, hi, flt, granularity, zone_, sessions)
 
 
 def _lines(
-    store: Store, lo: int | None, hi: int | None, flt: Filters, granularity: str, zone_: tzinfo
+    store: Store, lo: int | None, hi: int | None, flt: Filters, granularity: str, zone_: tzinfo, sessions: bool
 ) -> Iterator[Line]:
+    names = (*GROUP_NAMES, *SESSION_GROUPS) if sessions else GROUP_NAMES
     pending: dict[tuple[Any, ...], list[int | None]] = {}
     current: tuple[int, int] | None = None
     memo: dict[int, tuple[int, int]] = {}
-    for row in grouped_events(store, lo, hi, flt, _QUARTER_US):
+    for row in grouped_events(store, lo, hi, flt, _QUARTER_US, sessions=sessions):
         slot = int(row[0])
         bounds = memo.get(slot)
         if bounds is None:
@@ -191,8 +194,8 @@ def _lines(
             if current is not None:
                 yield from _flush(pending, current, lo, hi, zone_)
             pending, current = {}, bounds
-        key = tuple(row[1 : 1 + len(GROUP_NAMES)])
-        sums = [None if v is None else int(v) for v in row[1 + len(GROUP_NAMES) :]]
+        key = tuple(row[1 : 1 + len(names)])
+        sums = [None if v is None else int(v) for v in row[1 + len(names) :]]
         acc = pending.get(key)
         if acc is None:
             pending[key] = sums
@@ -214,7 +217,9 @@ def _flush(
     start = from_micros(bounds[0] if lo is None else max(bounds[0], lo))
     end = from_micros(bounds[1] if hi is None else min(bounds[1], hi))
     for key in sorted(pending, key=lambda k: tuple((v is None, str(v)) for v in k)):
-        g = dict(zip(GROUP_NAMES, key, strict=True))
+        g = dict(zip(GROUP_NAMES, key[: len(GROUP_NAMES)], strict=True))
+        rest = key[len(GROUP_NAMES) :]  # the session columns, when asked for
+        extra = dict(zip(SESSION_GROUPS, rest, strict=True)) if rest else {}
         events, inp, out, cread, cwrite, cost, estimated = pending[key]
         sums = {
             "events": events or 0,
@@ -244,6 +249,7 @@ def _flush(
                 price_version=g["price_version"],
                 unit_price_mtok=rate,
                 zone=zone_,
+                extra=extra,
             )
 
 

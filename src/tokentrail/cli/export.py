@@ -72,11 +72,12 @@ def export_command(
         if output == "-":
             fail("Parquet is binary: give a file with -o FILE")
     with reader(db) as store, user_errors():
-        source = lines(store, since=start, until=end, granularity=granularity, tz=tz, where=filters)
-        if plan is not None:
-            from tokentrail.analytics.allocation import allocate
+        if plan is None:
+            source = lines(store, since=start, until=end, granularity=granularity, tz=tz, where=filters)
+        else:
+            from tokentrail.analytics.allocation_trees import allocated_lines
 
-            source = allocate(source, plan)
+            source = allocated_lines(store, plan, since=start, until=end, granularity=granularity, tz=tz, where=filters)
         with _open(output) as out, _progress(output != "-") as advance:
             written = write(source, fmt, out, include_unpriced=include_unpriced, progress=advance)
     if written.skipped.total:
@@ -149,8 +150,8 @@ def allocated_report_command(
     """`report --allocated`: spend after the allocation rules spread shared spend."""
     from rich.text import Text
 
-    from tokentrail.analytics.allocation import allocate, allocated_report
-    from tokentrail.analytics.export import lines
+    from tokentrail.analytics.allocation import allocated_report
+    from tokentrail.analytics.allocation_trees import allocated_lines
     from tokentrail.cli._tables import Column, label, money, money_places, print_table
     from tokentrail.events import nano_to_usd
 
@@ -160,7 +161,7 @@ def allocated_report_command(
         start, end = time_range(since, until, tz)
         plan = _allocation(True, rules)
     with reader(db) as store, user_errors():
-        rows, total = allocated_report(allocate(lines(store, since=start, until=end, tz=tz, where=filters), plan), dims)
+        rows, total = allocated_report(allocated_lines(store, plan, since=start, until=end, tz=tz, where=filters), dims)
     if fmt is Format.json:
         emit_json({"by": dims, "allocated": True, "rows": [r.to_dict() for r in rows], "totals": total.to_dict()})
         return

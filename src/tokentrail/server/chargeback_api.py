@@ -80,12 +80,12 @@ def _source(request: Request, key: Any) -> tuple[str, Iterator[Line], bool]:
     if plan is None:
         src = lines(store, since=since, until=until, granularity=granularity, tz=tz, where=where, scope=key.attribution)
     else:
-        from tokentrail.analytics.allocation import allocate
+        from tokentrail.analytics.allocation_trees import allocated_lines
 
         wanted = {**where, **{d: [v] for d, v in key.attribution.items()}}
         if any(d not in _POST_FILTER for d in wanted):
             raise BadRequest(f"with allocated=1, filters are on {', '.join(_POST_FILTER)} only")
-        src = _kept(allocate(lines(store, since=since, until=until, granularity=granularity, tz=tz), plan), wanted)
+        src = _kept(allocated_lines(store, plan, since=since, until=until, granularity=granularity, tz=tz), wanted)
     return fmt, src, include_unpriced
 
 

@@ -50,6 +50,7 @@ GROUP_NAMES = (
     "unit_prices",
     "priced",
 )
+SESSION_GROUPS = ("session_id", "parent_session_id")  # agent trees (sub_agents allocation)
 SUMS = (
     "COUNT(*)",
     "SUM(input_tokens)",
@@ -88,9 +89,12 @@ def grouped_events(
     flt: Filters,
     slot_us: int,
     chunk_us: int = DAY_US,
+    *,
+    sessions: bool = False,
 ) -> Iterator[tuple[Any, ...]]:
-    """(slot_start_us, *GROUPS, *SUMS) rows over [lo, hi), ordered by slot, one chunk at a time.
-    `slot_us` divides `chunk_us`, so no slot straddles two chunks."""
+    """(slot_start_us, *GROUPS, *SUMS) rows over [lo, hi), ordered by slot, one chunk at a time
+    (`sessions`: *SESSION_GROUPS after GROUPS). `slot_us` divides `chunk_us`, so no slot
+    straddles two chunks."""
     span = time_span(store, lo, hi, flt)
     if span is None:
         return
@@ -104,9 +108,10 @@ def grouped_events(
         b = end if hi is None else min(end, hi)
         conds, params = time_sql(store, a, b)
         where = " AND ".join(c for c in (*conds, cond) if c)
-        n = len(GROUPS) + 1
+        groups = (*GROUPS, *SESSION_GROUPS) if sessions else GROUPS
+        n = len(groups) + 1
         sql = (
-            f"SELECT {slot}, {', '.join(GROUPS)}, {', '.join(SUMS)} FROM events WHERE {where} "
+            f"SELECT {slot}, {', '.join(groups)}, {', '.join(SUMS)} FROM events WHERE {where} "
             f"GROUP BY {', '.join(str(i) for i in range(1, n + 1))} ORDER BY 1"
         )
         yield from store.query(sql, [*params, *fparams])
@@ -151,4 +156,14 @@ def adjusted_ids(store: Store, event_ids: list[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-__all__ = ["GROUPS", "GROUP_NAMES", "SUMS", "SUM_NAMES", "adjusted_ids", "events_in", "grouped_events", "time_span"]
+__all__ = [
+    "GROUPS",
+    "GROUP_NAMES",
+    "SESSION_GROUPS",
+    "SUMS",
+    "SUM_NAMES",
+    "adjusted_ids",
+    "events_in",
+    "grouped_events",
+    "time_span",
+]
