@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from tokentrail.analytics.config import AnomalyConfig
@@ -133,7 +134,10 @@ def stats(totals: list[float]) -> Stats:
 
 
 def _usd(nusd: int) -> str:
-    return f"${nano_to_usd(nusd):,.2f}"  # Decimal: a message's amount is never a float
+    """Cents, or two significant digits below a cent ($0.0045, never a misleading $0.00); Decimal."""
+    d = nano_to_usd(nusd) or Decimal(0)
+    places = 2 if d == 0 or d >= Decimal("0.01") else 1 - d.adjusted()
+    return f"${d:,.{places}f}"
 
 
 class Detectors:
