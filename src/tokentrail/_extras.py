@@ -7,9 +7,10 @@ from typing import NoReturn
 # the top-level modules each extra brings (what an ImportError may name)
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "sdks": ("openai", "anthropic", "google", "aiohttp"),
-    "server": ("starlette", "uvicorn", "aiohttp", "prometheus_client", "opentelemetry", "google", "pydantic"),
+    "server": ("starlette", "uvicorn", "aiohttp", "prometheus_client", "opentelemetry", "google"),
     "postgres": ("psycopg", "psycopg_pool"),
     "testing": ("aiohttp",),
+    "export": ("pyarrow",),
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any
 
+from tokentrail._extras import missing_extra_message
 from tokentrail.analytics import focus
 from tokentrail.analytics.export import Line, Skipped
 from tokentrail.events import nano_to_usd
@@ -173,9 +174,8 @@ def require_pyarrow() -> Any:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise ConfigError(
-            "Parquet exports need pyarrow: pip install 'tokentrail[export]' (or use --format csv / focus)"
-        ) from None
+        hint = missing_extra_message("Parquet exports", "export", ["pyarrow"])
+        raise ConfigError(f"{hint} (or use --format csv / focus)") from None
     return pyarrow
 
 
