@@ -107,6 +107,7 @@ def test_a_provider_key_appears_nowhere(
     """Through successful and failing calls (upstream error, unreachable upstream, a budget stop,
     a bad key, a Gemini ?key=), the provider key is in no stored row, log line, metric or error body."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="tokentrail")  # whatever level an earlier test left it at
     ledger.budgets.set("stop", scope={"team": "stopped"}, period="day", limit_usd="0.0000001")
     bodies: list[str] = []
     up.push(Reply(input_tokens=10), Reply(status=401, error_message="bad key"))

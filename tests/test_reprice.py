@@ -125,7 +125,7 @@ def test_cli_reprice(led: tt.Ledger, price_file: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data["totals"]["repriced_usd"] == "0.019120000" and data["unpriced_to_price"]["priced"] == 2
+    assert data["totals"]["repriced_usd"] == "0.01912" and data["unpriced_to_price"]["priced"] == 2
     plain = json.loads(invoke("reprice", "--db", url, "--dry-run", "--prices", "", "-f", "json").stdout)
     house = next(r for r in plain["rows"] if r["model"] == "house-llm")
     assert house["cost_usd"] is None and house["repriced_usd"] is None and house["delta_usd"] is None  # never $0

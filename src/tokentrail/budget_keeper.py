@@ -10,8 +10,10 @@ killed process renews nothing, so its reservations stop counting on their own.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from tokentrail.budget_engine import RENEW, SWEEP, Engine, Hold, Op
@@ -40,6 +42,10 @@ class Keeper:
         self.stopped = stopped
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # held through each round: a fork waits for the round to end, so the child never inherits
+        # a store call (an SQLite mutex, a lock) that the budget thread was in the middle of
+        self.round = threading.Lock()
+        _KEEPERS.add(self)
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -60,19 +66,12 @@ class Keeper:
         while not self.stopped():
             engine.wake.wait(max(0.05, min(self.hold_timeout() / 4, 10.0)))
             engine.wake.clear()
+            sweep = time.monotonic() >= next_sweep
+            if sweep:
+                next_sweep = time.monotonic() + SWEEP_EVERY_S
             try:
-                if self.upkeep is not None:
-                    self.upkeep()
-                engine.run_queued()
-                self._renew()
-                if engine.retry:
-                    engine.retry_due()
-                now = time.monotonic()
-                if now >= next_sweep:
-                    next_sweep = now + SWEEP_EVERY_S
-                    engine.call(Op(SWEEP))
-                elif engine.pending:
-                    engine.run_queued()
+                with self.round:
+                    self._round(engine, sweep)
             except Exception as e:
                 log.debug("tokentrail: budget upkeep failed: %s", e)
         try:
@@ -80,8 +79,38 @@ class Keeper:
         except Exception as e:
             log.debug("tokentrail: budget upkeep failed: %s", e)
 
+    def _round(self, engine: Engine, sweep: bool) -> None:
+        if self.upkeep is not None:
+            self.upkeep()
+        engine.run_queued()
+        self._renew()
+        if engine.retry:
+            engine.retry_due()
+        if sweep:
+            engine.call(Op(SWEEP))
+        elif engine.pending:
+            engine.run_queued()
+
     def _renew(self) -> None:
         now = time.monotonic()
         due = [h for h in list(self.live.values()) if now - h.renewed_at > self.hold_timeout() / 3]
         if due:
             self.engine.call(Op(RENEW, holds=due))
+
+
+_KEEPERS: weakref.WeakSet[Keeper] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for k in list(_KEEPERS):
+        k.round.acquire()
+
+
+def _after_fork() -> None:
+    for k in list(_KEEPERS):
+        if k.round.locked():
+            k.round.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)

@@ -179,6 +179,9 @@ class Budgets(BudgetDefinitions):
             self._sql = None
             self._live.clear()
             self._pending_charges.clear()
+            # a lock the parent held at the fork stays held in the child, with no thread to free it
+            self._charge_lock, self._charge_run = threading.Lock(), threading.Lock()
+            self._refresh_lock = threading.RLock()
             self.store = self.ledger.store
             self._engine = self._keeper = None
         if self._sql is None:
@@ -404,6 +407,8 @@ class Budgets(BudgetDefinitions):
     def run_charges(self) -> None:
         """Post the charges waiting for the definitions to be read (the budget thread, or a
         reservation, which must see them). Never raises."""
+        if self._pid != os.getpid():
+            return  # a forked child has none of the parent's charges (its own begin at _backend())
         if self._pending_charges or self._charge_run.locked():
             budget_charges.run_pending(self)
 

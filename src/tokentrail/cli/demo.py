@@ -52,9 +52,14 @@ def demo_command(
     require_extra("sdks", "openai", "anthropic", "google.genai", "aiohttp")
     if via_gateway:
         require_extra("server", "starlette", "uvicorn", "prometheus_client")
-    with contextlib.ExitStack() as held:
-        url = db or held.enter_context(_fresh_default())
-        _run(url, db, seed, via_gateway)
+    logger = logging.getLogger("tokentrail")
+    level = logger.level
+    try:
+        with contextlib.ExitStack() as held:
+            url = db or held.enter_context(_fresh_default())
+            _run(url, db, seed, via_gateway)
+    finally:
+        logger.setLevel(level)  # the quiet is the demo's own: a caller in the same process keeps its logs
 
 
 def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
