@@ -50,7 +50,7 @@ def run(t):
     refused_by = set()
     try:
         go.wait()
-        with tt.session(agent=f"w{proc}-{t}", team="small", ledger=ledger):
+        with tt.session(agent=f"w{proc}-{t}", session_id=f"w{proc}-{t}", team="small", ledger=ledger):
             for i in range(calls):
                 try:
                     client.chat.completions.create(
@@ -176,7 +176,20 @@ def test_killed_workers_reservations_expire(db_url: str, upstream: FakeUpstream)
     procs = [_spawn(db_url, upstream.openai_base_url, p, 6) for p in range(PROCESSES)]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    time.sleep(1.2)
+    # kill while both victims have calls in flight (their holds live): a fixed sleep could land after
+    # they had finished (refused at once, once the budget ran out)
+    watch = open_store(db_url)
+    p = watch.dialect.param
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = watch.query(
+            f"SELECT DISTINCT SUBSTR(session_id, 1, 3) FROM budget_holds WHERE expires_us > {p}",
+            (int(time.time() * 1_000_000),),
+        )
+        if {"w0-", "w1-"} <= {r[0] for r in rows}:
+            break
+        time.sleep(0.01)
+    watch.close()
     victims = procs[:2]
     for p in victims:
         os.kill(p.pid, signal.SIGKILL)
