@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail import capture
 from tokentrail import context as ctx
+from tokentrail.integrations import seen_calls
 from tokentrail.exceptions import BudgetExceeded
 from tokentrail.integrations.wire import (
     OPENAI_CHAT,
@@ -325,6 +326,8 @@ class Exchange:
         if self.route.kind == "llm":
             event = self._with_request_facts(event)
         self.ledger.record(event, session=self.attribution.session)
+        if acc.response_id is not None:
+            seen_calls.note_metered(acc.response_id)  # a framework hook above us records nothing more
         return event
 
     def _with_request_facts(self, event: Any) -> Any:

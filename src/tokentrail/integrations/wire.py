@@ -99,6 +99,7 @@ class Accumulator:
     text_parts: list[str] = field(default_factory=list)  # the completion text (of a body: only with `capture`)
     capture: bool = False
     stopped_on_limit: bool = False  # the response says it stopped on the request's output limit
+    response_id: str | None = None  # the provider's id of this response (framework hooks dedupe by it)
     _tools: dict[Any, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +122,7 @@ class Accumulator:
             self._gemini_chunk(data)
             return
         self.model = _str(data.get("model")) or self.model
+        self.response_id = _str(data.get("id")) or self.response_id
         self.usage_raw = data.get("usage")
         self._stop_reason(data)
         if flavor == "openai_chat":
@@ -229,6 +231,7 @@ class Accumulator:
 
     def _chat_chunk(self, data: dict[str, Any]) -> None:
         self.model = _str(data.get("model")) or self.model
+        self.response_id = _str(data.get("id")) or self.response_id
         self._stop_reason(data)
         if data.get("usage") is not None:
             self.usage_raw = data["usage"]
@@ -252,6 +255,7 @@ class Accumulator:
         response = _dict(data.get("response"))
         if response:
             self.model = _str(response.get("model")) or self.model
+            self.response_id = _str(response.get("id")) or self.response_id
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self.complete = True
             self._stop_reason(response)
@@ -276,6 +280,7 @@ class Accumulator:
         if kind == "message_start":
             msg = _dict(data.get("message"))
             self.model = _str(msg.get("model")) or self.model
+            self.response_id = _str(msg.get("id")) or self.response_id
             self.usage_raw = dict(_dict(msg.get("usage")))
         elif kind == "message_delta":
             self._stop_reason(data)
@@ -306,6 +311,7 @@ class Accumulator:
             self._error(data)
             return
         self.model = _str(data.get("modelVersion")) or self.model
+        self.response_id = _str(data.get("responseId")) or self.response_id
         if data.get("usageMetadata") is not None:
             self.usage_raw = data["usageMetadata"]
         self._stop_reason(data)
