@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail import capture
 from tokentrail import context as ctx
-from tokentrail.integrations import seen_calls
 from tokentrail.exceptions import BudgetExceeded
+from tokentrail.integrations import seen_calls
 from tokentrail.integrations.wire import (
     OPENAI_CHAT,
     Accumulator,
