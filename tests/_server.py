@@ -38,9 +38,3 @@ def serving(
 def quarantined(ledger: tt.Ledger) -> list[tuple[Any, ...]]:
     ledger.flush()
     return ledger.store.query("SELECT source, reason, payload FROM quarantine ORDER BY ts_us")
-
-
-# The fixture that collects dropped SDK clients after each server test is tests/conftest.py's
-# `_collect_clients`, for every module that imports from here; this name only keeps working the
-# `from tests._server import _collect_clients` of test modules written before.
-_collect_clients = None
