@@ -63,6 +63,7 @@ class Ledger:
         redact: Callable[[str], str] | None = None,
         spool: bool | str | os.PathLike[str] = True,
         anomalies: Any = None,
+        otel: Any = None,
     ) -> None:
         """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
         (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
@@ -70,7 +71,9 @@ class Ledger:
         `capture_content`: keep each metered call's prompt and completion in the event's `content`,
         redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off).
         `anomalies`: online anomaly detection (True, an AnomalyConfig, False; None:
-        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch."""
+        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch.
+        `otel`: export every event as an OpenTelemetry span and metrics (True, an OtelExport, False;
+        None: TOKENTRAIL_OTEL_EXPORT, default off), see tokentrail.integrations.otel_export."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
@@ -92,6 +95,16 @@ class Ledger:
             from tokentrail.analytics.anomaly_watch import AnomalyConfig, AnomalyWatch
 
             self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
+        # called with every event this ledger records (after the process-wide ones); never raising
+        self.listeners: list[Callable[[UsageEvent], None]] = []
+        self.otel_export: Any = None
+        strict = otel is not None  # asked for in code: a missing extra is an error, not a log line
+        if otel is None and _otel_from_env():
+            otel = True
+        if otel is not None and otel is not False:
+            from tokentrail.integrations.otel_export import start
+
+            self.otel_export = start(self, otel, strict=strict)
         self._writer = self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)
@@ -109,7 +122,7 @@ class Ledger:
         s = session or ctx.current().session
         if s is not None and s.session_id == event.session_id:
             s.add(event)
-        for listener in _listeners:
+        for listener in (*_listeners, *self.listeners) if self.listeners else _listeners:
             try:
                 listener(event)
             except Exception:  # a listener must never break a call
@@ -425,6 +438,11 @@ class Ledger:
         except FlushTimeout as e:
             log.error("tokentrail: closing with events not durable: %s", e)
         self._closed = True
+        if self.otel_export is not None:
+            try:
+                self.otel_export.shutdown()
+            except Exception:
+                log.exception("tokentrail: closing the OpenTelemetry export failed")
         self._writer.stop()
         if self.anomaly_watch is not None:
             self.anomaly_watch.stop()
@@ -468,6 +486,10 @@ class Ledger:
     def quarantine(self, source: str, reason: str, payload: str) -> None:
         """Keep something submitted from outside that failed validation, with the reason why."""
         self._writer.put(Side("quarantine", quarantine_row(source, reason, payload)))
+
+
+def _otel_from_env() -> bool:
+    return os.environ.get("TOKENTRAIL_OTEL_EXPORT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str, Any]:

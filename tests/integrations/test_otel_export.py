@@ -1,0 +1,465 @@
+"""OpenTelemetry export (tokentrail.integrations.otel_export): events become GenAI spans and
+bounded token/cost counters, sent by the real OpenTelemetry SDK and OTLP/HTTP exporter, into a
+local capture decoded with opentelemetry-proto and into tokentrail's own OTLP receiver."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+import tokentrail as tt
+from tests._events import stored
+from tests._server import quarantined, serving
+from tests.integrations._capture import Capture, attrs, capturing
+from tokentrail.exceptions import ConfigError
+from tokentrail.integrations import otel_export
+from tokentrail.integrations.otel_spans import session_span_id, session_trace_id
+from tokentrail.pricing import PriceBook
+from tokentrail.store.keys import create_key
+from tokentrail.testing import FakeUpstream
+
+ADMIN = "tt-admin-otel-test"
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.fixture
+def capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Capture]:
+    with capturing() as cap:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", cap.url)
+        yield cap
+
+
+def exporting(url: str, prices: PriceBook, **options: Any) -> tt.Ledger:
+    return tt.Ledger(url, prices=prices, otel=True, **options)
+
+
+def work(led: tt.Ledger, session_id: str = "sess-1") -> list[tt.UsageEvent]:
+    """A session with nested steps, a model call asking for a tool, the tool run, an embedding,
+    a failed call and a call outside any step."""
+    out = []
+    with tt.session("researcher", session_id=session_id, team="legal", project="p1", ledger=led, tags={"env": "t"}):
+        with tt.step("research"), tt.step("plan"):
+            out.append(
+                led.record_llm(
+                    provider="openai",
+                    model="gpt-4o",
+                    input_tokens=1200,
+                    output_tokens=300,
+                    cache_read_tokens=200,
+                    reasoning_tokens=40,
+                    latency_ms=250,
+                    tool_calls=[("call-1", "search", {"q": "x"})],
+                )
+            )
+            out.append(led.record_tool("search", {"q": "x"}, latency_ms=12, cost_usd="0.002"))
+        with tt.step("write"):
+            out.append(
+                led.record_llm(provider="openai", model="text-embedding-3-small", kind="embedding", input_tokens=50)
+            )
+            out.append(
+                led.record_llm(
+                    provider="anthropic",
+                    model="claude-sonnet-4-5",
+                    input_tokens=900,
+                    output_tokens=10,
+                    cache_write_tokens=100,
+                    status="error",
+                )
+            )
+        out.append(led.record_llm(provider="google", model="gemini-2.5-flash", input_tokens=10, output_tokens=5))
+    return out
+
+
+def by_event(cap: Capture) -> dict[str, Any]:
+    return {attrs(s)["tokentrail.event_id"]: s for s in cap.spans() if "tokentrail.event_id" in attrs(s)}
+
+
+def sums(cap: Capture, name: str) -> list[tuple[float, dict[str, Any]]]:
+    """The cumulative data points of a counter, from the last export that has it."""
+    found: list[tuple[float, dict[str, Any]]] = []
+    for request in cap.metrics():
+        points = [
+            (dp.as_int or dp.as_double, attrs(dp))
+            for rm in request.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == name
+            for dp in m.sum.data_points
+        ]
+        if points:
+            found = points
+    return found
+
+
+# -- spans and metrics, decoded ---------------------------------------------------------------
+
+
+def test_spans_carry_the_ledgers_tokens_cost_and_attribution(capture: Capture, db_url: str, prices: PriceBook) -> None:
+    led = exporting(db_url, prices)
+    try:
+        recorded = work(led)
+        assert led.otel_export.flush(10)
+        events = {e.event_id: e for e in stored(led)}
+    finally:
+        led.close()
+    assert set(events) == {e.event_id for e in recorded}
+    spans = by_event(capture)
+    assert set(spans) == set(events)
+    for event_id, e in events.items():
+        a = attrs(spans[event_id])
+        assert a["tokentrail.kind"] == e.kind and a["tokentrail.team"] == "legal" and a["tokentrail.project"] == "p1"
+        assert a["tokentrail.session"] == a["gen_ai.conversation.id"] == "sess-1"
+        assert a["tokentrail.tag.env"] == "t" and a["gen_ai.agent.name"] == "researcher"
+        if e.cost_usd is not None:
+            assert Decimal(a["tokentrail.cost_nusd"]) / 10**9 == e.cost_usd  # exact
+            assert a["tokentrail.cost_usd"] == pytest.approx(float(e.cost_usd))
+        if e.kind == "tool":
+            assert (a["gen_ai.operation.name"], a["gen_ai.tool.name"], a["gen_ai.tool.call.id"]) == (
+                "execute_tool",
+                "search",
+                "call-1",
+            )
+            continue
+        assert a["gen_ai.usage.input_tokens"] == e.input_tokens
+        assert a["gen_ai.usage.output_tokens"] == e.output_tokens
+        assert a.get("gen_ai.usage.cache_read.input_tokens", 0) == e.cache_read_tokens
+        assert a.get("gen_ai.usage.cache_creation.input_tokens", 0) == e.cache_write_tokens
+        assert a.get("gen_ai.usage.reasoning.output_tokens", 0) == e.reasoning_tokens
+        assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == e.model
+        assert a["gen_ai.provider.name"] == a["gen_ai.system"]
+    kinds = {attrs(spans[i])["gen_ai.operation.name"]: e for i, e in events.items()}
+    assert set(kinds) == {"chat", "embeddings", "execute_tool"}
+    gemini = next(attrs(spans[i]) for i, e in events.items() if e.provider == "google")
+    assert gemini["gen_ai.provider.name"] == "gcp.gemini"
+    failed = next(spans[i] for i, e in events.items() if e.status == "error")
+    assert failed.status.code == 2 and attrs(failed)["error.type"] == "error"
+    gpt = next(spans[i] for i, e in events.items() if e.model == "gpt-4o")
+    assert gpt.end_time_unix_nano - gpt.start_time_unix_nano == 250_000_000  # the event's latency
+    assert gpt.kind == 3  # SPAN_KIND_CLIENT
+
+    # metrics: the same tokens and cost as the ledger
+    tokens: dict[str, float] = {}
+    for value, labels in sums(capture, "tokentrail.tokens"):
+        tokens[labels["gen_ai.token.type"]] = tokens.get(labels["gen_ai.token.type"], 0) + value
+    assert tokens == {
+        "input": sum(e.input_tokens for e in events.values()),
+        "output": sum(e.output_tokens for e in events.values()),
+        "cache_read": 200,
+        "cache_write": 100,
+        "reasoning": 40,
+    }
+    cost = sum(v for v, _ in sums(capture, "tokentrail.cost"))
+    assert cost == pytest.approx(float(sum(e.cost_usd or 0 for e in events.values())))
+    assert sum(v for v, _ in sums(capture, "tokentrail.events")) == len(events)
+    for _, labels in sums(capture, "tokentrail.cost"):
+        assert not any(k in labels for k in ("tokentrail.session", "tokentrail.user", "tokentrail.tag.env"))
+
+
+def test_a_session_is_a_trace_and_a_step_a_parent_span(capture: Capture, ledger: tt.Ledger, prices: PriceBook) -> None:
+    led = exporting(str(ledger.url), prices)
+    try:
+        recorded = work(led)
+        led.otel_export.flush(10)
+    finally:
+        led.close()
+    spans = capture.spans()
+    trace = session_trace_id("sess-1").to_bytes(16, "big")
+    assert {s.trace_id for s in spans} == {trace}
+    named = {s.name: s for s in spans}
+    root = named["invoke_agent researcher"]
+    assert root.span_id == session_span_id("sess-1").to_bytes(8, "big") and root.parent_span_id == b""
+    research, plan, write = named["step research"], named["step research/plan"], named["step write"]
+    assert research.parent_span_id == root.span_id and write.parent_span_id == root.span_id
+    assert plan.parent_span_id == research.span_id
+    ev = by_event(capture)
+    gpt, tool, emb, claude, gemini = (ev[e.event_id] for e in recorded)
+    assert gpt.parent_span_id == plan.span_id
+    assert tool.parent_span_id == gpt.span_id  # the tool run under the call that asked for it
+    assert emb.parent_span_id == write.span_id and claude.parent_span_id == write.span_id
+    assert gemini.parent_span_id == root.span_id
+    # a parent spans its children
+    for parent, children in ((plan, (gpt, tool)), (write, (emb, claude)), (root, tuple(ev.values()))):
+        assert parent.start_time_unix_nano == min(c.start_time_unix_nano for c in children)
+        assert parent.end_time_unix_nano == max(c.end_time_unix_nano for c in children)
+    assert attrs(root)["gen_ai.operation.name"] == "invoke_agent" and "gen_ai.usage.input_tokens" not in attrs(root)
+
+
+def test_another_process_puts_the_same_session_in_the_same_trace(
+    capture: Capture, ledger: tt.Ledger, prices: PriceBook, tmp_path: Path
+) -> None:
+    led = exporting(str(ledger.url), prices)
+    try:
+        work(led, session_id="shared-sess")
+        led.otel_export.flush(10)
+    finally:
+        led.close()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    script = textwrap.dedent(
+        f"""
+        import tokentrail as tt
+        led = tt.Ledger({other!r}, otel=True)
+        with tt.session("helper", session_id="shared-sess", ledger=led):
+            with tt.step("research"):
+                led.record_llm(provider="openai", model="gpt-4o-mini", input_tokens=5, output_tokens=1)
+        led.close()
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "OTEL_EXPORTER_OTLP_ENDPOINT": capture.url}
+    env["TOKENTRAIL_SPOOL_DIR"] = str(tmp_path / "spool")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    models = {attrs(s).get("gen_ai.request.model"): s for s in capture.spans()}
+    assert models["gpt-4o-mini"].trace_id == models["gpt-4o"].trace_id
+    steps = [s for s in capture.spans() if s.name == "step research"]
+    assert len(steps) == 2 and steps[0].span_id == steps[1].span_id  # both processes derive it
+    assert models["gpt-4o-mini"].parent_span_id == steps[0].span_id
+
+
+def test_metric_labels_are_bounded(
+    capture: Capture, ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otel_export, "MAX_LABEL_VALUES", 3)
+    led = exporting(str(ledger.url), prices)
+    try:
+        for i in range(12):
+            with tt.session(f"agent-{i}", team=f"team-{i}", user=f"user-{i}", ledger=led):
+                led.record_llm(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=1)
+        led.otel_export.flush(10)
+    finally:
+        led.close()
+    points = sums(capture, "tokentrail.events")
+    teams = {labels["tokentrail.team"] for _, labels in points}
+    agents = {labels["tokentrail.agent"] for _, labels in points}
+    assert teams == {"team-0", "team-1", "team-2", "_other"} and agents == {"agent-0", "agent-1", "agent-2", "_other"}
+    assert sum(v for v, _ in points) == 12  # nothing lost: the rest is counted under _other
+    assert all(not k.startswith(("tokentrail.user", "tokentrail.session")) for _, labels in points for k in labels)
+    assert sum(v for v, labels in sums(capture, "tokentrail.tokens") if labels["gen_ai.token.type"] == "input") == 120
+
+
+# -- never failing a call ---------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_endpoint_down_never_fails_a_call(
+    up: FakeUpstream, ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    led = exporting(str(ledger.url), prices)
+    try:
+        client = tt.wrap(openai.OpenAI(base_url=up.openai_base_url, api_key="sk-test", max_retries=0), ledger=led)
+        with tt.session("a", ledger=led):
+            answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            led.record_llm(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2)
+        assert answer.choices
+        assert led.otel_export.flush(5) is False  # reported, never raised
+        status = led.otel_export.status()
+        assert status["span_export_errors"] >= 1 and status["spans_failed"] >= 2 and status["spans_exported"] == 0
+        assert len(stored(led)) == 2  # the ledger has every call
+    finally:
+        led.close()
+
+
+def test_a_failing_exporter_or_mapping_never_fails_a_call(
+    ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class Broken(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            raise RuntimeError("boom")
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    export = otel_export.OtelExport(span_exporter=Broken())
+    led = tt.Ledger(str(ledger.url), prices=prices, otel=export)
+    try:
+        led.record_llm(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2)
+        assert export.flush(5) is False
+        assert export.status()["span_export_errors"] == 1 and export.status()["spans_failed"] == 1
+
+        def broken(e: tt.UsageEvent) -> None:
+            raise RuntimeError("a mapping bug")
+
+        monkeypatch.setattr(export._structure, "event_span", broken)
+        led.record_llm(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2)
+        assert export.status()["listener_errors"] == 1
+        assert len(stored(led)) == 2
+    finally:
+        led.close()
+
+
+# -- into tokentrail's own OTLP receiver ------------------------------------------------------
+
+
+def test_export_into_our_own_receiver_keeps_tokens_cost_and_ids(
+    any_ledger: tt.Ledger, prices: PriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")  # the receiver takes traces
+    with serving(any_ledger) as server:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", server.url + "/v1/traces")
+        led = exporting(f"sqlite:///{tmp_path / 'agent.db'}", prices)
+        try:
+            work(led)
+            assert led.otel_export.flush(10)
+            assert led.otel_export.status()["span_export_errors"] == 0
+            mine = {e.event_id: e for e in stored(led)}
+        finally:
+            led.close()
+    theirs = {e.event_id: e for e in stored(any_ledger)}
+    assert set(theirs) == set(mine)  # the same events, not copies under new ids
+    for event_id, e in mine.items():
+        t = theirs[event_id]
+        assert (t.kind, t.team, t.session_id, t.agent, t.step) == (e.kind, e.team, e.session_id, e.agent, e.step)
+        if e.kind != "tool":
+            assert (t.input_tokens, t.output_tokens, t.cache_read_tokens, t.cache_write_tokens) == (
+                e.input_tokens,
+                e.output_tokens,
+                e.cache_read_tokens,
+                e.cache_write_tokens,
+            )
+            assert (t.reasoning_tokens, t.model, t.status, t.cost_usd) == (
+                e.reasoning_tokens,
+                e.model,
+                e.status,
+                e.cost_usd,
+            )
+    assert quarantined(any_ledger) == []
+
+
+def _post(url: str, body: bytes, key: str | None = None) -> httpx2.Response:
+    headers = {"content-type": "application/x-protobuf"}
+    if key:
+        headers["X-Tokentrail-Key"] = key
+    return httpx2.post(url + "/v1/traces", content=body, headers=headers, timeout=30)
+
+
+def _response_message(raw: bytes) -> tuple[int, str]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    r = ExportTraceServiceResponse.FromString(raw)
+    return r.partial_success.rejected_spans, r.partial_success.error_message
+
+
+def _exported(capture: Capture, db_url: str, prices: PriceBook) -> list[bytes]:
+    """Record `work` through a second ledger on the same database, exporting; the bodies sent."""
+    led = exporting(db_url, prices)
+    try:
+        work(led)
+        assert led.otel_export.flush(10)
+    finally:
+        led.close()
+    assert capture.bodies["/v1/traces"]
+    return capture.bodies["/v1/traces"]
+
+
+def test_reingesting_our_own_export_adds_nothing(
+    capture: Capture, db_url: str, any_ledger: tt.Ledger, prices: PriceBook
+) -> None:
+    any_ledger.budgets.set("legal-cap", scope={"team": "legal"}, period="month", limit_usd=100)
+    bodies = _exported(capture, db_url, prices)
+    before = [e.event_id for e in stored(any_ledger)]
+    assert len(before) == 5
+    any_ledger.budgets.flush()
+    (charged,) = any_ledger.budgets.status("legal-cap")  # by the ledger that recorded the calls
+    assert charged.posted_usd > 0
+    with serving(any_ledger) as server:
+        for _ in range(2):
+            for body in bodies:
+                r = _post(server.url, body)
+                assert r.status_code == 200
+                rejected, message = _response_message(r.content)
+                assert rejected == 0 and "already in the ledger" in message
+    assert [e.event_id for e in stored(any_ledger)] == before  # zero events added
+    assert quarantined(any_ledger) == []  # and none taken for a conflict
+    any_ledger.budgets.flush()
+    (status,) = any_ledger.budgets.status("legal-cap")
+    # nor charged to the budget again
+    assert (status.posted_usd, status.posted_tokens) == (charged.posted_usd, charged.posted_tokens)
+
+
+def test_reingest_respects_the_keys_scope(
+    capture: Capture, db_url: str, any_ledger: tt.Ledger, prices: PriceBook
+) -> None:
+    body = _exported(capture, db_url, prices)[0]
+    before = [e.event_id for e in stored(any_ledger)]
+    legal = str(create_key(any_ledger.store, role="ingest", attribution={"team": "legal"})[0])
+    other = str(create_key(any_ledger.store, role="ingest", attribution={"team": "cx"})[0])
+    with serving(any_ledger, admin_key=ADMIN) as server:
+        assert _post(server.url, body).status_code == 401
+        r = _post(server.url, body, legal)
+        assert r.status_code == 200 and _response_message(r.content)[0] == 0
+        r = _post(server.url, body, other)  # the spans say team=legal: a cx key cannot write them
+        rejected, message = _response_message(r.content)
+        assert r.status_code == 200 and rejected == 5 and "this key writes only team=cx" in message
+    assert [e.event_id for e in stored(any_ledger)] == before
+    assert {q[1] for q in quarantined(any_ledger)} == {"this key writes only team=cx; the span says team=legal"}
+
+
+# -- opt-in and lazy --------------------------------------------------------------------------
+
+
+def test_import_tokentrail_imports_no_opentelemetry(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    code = (
+        "import sys, tokentrail as tt\n"
+        f"led = tt.Ledger({url!r})\n"
+        "led.record_llm(provider='openai', model='gpt-4o', input_tokens=1)\n"
+        "led.close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "TOKENTRAIL_SPOOL_DIR": str(tmp_path / "spool")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_environment_variable_turns_export_on(
+    capture: Capture, ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENTRAIL_OTEL_EXPORT", "1")
+    led = tt.Ledger(str(ledger.url), prices=prices)
+    try:
+        e = led.record_llm(provider="openai", model="gpt-4o", input_tokens=3, output_tokens=1)
+        assert led.otel_export.flush(10)
+    finally:
+        led.close()
+    assert list(by_event(capture)) == [e.event_id]
+    assert led.otel_export.status()["closed"] is True
+
+
+def test_an_unsupported_protocol_is_an_error_in_code_and_a_log_line_from_the_environment(
+    ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(ConfigError, match="http/json"):
+        tt.Ledger(str(ledger.url), prices=prices, otel=True)
+    monkeypatch.setenv("TOKENTRAIL_OTEL_EXPORT", "1")
+    led = tt.Ledger(str(ledger.url), prices=prices)  # metering goes on without export
+    try:
+        assert led.otel_export is None
+        led.record_llm(provider="openai", model="gpt-4o", input_tokens=3)
+        assert len(stored(led)) == 1
+    finally:
+        led.close()
+    assert "OpenTelemetry export cannot start" in caplog.text
+
+
+def test_without_the_extra_the_message_names_it(
+    ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.metrics", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'tokentrail\[otel\]'"):
+        tt.Ledger(str(ledger.url), prices=prices, otel=True)
