@@ -86,15 +86,6 @@ class Ledger:
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
         self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
-        self.anomaly_watch: Any = None
-        if anomalies is None and os.environ.get("TOKENTRAIL_ANOMALIES"):
-            from tokentrail.analytics.anomaly_watch import config_from_env
-
-            anomalies = config_from_env()
-        if anomalies is not None and anomalies is not False:
-            from tokentrail.analytics.anomaly_watch import AnomalyConfig, AnomalyWatch
-
-            self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         # called with every event this ledger records (after the process-wide ones); never raising
         self.listeners: list[Callable[[UsageEvent], None]] = []
         self.otel_export: Any = None
@@ -104,7 +95,20 @@ class Ledger:
         if otel is not None and otel is not False:
             from tokentrail.integrations.otel_export import start
 
-            self.otel_export = start(self, otel, strict=strict)
+            try:
+                self.otel_export = start(self, otel, strict=strict)
+            except ConfigError:
+                self.store.close()
+                raise
+        self.anomaly_watch: Any = None
+        if anomalies is None and os.environ.get("TOKENTRAIL_ANOMALIES"):
+            from tokentrail.analytics.anomaly_watch import config_from_env
+
+            anomalies = config_from_env()
+        if anomalies is not None and anomalies is not False:
+            from tokentrail.analytics.anomaly_watch import AnomalyConfig, AnomalyWatch
+
+            self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         self._writer = self._start_writer()
         self._budgets: Any = None
         _live_ledgers.add(self)

@@ -437,7 +437,17 @@ def test_the_environment_variable_turns_export_on(
     finally:
         led.close()
     assert list(by_event(capture)) == [e.event_id]
-    assert led.otel_export.status()["closed"] is True
+    assert led.otel_export.status()["closed"] is True  # the ledger's close() shut it down
+
+
+def test_configure_turns_export_on(capture: Capture, tmp_path: Path) -> None:
+    default = tt.configure(db=f"sqlite:///{tmp_path / 'default.db'}", otel=True)
+    try:
+        e = tt.record_llm(provider="openai", model="gpt-4o", input_tokens=3, output_tokens=1)
+        assert default.otel_export.flush(10)
+    finally:
+        default.close()
+    assert list(by_event(capture)) == [e.event_id]
 
 
 def test_an_unsupported_protocol_is_an_error_in_code_and_a_log_line_from_the_environment(

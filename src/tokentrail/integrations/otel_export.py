@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from tokentrail.events import UsageEvent
@@ -125,9 +126,14 @@ class OtelExport:
             self._meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
             self._instruments = _Instruments(self._meter_provider.get_meter("tokentrail"))
         self._stop = threading.Event()
+        self._start_sweeper()
+        atexit.register(self.shutdown)
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(me))
+
+    def _start_sweeper(self) -> None:
         self._thread = threading.Thread(target=self._sweep, name="tokentrail-otel-structure", daemon=True)
         self._thread.start()
-        atexit.register(self.shutdown)
 
     # -- the listener (in the recording thread) ----------------------------------------------
 
@@ -231,6 +237,18 @@ class OtelExport:
         with self._lock:
             open_spans = len(self._structure.open)
         return {**self.counts.as_dict(), "open_structure_spans": open_spans, "closed": self._closed}
+
+
+def _after_fork(ref: weakref.ref[OtelExport]) -> None:
+    """In a forked child: fresh locks (a parent's thread may have held one) and a sweeper of its
+    own; the SDK restarts its own export threads."""
+    export = ref()
+    if export is None or export._closed:
+        return
+    export._lock = threading.Lock()
+    if export._instruments is not None:
+        export._instruments._lock = threading.Lock()
+    export._start_sweeper()
 
 
 class _Instruments:
