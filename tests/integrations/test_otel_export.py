@@ -473,3 +473,36 @@ def test_without_the_extra_the_message_names_it(
     monkeypatch.setitem(sys.modules, "opentelemetry.sdk.metrics", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'tokentrail\[otel\]'"):
         tt.Ledger(str(ledger.url), prices=prices, otel=True)
+
+
+def test_an_idle_session_span_is_sent_and_sent_again_whole_when_it_resumes(
+    capture: Capture, ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    export = otel_export.OtelExport(idle_seconds=0.05)
+    led = tt.Ledger(str(ledger.url), prices=prices, otel=export)
+
+    def roots() -> list[Any]:
+        export._tracer_provider.force_flush(10_000)  # what the sweeper sent, never the open spans
+        return [s for s in capture.spans() if s.name == "invoke_agent a"]
+
+    def wait_for(n: int) -> list[Any]:
+        for _ in range(600):  # bounded: the sweeper runs every 50 ms
+            found = roots()
+            if len(found) >= n:
+                return found
+            export._stop.wait(0.05)
+        raise AssertionError(f"{n} session span(s) never sent")
+
+    try:
+        with tt.session("a", session_id="idle-sess", ledger=led):
+            first = led.record_llm(provider="openai", model="gpt-4o", input_tokens=3, latency_ms=5)
+            (sent,) = wait_for(1)  # sent without a flush, once idle
+            second = led.record_llm(provider="openai", model="gpt-4o", input_tokens=4, latency_ms=5)
+        again = wait_for(2)[1]
+    finally:
+        led.close()
+    spans = by_event(capture)
+    assert sent.span_id == again.span_id and sent.trace_id == again.trace_id
+    assert again.start_time_unix_nano == spans[first.event_id].start_time_unix_nano  # its whole extent
+    assert again.end_time_unix_nano == spans[second.event_id].end_time_unix_nano

@@ -15,7 +15,8 @@ the trace is derived, never random, so every process exporting events of one ses
   starts `latency_ms` before it.
 
 The session and step spans are not events: `Structure` keeps their running extent until they
-are sent (see tokentrail.integrations.otel_export).
+are sent (idle, or at flush: see tokentrail.integrations.otel_export). One that gets events after
+it was sent is sent again, with the same id, covering its whole extent (backends keep one).
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ class Structure:
     def __init__(self) -> None:
         self.open: OrderedDict[tuple[int, int], SpanSpec] = OrderedDict()  # least recently used first
         self._calls: OrderedDict[int, None] = OrderedDict()  # model-call span ids, in this process
+        # when each span sent went back to: one that gets events again is sent again (same id),
+        # covering its whole extent (MAX_OPEN of them remembered)
+        self._sent: OrderedDict[tuple[int, int], int] = OrderedDict()
 
     def event_span(self, e: UsageEvent) -> tuple[SpanSpec, list[SpanSpec]]:
         """The span of an event, and the open spans pushed out by the bound (to send now)."""
@@ -243,6 +247,10 @@ class Structure:
         pushed = []
         while len(self.open) > MAX_OPEN:
             pushed.append(self.open.popitem(last=False)[1])
+        for p in pushed:
+            self._sent[(p.trace_id, p.span_id)] = p.start_ns
+        while len(self._sent) > MAX_OPEN:
+            self._sent.popitem(last=False)
         return spec, pushed
 
     def _extend(self, e: UsageEvent, trace_id: int, key: str, start: int, end: int) -> int | None:
@@ -262,6 +270,7 @@ class Structure:
         spec = self.open.get((trace_id, span_id))
         if spec is None:
             spec = self.open[(trace_id, span_id)] = make()
+            start = min(start, self._sent.pop((trace_id, span_id), start))
             spec.span_id, spec.parent_id, spec.start_ns, spec.end_ns = span_id, parent, start, end
             return
         self.open.move_to_end((trace_id, span_id))
@@ -272,6 +281,9 @@ class Structure:
         out = [s for s in self.open.values() if idle_before_ns is None or s.end_ns < idle_before_ns]
         for s in out:
             del self.open[(s.trace_id, s.span_id)]
+            self._sent[(s.trace_id, s.span_id)] = s.start_ns
+            if len(self._sent) > MAX_OPEN:
+                self._sent.popitem(last=False)
         return out
 
 
