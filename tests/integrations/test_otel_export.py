@@ -229,6 +229,7 @@ def test_a_failing_exporter_or_mapping_never_fails_a_call(
 
         monkeypatch.setattr(export._structure, "event_span", broken)
         led.record_llm(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2)
+        export.flush(5)
         assert export.status()["listener_errors"] == 1
         assert len(stored(led)) == 2
     finally:
@@ -309,11 +310,11 @@ def test_an_idle_session_span_is_sent_and_sent_again_whole_when_it_resumes(
     led = tt.Ledger(str(ledger.url), prices=prices, otel=export)
 
     def roots() -> list[Any]:
-        export._tracer_provider.force_flush(10_000)  # what the sweeper sent, never the open spans
+        export._tracer_provider.force_flush(10_000)  # what the export thread sent, never the open spans
         return [s for s in capture.spans() if s.name == "invoke_agent a"]
 
     def wait_for(n: int) -> list[Any]:
-        for _ in range(600):  # bounded: the sweeper runs every 50 ms
+        for _ in range(600):  # bounded: the export thread runs every 25 ms
             found = roots()
             if len(found) >= n:
                 return found
@@ -332,3 +333,22 @@ def test_an_idle_session_span_is_sent_and_sent_again_whole_when_it_resumes(
     assert sent.span_id == again.span_id and sent.trace_id == again.trace_id
     assert again.start_time_unix_nano == spans[first.event_id].start_time_unix_nano  # its whole extent
     assert again.end_time_unix_nano == spans[second.event_id].end_time_unix_nano
+
+
+def test_recording_only_queues_and_a_full_queue_drops_exports_not_calls(
+    capture: Capture, ledger: tt.Ledger, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otel_export, "MAX_QUEUED", 2)
+    export = otel_export.OtelExport()
+    export._stop.set()  # the export thread stops: events wait in the queue
+    export._thread.join(10)
+    led = tt.Ledger(str(ledger.url), prices=prices, otel=export)
+    try:
+        events = [led.record_llm(provider="openai", model="gpt-4o", input_tokens=i + 1) for i in range(5)]
+        assert capture.spans() == [] and len(export._queue) == 2  # nothing mapped or sent in the call
+        assert export.flush(10)
+        assert export.status()["events_dropped"] == 3
+        assert len(stored(led)) == 5  # the ledger has every call
+    finally:
+        led.close()
+    assert set(by_event(capture)) == {e.event_id for e in events[:2]}

@@ -7,10 +7,11 @@ standard `OTEL_EXPORTER_OTLP_*` variables say where and how (the exporter reads 
 or `OTEL_METRICS_EXPORTER=none` leave one signal out. The spans' shape and attributes are
 tokentrail.integrations.otel_spans'.
 
-Never on a call's path, never failing one: recording an event only queues its span (the SDK's
-BatchSpanProcessor sends batches from its own thread) and adds to in-memory counters (a
-PeriodicExportingMetricReader sends them). An export that fails is logged (once, then every
-100th) and counted in `status()`; a listener error is logged and counted, never raised.
+Never on a call's path, never failing one: recording an event only appends it to a bounded queue.
+The export thread maps it to its span (handed to the SDK's BatchSpanProcessor, which sends
+batches from its own thread) and adds it to the counters (a PeriodicExportingMetricReader sends
+them). An export that fails is logged (once, then every 100th) and counted in `status()`, as is
+an event the queue had no room for; an error of the mapping is logged and counted, never raised.
 
 Metric labels are bounded like the server's Prometheus metrics: provider, model, team and agent
 each keep at most MAX_LABEL_VALUES distinct values (new ones count as `_other`), at most
@@ -25,6 +26,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 from tokentrail.events import UsageEvent
@@ -39,6 +41,8 @@ MAX_LABEL_VALUES = 500  # as tokentrail.server.metrics: distinct values of one c
 MAX_SERIES = 5000  # distinct (provider, model, team, agent) sets
 OTHER = "_other"
 IDLE_SECONDS = 30.0  # a session or step span with no new event for this long is sent
+POLL_SECONDS = 0.2  # how often the export thread takes the queued events
+MAX_QUEUED = 100_000  # events waiting for the export thread; past it they are counted, not exported
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -125,35 +129,61 @@ class OtelExport:
             )
             self._meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
             self._instruments = _Instruments(self._meter_provider.get_meter("tokentrail"))
+        self._queue: deque[UsageEvent] = deque()
+        self._drain_lock = threading.Lock()  # one drain at a time, so spans keep their order
         self._stop = threading.Event()
-        self._start_sweeper()
+        self._start_worker()
         atexit.register(self.shutdown)
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(me))
 
-    def _start_sweeper(self) -> None:
-        self._thread = threading.Thread(target=self._sweep, name="tokentrail-otel-structure", daemon=True)
+    def _start_worker(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="tokentrail-otel-export", daemon=True)
         self._thread.start()
 
-    # -- the listener (in the recording thread) ----------------------------------------------
+    # -- the listener (in the recording thread): only a queue append ----------------------------
 
     def on_event(self, e: UsageEvent) -> None:
-        """Queue an event's span and count it. Never raises."""
+        """Queue an event for the export thread. Never raises, never waits: past MAX_QUEUED waiting
+        events (the export thread cannot keep up) the event is not exported, and counted."""
         if self._closed:
             return
-        try:
-            if self._instruments is not None:
-                self._instruments.count(e)
-            if self._tracer is not None:
-                with self._lock:
-                    spec, pushed = self._structure.event_span(e)
-                for s in (spec, *pushed):
-                    self._send(s)
-        except Exception:
-            self.counts.listener_errors += 1
-            n = self.counts.listener_errors
-            if n == 1 or n % 100 == 0:
-                log.exception("tokentrail: exporting an event to OpenTelemetry failed (%d so far)", n)
+        if len(self._queue) >= MAX_QUEUED:
+            self.counts.events_dropped += 1
+            n = self.counts.events_dropped
+            if n == 1 or n % 1000 == 0:
+                log.warning("tokentrail: the OpenTelemetry export is behind; %d event(s) not exported so far", n)
+            return
+        self._queue.append(e)
+
+    # -- the export thread ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Map the queued events to spans and counts, and send the idle session and step spans."""
+        while not self._stop.wait(max(0.01, min(self.idle_ns / 2e9, POLL_SECONDS))):
+            self._drain()
+            self._send_structure(time.time_ns() - self.idle_ns)
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            while self._queue:
+                e = self._queue.popleft()
+                try:
+                    self._export(e)
+                except Exception:
+                    self.counts.listener_errors += 1
+                    n = self.counts.listener_errors
+                    if n == 1 or n % 100 == 0:
+                        log.exception("tokentrail: exporting an event to OpenTelemetry failed (%d so far)", n)
+
+    def _export(self, e: UsageEvent) -> None:
+        if self._instruments is not None:
+            self._instruments.count(e)
+        if self._tracer is not None:
+            with self._lock:
+                spec, pushed = self._structure.event_span(e)
+            for s in (spec, *pushed):
+                self._send(s)
 
     def _send(self, spec: SpanSpec) -> None:
         from opentelemetry import trace
@@ -180,13 +210,6 @@ class OtelExport:
         span.end(end_time=max(spec.end_ns, spec.start_ns))
         self.counts.spans_queued += 1
 
-    # -- the session and step spans -----------------------------------------------------------
-
-    def _sweep(self) -> None:
-        """Send the session and step spans idle for idle_ns, every few seconds."""
-        while not self._stop.wait(max(0.05, min(self.idle_ns / 2e9, 5.0))):
-            self._send_structure(time.time_ns() - self.idle_ns)
-
     def _send_structure(self, idle_before_ns: int | None) -> None:
         if self._tracer is None:
             return
@@ -205,6 +228,7 @@ class OtelExport:
         """Send the open session and step spans and everything queued; False if that did not
         finish within `timeout` or an export failed meanwhile (counted in status())."""
         failures = self.counts.span_export_errors + self.counts.metric_export_errors
+        self._drain()
         self._send_structure(None)
         ok = True
         ms = int(timeout * 1000)
@@ -240,15 +264,15 @@ class OtelExport:
 
 
 def _after_fork(ref: weakref.ref[OtelExport]) -> None:
-    """In a forked child: fresh locks (a parent's thread may have held one) and a sweeper of its
+    """In a forked child: fresh locks (a parent's thread may have held one) and an export thread of its
     own; the SDK restarts its own export threads."""
     export = ref()
     if export is None or export._closed:
         return
-    export._lock = threading.Lock()
+    export._lock, export._drain_lock = threading.Lock(), threading.Lock()
     if export._instruments is not None:
         export._instruments._lock = threading.Lock()
-    export._start_sweeper()
+    export._start_worker()
 
 
 class _Instruments:

@@ -33,6 +33,7 @@ class Counts:
     span_export_errors: int = 0
     metric_export_errors: int = 0
     listener_errors: int = 0
+    events_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
