@@ -43,11 +43,6 @@ OTHER = "_other"
 IDLE_SECONDS = 30.0  # a session or step span with no new event for this long is sent
 POLL_SECONDS = 0.2  # how often the export thread takes the queued events
 MAX_QUEUED = 100_000  # events waiting for the export thread; past it they are counted, not exported
-_TRUE = ("1", "true", "yes", "on")
-
-
-def enabled_from_env() -> bool:
-    return os.environ.get(ENV, "").strip().lower() in _TRUE
 
 
 def start(ledger: Any, otel: Any, *, strict: bool) -> OtelExport | None:
@@ -69,8 +64,9 @@ def start(ledger: Any, otel: Any, *, strict: bool) -> OtelExport | None:
 class OtelExport:
     """One export pipeline: a TracerProvider and a MeterProvider of its own (the application's
     global providers are left alone), each with its OTLP exporter. `span_exporter` /
-    `metric_exporter` replace the OTLP ones (tests, other backends); `idle_seconds`: how long a
-    session or step span stays open after its last event before it is sent."""
+    `metric_exporter` replace the OTLP ones (tests, other backends; False: that signal is not sent;
+    None: as the environment says); `idle_seconds`: how long a session or step span stays open
+    after its last event before it is sent. Every span is sampled: they are accounting records."""
 
     def __init__(
         self,
@@ -100,6 +96,11 @@ class OtelExport:
             signal_exporter,
         )
 
+        # both exporters first: a bad setting raises before any thread starts
+        if span_exporter is None:
+            span_exporter = signal_exporter("traces")
+        if metric_exporter is None:
+            metric_exporter = signal_exporter("metrics")
         self.counts = Counts()
         self.idle_ns = int(idle_seconds * 1e9)
         resource = Resource.create(resource_attributes())
@@ -110,9 +111,7 @@ class OtelExport:
         self._tracer: Any = None
         self._tracer_provider: Any = None
         self._meter_provider: Any = None
-        if span_exporter is None:
-            span_exporter = signal_exporter("traces")
-        if span_exporter is not None:
+        if span_exporter:
             self._tracer_provider = TracerProvider(
                 resource=resource, id_generator=self._ids, sampler=ALWAYS_ON, shutdown_on_exit=False
             )
@@ -120,10 +119,8 @@ class OtelExport:
                 BatchSpanProcessor(CountingSpanExporter(span_exporter, self.counts))
             )
             self._tracer = self._tracer_provider.get_tracer("tokentrail")
-        if metric_exporter is None:
-            metric_exporter = signal_exporter("metrics")
         self._instruments: Any = None
-        if metric_exporter is not None:
+        if metric_exporter:
             reader = PeriodicExportingMetricReader(
                 CountingMetricExporter(metric_exporter, self.counts), export_interval_millis=metric_interval_ms
             )
