@@ -63,6 +63,7 @@ class Ledger:
         redact: Callable[[str], str] | None = None,
         spool: bool | str | os.PathLike[str] = True,
         anomalies: Any = None,
+        otel: Any = None,
     ) -> None:
         """`spool`: where batches wait, fsynced, while the store is unreachable, locked or full
         (True: TOKENTRAIL_SPOOL_DIR or ~/.tokentrail/spool; a path; False: keep them in memory
@@ -70,7 +71,9 @@ class Ledger:
         `capture_content`: keep each metered call's prompt and completion in the event's `content`,
         redacted by `redact` (None: TOKENTRAIL_CAPTURE_CONTENT, default off).
         `anomalies`: online anomaly detection (True, an AnomalyConfig, False; None:
-        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch."""
+        TOKENTRAIL_ANOMALIES, default off), see tokentrail.analytics.anomaly_watch.
+        `otel`: export every event as an OpenTelemetry span and metrics (True, an OtelExport, False;
+        None: TOKENTRAIL_OTEL_EXPORT, default off), see tokentrail.integrations.otel_export."""
         self.store: Store = store if store is not None else open_store(url)
         self.url = self.store.url
         # the URL without a password, for messages and logs
@@ -83,6 +86,20 @@ class Ledger:
         self._pid = os.getpid()
         self._warned_unpriced: set[tuple[str, str]] = set()
         self._spool_root = None if spool is False else default_dir() if spool is True else Path(spool)
+        # called with every event this ledger records (after the process-wide ones); never raising
+        self.listeners: list[Callable[[UsageEvent], None]] = []
+        self.otel_export: Any = None
+        strict = otel is not None  # asked for in code: a missing extra is an error, not a log line
+        if otel is None and _otel_from_env():
+            otel = True
+        if otel is not None and otel is not False:
+            from tokentrail.integrations.otel_export import start
+
+            try:
+                self.otel_export = start(self, otel, strict=strict)
+            except ConfigError:
+                self.store.close()
+                raise
         self.anomaly_watch: Any = None
         if anomalies is None and os.environ.get("TOKENTRAIL_ANOMALIES"):
             from tokentrail.analytics.anomaly_watch import config_from_env
@@ -109,7 +126,7 @@ class Ledger:
         s = session or ctx.current().session
         if s is not None and s.session_id == event.session_id:
             s.add(event)
-        for listener in _listeners:
+        for listener in (*_listeners, *self.listeners) if self.listeners else _listeners:
             try:
                 listener(event)
             except Exception:  # a listener must never break a call
@@ -425,6 +442,11 @@ class Ledger:
         except FlushTimeout as e:
             log.error("tokentrail: closing with events not durable: %s", e)
         self._closed = True
+        if self.otel_export is not None:
+            try:
+                self.otel_export.shutdown()
+            except Exception:
+                log.exception("tokentrail: closing the OpenTelemetry export failed")
         self._writer.stop()
         if self.anomaly_watch is not None:
             self.anomaly_watch.stop()
@@ -468,6 +490,10 @@ class Ledger:
     def quarantine(self, source: str, reason: str, payload: str) -> None:
         """Keep something submitted from outside that failed validation, with the reason why."""
         self._writer.put(Side("quarantine", quarantine_row(source, reason, payload)))
+
+
+def _otel_from_env() -> bool:
+    return os.environ.get("TOKENTRAIL_OTEL_EXPORT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ in the same export counts (otherwise it is a sum). `execute_tool` spans become t
 Attribution: `gen_ai.agent.name`, `gen_ai.conversation.id` / `session.id`, `user.id`, and any
 `tokentrail.<dimension>` / `tokentrail.tag.<key>` attribute, looked up on the span, then its
 ancestors in the export, then the resource. The event id is derived from the trace and span id,
-so a span exported twice is stored once.
+so a span exported twice is stored once; a span tokentrail exported itself carries its event's
+id (`tokentrail.event_id`), which it keeps.
 """
 
 from __future__ import annotations
@@ -411,7 +412,7 @@ def _event(s: Span, kind: str, ledger: Any, fixed: Mapping[str, str]) -> UsageEv
         raise ValueError(f"startTimeUnixNano {s.start_ns} ({ts:%Y-%m-%d %H:%M:%S} UTC) {why}")
     latency = (s.end_ns - s.start_ns) / 1e6 if s.end_ns >= s.start_ns > 0 else None
     status = "error" if s.error else "ok"
-    event_id = span_event_id(s.trace_id, s.span_id, s.start_ns, dims.get("team"))
+    event_id = _exported_id(s) or span_event_id(s.trace_id, s.span_id, s.start_ns, dims.get("team"))
     if kind == "tool":
         name = _text(_first(s.attributes, _TOOL_NAME), "gen_ai.tool.name") or _text(s.name, "span name")
         return UsageEvent(
@@ -464,6 +465,21 @@ def _event(s: Span, kind: str, ledger: Any, fixed: Mapping[str, str]) -> UsageEv
     if event.status.startswith("invalid_usage"):
         raise ValueError(f"impossible usage: {event.status.split(':', 1)[1]}")
     return event
+
+
+def _exported_id(s: Span) -> str | None:
+    """The event id of a span tokentrail exported (tokentrail.integrations.otel_export): it is that
+    event, so exported back into a ledger that holds it, it is skipped, never counted twice."""
+    given = s.attributes.get("tokentrail.event_id")
+    if given is None:
+        return None
+    why = ValueError(f"tokentrail.event_id {str(given)[:64]!r} is not a UUID")
+    if not isinstance(given, str) or len(given) > 64:
+        raise why
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        raise why from None
 
 
 def _tags(s: Span) -> dict[str, str]:

@@ -131,19 +131,21 @@ def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[st
     return results
 
 
-def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> set[str]:
-    """Ids of these events that the ledger holds for an event of another team, or outside `scope`
-    (the caller's key's): a derived id (an OTLP span's) someone else took first."""
+def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> tuple[set[str], set[str]]:
+    """(ids of these events that the ledger holds for an event of another team, or outside `scope`
+    (the caller's key's): a derived id (an OTLP span's) someone else took first; ids it already
+    holds for the same team inside the scope: sent before, nothing to add)."""
     if not events:
-        return set()
+        return set(), set()
     rows = _query_rows(store, [str(e.event_id) for e in events])
     team = COLUMNS.index("team")
-    out = set()
+    taken: set[str] = set()
+    held: set[str] = set()
     for e in events:
         row = rows.get(str(e.event_id))
-        if row is not None and (row[team] != e.team or not _in_scope(row, scope)):
-            out.add(str(e.event_id))
-    return out
+        if row is not None:
+            (taken if row[team] != e.team or not _in_scope(row, scope) else held).add(str(e.event_id))
+    return taken, held
 
 
 def _in_scope(row: tuple[Any, ...], scope: Mapping[str, str]) -> bool:

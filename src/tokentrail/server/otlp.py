@@ -48,7 +48,7 @@ async def receive_traces(request: Request) -> Response:
     try:
         # Decoding, mapping and recording a large export take seconds: off the event loop, so
         # no other request waits on it.
-        found, rejected, taken = await asyncio.to_thread(
+        found, rejected, taken, held = await asyncio.to_thread(
             _convert, state.ledger, raw, encoding, as_json, dict(caller_key.attribution)
         )
     except TooLarge:
@@ -61,40 +61,47 @@ async def receive_traces(request: Request) -> Response:
         except FlushTimeout as timeout:
             log.error("tokentrail: spans received over OTLP are not durable yet: %s", timeout)
             return _status(503, "the ledger could not make the events durable in time", as_json)
-    message = "; ".join(sorted({r.reason for r in rejected} | ({CONFLICT} if taken else set())))[:2000]
-    return _success(len(rejected) + len(taken), message, as_json)
+    reasons = sorted({r.reason for r in rejected} | ({CONFLICT} if taken else set()))
+    if held:  # a warning, not a rejection (OTLP: partial success with nothing rejected)
+        reasons.append(f"{held} span(s) already in the ledger (sent before, or exported by tokentrail): skipped")
+    return _success(len(rejected) + len(taken), "; ".join(reasons)[:2000], as_json)
 
 
 def _not_taken(
     store: Any, found: list[UsageEvent], scope: Mapping[str, str]
-) -> tuple[list[UsageEvent], list[UsageEvent]]:
-    """(the events whose ids no event of another team or outside the caller's scope holds, the
-    others). Span ids are hashed with the span's team, so only someone who posted such an id on
-    purpose can hold one: those are refused (reported and quarantined), never silently dropped as
-    duplicates of another team's event."""
+) -> tuple[list[UsageEvent], list[UsageEvent], int]:
+    """(the events whose ids the ledger does not hold, those whose ids an event of another team
+    or outside the caller's scope holds, how many it holds already for this team in the scope).
+    Span ids are hashed with the span's team, so only someone who posted such an id on purpose
+    can hold one: those are refused (reported and quarantined), never silently dropped as
+    duplicates of another team's event. An id held in the caller's own scope is a span sent
+    again, or one tokentrail exported itself (its `tokentrail.event_id`): recording it again
+    would charge the budgets and count the metrics twice, so it is skipped."""
     if not found:
-        return found, []
-    taken = taken_ids(store, found, scope)
-    return [e for e in found if str(e.event_id) not in taken], [e for e in found if str(e.event_id) in taken]
+        return found, [], 0
+    taken, held = taken_ids(store, found, scope)
+    new = [e for e in found if str(e.event_id) not in taken and str(e.event_id) not in held]
+    return new, [e for e in found if str(e.event_id) in taken], len(held)
 
 
 def _convert(
     ledger: Any, raw: bytes, encoding: str, as_json: bool, fixed: dict[str, str]
-) -> tuple[list[UsageEvent], list[Rejected], list[UsageEvent]]:
+) -> tuple[list[UsageEvent], list[Rejected], list[UsageEvent], int]:
     """Decode an export, map its spans to events and record them (in a worker thread): the events
-    recorded, the spans refused, and the events whose ids another team holds (refused too)."""
+    recorded, the spans refused, the events whose ids another team holds (refused too), and how
+    many the ledger held already (skipped)."""
     raw = _decompress(raw, encoding)
     spans = decode_json(raw) if as_json else decode_protobuf(raw)
     found, rejected = to_events(spans, ledger, fixed)
     for r in rejected:
         ledger.quarantine("otlp", r.reason, json.dumps(r.payload(), default=str))
-    found, taken = _not_taken(ledger.store, found, fixed)
+    found, taken, held = _not_taken(ledger.store, found, fixed)
     for event in taken:
         ledger.quarantine("otlp", CONFLICT, json.dumps(event.to_dict(), default=str))
     for event in found:
         ledger.record(event)
         ledger.charge(event)  # unreserved spend reaches the budgets
-    return found, rejected, taken
+    return found, rejected, taken, held
 
 
 def _decompress(raw: bytes, encoding: str) -> bytes:
@@ -116,13 +123,13 @@ def _decompress(raw: bytes, encoding: str) -> bytes:
 def _success(rejected: int, message: str, as_json: bool) -> Response:
     if as_json:
         body: dict[str, object] = {}
-        if rejected:
+        if rejected or message:
             body["partialSuccess"] = {"rejectedSpans": str(rejected), "errorMessage": message}
         return Response(json.dumps(body), media_type="application/json")
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     out = ExportTraceServiceResponse()
-    if rejected:
+    if rejected or message:
         out.partial_success.rejected_spans = rejected
         out.partial_success.error_message = message
     return Response(out.SerializeToString(), media_type=PROTOBUF)
