@@ -11,6 +11,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "psycopg_pool"),
     "testing": ("aiohttp",),
     "export": ("pyarrow",),
+    "langchain": ("langchain_core",),
 }
 
 
