@@ -87,7 +87,14 @@ _lock = threading.Lock()
 _runs: OrderedDict[UUID, _Run] = OrderedDict()
 # the model run open in this context: the SDK wrapper's event lands here (see _on_event)
 _model_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("tokentrail_langchain_model", default=None)
-_warned_no_usage: set[str] = set()
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Log `message` once per key (a provider name); bounded, whatever names runs bring."""
+    if key not in _warned and len(_warned) < 64:
+        _warned.add(key)
+        log.warning("%s", message)
 
 
 def _on_event(event: UsageEvent) -> None:
@@ -235,7 +242,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
         if _is_node(md, tags):
             if parent is not None and parent.kind == "chain" and parent.inner is None and parent.parent is not None:
                 # the node's graph runs inside another run: a sub-graph (or a graph used as a tool)
-                _open_once(parent, name_of_graph(parent, _get(parent.parent)), self.ledger)
+                _open_once(parent, _name_of_graph(parent, _get(parent.parent)), self.ledger)
             outer = _inner(parent)
             run = _Run("node", name, parent_run_id, outer, _step(outer, str(md["langgraph_node"])))
         elif parent_run_id is None:
@@ -355,7 +362,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
     def _record_call(self, run: _Run, response: Any, status: str) -> None:
         provider = run.provider or (lu.response_metadata(response).get("model_provider") if response else None)
         if not isinstance(provider, str) or not provider:
-            log.warning("tokentrail: a LangChain model run names no provider; it is not metered")
+            _warn_once("", "tokentrail: a LangChain model run names no provider (ls_provider); it is not metered")
             return
         counts = lu.reported_counts(response) if response is not None else None
         estimated = counts is None
@@ -363,12 +370,11 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
             counts = lu.estimated_counts(run.prompt_bytes, run.prompt_messages, response)
             if response is None:
                 counts["output_tokens"] = max(1, run.streamed_bytes // 4)
-            elif provider not in _warned_no_usage:
-                _warned_no_usage.add(provider)
-                log.warning(
-                    "tokentrail: a %s model run reported no token usage (a stream without "
-                    "stream_usage=True?); its tokens are estimated",
+            else:
+                _warn_once(
                     provider,
+                    f"tokentrail: a {provider} model run reported no token usage (a stream without "
+                    "stream_usage=True?); its tokens are estimated",
                 )
         model = lu.model_of(response, run.model) if response is not None else run.model
         problem = None
@@ -443,7 +449,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
             ctx.restore(token)
 
 
-def name_of_graph(graph: _Run, parent: _Run | None) -> str | None:
+def _name_of_graph(graph: _Run, parent: _Run | None) -> str | None:
     """A sub-graph's agent name: its own, else (compiled without one) the node that runs it."""
     if graph.name and graph.name != _UNNAMED_GRAPH:
         return graph.name
