@@ -444,3 +444,42 @@ def test_without_langchain_core_the_error_names_the_extra() -> None:
     env = {**os.environ, "PYTHONPATH": SRC}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert "pip install 'tokentrail[langchain]'" in out.stdout
+
+
+def test_a_graph_used_as_a_tool_is_a_child_session(up: FakeUpstream, ledger: tt.Ledger, prices: PriceBook) -> None:
+    """A graph run inside a tool: its nodes are steps of a child session (named after the graph,
+    or, compiled without a name, after the tool or node that runs it); the tool run stays the
+    parent's."""
+    writer = chat_anthropic(up)
+
+    def summarize(state: State) -> dict[str, Any]:
+        return {"messages": [writer.invoke(state["messages"])]}
+
+    inner = StateGraph(State)
+    inner.add_node("summarize", summarize)
+    inner.add_edge(START, "summarize")
+    inner.add_edge("summarize", END)
+    research = inner.compile()  # no name: LangGraph calls it "LangGraph"
+
+    @tool
+    def researcher(topic: str) -> str:
+        """Research a topic."""
+        return str(research.invoke({"messages": [HumanMessage(topic)]})["messages"][-1].content)
+
+    outer = StateGraph(State)
+    outer.add_node("delegate", lambda s: {"messages": [HumanMessage(researcher.invoke({"topic": "tokens"}))]})
+    outer.add_node("review", research)  # the same graph as a sub-graph of a node named "review"
+    outer.add_edge(START, "delegate")
+    outer.add_edge("delegate", "review")
+    outer.add_edge("review", END)
+    up.push(Reply(**SUMMARY), Reply(**SUMMARY))
+    with tt.session("boss", ledger=ledger) as s, capture_events() as events:
+        outer.compile().invoke(start(), config={"callbacks": [tlc.TokentrailCallbackHandler()]})
+    first, run, second = events
+    assert (run.kind, run.tool_name, run.session_id, run.step) == ("tool", "researcher", s.session_id, "delegate")
+    for call in (first, second):
+        assert call.kind == "llm" and call.step == "summarize" and call.parent_session_id == s.session_id
+        assert call.cost_usd == cost(prices, "anthropic", CLAUDE, SUMMARY_COUNTS)
+    assert len({s.session_id, first.session_id, second.session_id}) == 3
+    tree = session_tree(ledger.store, s.session_id)
+    assert tree is not None and sorted(str(n.agent) for n in tree.children) == ["researcher", "review"]

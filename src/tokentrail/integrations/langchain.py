@@ -450,10 +450,10 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
 
 
 def _name_of_graph(graph: _Run, parent: _Run | None) -> str | None:
-    """A sub-graph's agent name: its own, else (compiled without one) the node that runs it."""
+    """A sub-graph's agent name: its own, else (compiled without one) the node or tool running it."""
     if graph.name and graph.name != _UNNAMED_GRAPH:
         return graph.name
-    if parent is not None and parent.kind == "node" and parent.name:
+    if parent is not None and parent.kind in ("node", "tool") and parent.name:
         return parent.name
     return graph.name
 
