@@ -20,6 +20,7 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
@@ -483,3 +484,22 @@ def test_a_graph_used_as_a_tool_is_a_child_session(up: FakeUpstream, ledger: tt.
     assert len({s.session_id, first.session_id, second.session_id}) == 3
     tree = session_tree(ledger.store, s.session_id)
     assert tree is not None and sorted(str(n.agent) for n in tree.children) == ["researcher", "review"]
+
+
+def test_hostile_text_from_a_run_never_loses_its_event(ledger: tt.Ledger, prices: PriceBook) -> None:
+    """A model's tool call id, a tool's or model's name with a NUL or a lone surrogate (no store
+    keeps them) are cleaned, and the events are stored all the same."""
+    handler = tlc.TokentrailCallbackHandler(ledger=ledger)
+    tool_run, model_run = uuid.uuid4(), uuid.uuid4()
+    handler.on_tool_start({"name": "se\x00arch"}, "q", run_id=tool_run, inputs={"q": 1}, tool_call_id="call_\ud800")
+    handler.on_tool_end("ok", run_id=tool_run)
+    handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=model_run, metadata={"ls_provider": "openai"})
+    message = AIMessage(
+        "hi",
+        response_metadata={"model_name": GPT + "\x00"},
+        usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12},
+    )
+    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=model_run)
+    run, call = stored(ledger)
+    assert (run.tool_name, run.tool_call_id) == ("se\ufffdarch", "call_?")
+    assert (call.model, call.input_tokens, call.output_tokens) == (GPT + "\ufffd", 10, 2)

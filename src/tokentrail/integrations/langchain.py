@@ -39,7 +39,7 @@ from uuid import UUID
 from tokentrail import _extras
 from tokentrail import context as ctx
 from tokentrail import ledger as _ledger
-from tokentrail.events import UsageEvent, checked_text
+from tokentrail.events import UsageEvent
 from tokentrail.integrations import langchain_usage as lu
 from tokentrail.integrations import seen_calls
 from tokentrail.usage import UsageProblem, from_counts
@@ -157,7 +157,7 @@ def _child_session(parent: ctx.Attribution, agent: str | None, ledger: _ledger.L
     """A session opened under `parent` (its child when `parent` has a session): its attribution."""
     token = ctx.use(parent)
     try:
-        return ctx.session(agent=checked_text(agent, "agent"), ledger=ledger).attribution
+        return ctx.session(agent=lu.clean(agent), ledger=ledger).attribution
     finally:
         ctx.restore(token)
 
@@ -171,11 +171,11 @@ def _open_once(run: _Run, agent: str | None, ledger: _ledger.Ledger | None) -> N
 
 def _step(parent: ctx.Attribution, name: str) -> ctx.Attribution:
     """`parent` inside step `name` (nested steps join with "/", as tt.step does)."""
-    name = checked_text(name, "step") or "step"
+    name = lu.clean(name) or "step"
     path = f"{parent.step}/{name}" if parent.step else name
     return replace(
         parent,
-        step=checked_text(path, "step"),
+        step=lu.clean(path),
         span_id=ctx.new_span_id(),
         trace_id=parent.trace_id or ctx.new_trace_id(),
     )
@@ -324,7 +324,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
             inner=attribution,
             started=time.perf_counter(),
             provider=lu.provider_of(md, serialized),
-            model=requested if isinstance(requested, str) else None,
+            model=lu.clean(requested) if isinstance(requested, str) else None,
             prompt_bytes=prompt_bytes,
             prompt_messages=prompt_messages,
         )
@@ -417,12 +417,12 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
         tool_call_id = kwargs.get("tool_call_id")
         run = _Run(
             "tool",
-            name if isinstance(name, str) and name else "tool",
+            lu.clean(name) if isinstance(name, str) and name else "tool",
             parent_run_id,
             _inner(_get(parent_run_id)),
             started=time.perf_counter(),
             args=inputs if inputs is not None else input_str,
-            tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None,
+            tool_call_id=lu.clean(tool_call_id) if isinstance(tool_call_id, str) else None,
         )
         _add(run_id, run)
 
@@ -441,7 +441,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
             self._ledger_for(run.outer).record_tool(
                 run.name or "tool",
                 run.args,
-                tool_call_id=checked_text(run.tool_call_id, "tool_call_id"),
+                tool_call_id=run.tool_call_id,
                 latency_ms=round((time.perf_counter() - run.started) * 1000, 3),
                 status=status,
             )

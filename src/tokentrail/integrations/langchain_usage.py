@@ -23,6 +23,17 @@ _CLASS_PROVIDERS = {
 _MAX_TOOL_CALLS = 64  # a hostile model reply cannot grow an event past this
 
 
+def clean(value: object) -> str | None:
+    """Text from a run (a model's tool call id, a node or tool name, a model name) as a store can
+    keep it: bounded, NULs and lone surrogates replaced, so hostile text never loses an event."""
+    if value is None:
+        return None
+    s = bound_text(value) or ""
+    if "\x00" in s or not s.isascii():
+        s = s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return s
+
+
 def _int(value: object) -> int:
     """A token count as LangChain gives it; anything else counts as 0 (never negative)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
@@ -109,15 +120,15 @@ def model_of(response: Any, requested: str | None) -> str | None:
     for key in ("model_name", "model"):
         value = md.get(key)
         if isinstance(value, str) and value:
-            return bound_text(value)
-    return bound_text(requested)
+            return clean(value)
+    return clean(requested)
 
 
 def provider_of(metadata: Mapping[str, Any], serialized: Mapping[str, Any] | None) -> str | None:
     """The provider LangChain names for the model run (`ls_provider`), else its class's."""
     value = metadata.get("ls_provider")
     if isinstance(value, str) and value:
-        return bound_text(value)
+        return clean(value)
     ids = (serialized or {}).get("id")
     if isinstance(ids, list) and ids and isinstance(ids[-1], str):
         return _CLASS_PROVIDERS.get(ids[-1])
@@ -140,8 +151,8 @@ def tool_calls_of(response: Any) -> tuple[ToolCall, ...]:
                 tc_id = tc.get("id")
                 calls.append(
                     ToolCall(
-                        bound_text(tc_id) if isinstance(tc_id, str) else None,
-                        bound_text(tc["name"]) or "",
+                        clean(tc_id) if isinstance(tc_id, str) else None,
+                        clean(tc["name"]) or "",
                         args_hash(tc.get("args")),
                     )
                 )
