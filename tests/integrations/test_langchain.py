@@ -503,3 +503,14 @@ def test_hostile_text_from_a_run_never_loses_its_event(ledger: tt.Ledger, prices
     run, call = stored(ledger)
     assert (run.tool_name, run.tool_call_id) == ("se\ufffdarch", "call_?")
     assert (call.model, call.input_tokens, call.output_tokens) == (GPT + "\ufffd", 10, 2)
+
+
+def test_a_stream_cut_after_output_is_recorded_estimated(up: FakeUpstream, ledger: tt.Ledger) -> None:
+    """The provider worked, then the stream broke: an estimated event with the error, never $0."""
+    up.push(Reply(text="one two three four five six", stream_chunks=6, cut_stream_after=4, **PLAN))
+    model = chat_openai(up).with_config(callbacks=[tlc.TokentrailCallbackHandler(ledger=ledger)])
+    with capture_events() as events, pytest.raises(Exception):  # noqa: B017 - whatever the SDK raises
+        ask(model, [HumanMessage("hi there")], True)
+    (ev,) = events
+    assert (ev.status, ev.usage_estimated, ev.streamed) == ("error", True, True)
+    assert ev.input_tokens > 0 and ev.output_tokens > 0 and ev.cost_usd is not None and ev.cost_usd > 0
