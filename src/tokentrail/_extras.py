@@ -12,6 +12,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "testing": ("aiohttp",),
     "export": ("pyarrow",),
     "otel": ("opentelemetry",),
+    "langchain": ("langchain_core",),
 }
 
 

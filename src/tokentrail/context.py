@@ -262,6 +262,17 @@ def step(name: str) -> Iterator[Attribution]:
         _current.reset(token)
 
 
+def use(attribution: Attribution) -> contextvars.Token[Attribution]:
+    """Make `attribution` the current one until `restore(token)`: for framework hooks whose runs
+    open and close in separate callbacks (integrations/langchain.py), where a `with` cannot span."""
+    return _current.set(attribution)
+
+
+def restore(token: contextvars.Token[Attribution]) -> None:
+    """Undo `use`. Raises ValueError when called in another context than the `use` was."""
+    _current.reset(token)
+
+
 @contextmanager
 def attributes(**dims: Any) -> Iterator[Attribution]:
     """Set attribution dimensions (and `tags=`) without opening a session."""

@@ -535,6 +535,18 @@ def anthropic_message(reply: Reply, u: Usage, model: str, new_id: NewId) -> byte
     )
 
 
+def _anthropic_delta_usage(reply: Reply, u: Usage) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "input_tokens": u.input - u.cached - u.cache_write,
+        "cache_creation_input_tokens": u.cache_write,
+        "cache_read_input_tokens": u.cached,
+        "output_tokens": u.output,
+    }
+    if u.reasoning:
+        usage["output_tokens_details"] = {"thinking_tokens": u.reasoning}
+    return usage
+
+
 def anthropic_sse(reply: Reply, u: Usage, model: str, new_id: NewId) -> list[bytes]:
     frames: list[bytes] = []
 
@@ -563,7 +575,8 @@ def anthropic_sse(reply: Reply, u: Usage, model: str, new_id: NewId) -> list[byt
             event("content_block_delta", index=index, delta=delta)
         event("content_block_stop", index=index)
     stop_reason = "tool_use" if reply.tool_calls else "end_turn"
-    final_usage = reply.raw_usage if reply.raw_usage is not None else {"output_tokens": u.output}
+    # like the real API: message_delta's usage is cumulative and repeats the input counts
+    final_usage = reply.raw_usage if reply.raw_usage is not None else _anthropic_delta_usage(reply, u)
     event("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": None}, usage=final_usage)
     event("message_stop")
     return frames
