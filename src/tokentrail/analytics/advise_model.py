@@ -28,6 +28,7 @@ MIN_CALLS = 20  # model calls of the agent (and task type) in the window
 MIN_SESSIONS = 3  # sessions showing the pattern (context growth, reasoning on tasks that succeeded)
 MIN_REPEATS = 5  # calls repeating one long prefix; redundant calls or tool runs (at least 3)
 MIN_REDUNDANT = 3
+MIN_SIGNAL = 5  # calls showing a pattern before it is worth a "not enough data" line (below: silence)
 MAX_EXAMPLES = 3  # example session ids per recommendation
 MONTH_DAYS = 30
 

@@ -12,6 +12,7 @@ from tokentrail.analytics.advise_model import (
     MIN_CALLS,
     MIN_REPEATS,
     MIN_SESSIONS,
+    MIN_SIGNAL,
     Finding,
     Group,
     cost,
@@ -131,6 +132,8 @@ def model_routing(g: Group, book: PriceBook) -> Finding | None:
         metric = "p90 input / output tokens, tool calls per call"
         value = f"{math.ceil(p90_in):,} / {math.ceil(p90_out):,}, {tools:.1f} on {model}"
         sessions = examples([c.session_id for c in calls])
+        if len(calls) < MIN_SIGNAL:
+            continue
         if len(calls) < MIN_CALLS:
             why = f"{len(calls)} calls on {model} (needs {MIN_CALLS})"
             found = not_enough(kind, g, title, change, metric, value, sessions, len(calls), why)

@@ -11,6 +11,7 @@ from tokentrail.analytics.advise_model import (
     MIN_CALLS,
     MIN_REDUNDANT,
     MIN_SESSIONS,
+    MIN_SIGNAL,
     Finding,
     Group,
     cost,
@@ -32,7 +33,7 @@ def runaway_output(g: Group, book: PriceBook) -> Finding | None:
     """Calls sent without an output limit, or that stopped on theirs: the saving from a limit at
     the agent's p95 output (only calls above it save anything)."""
     unbounded = [c for c in g.calls if c.output_limit == OUTPUT_LIMIT_NONE or c.stopped_on_limit]
-    if not unbounded:
+    if len(unbounded) < MIN_SIGNAL:
         return None
     kind, title = "runaway_output", "Set an output limit"
     outputs = [float(c.output_tokens) for c in g.calls if c.status == "ok" and c.output_tokens > 0]
@@ -84,7 +85,7 @@ def redundant_calls(g: Group, book: PriceBook) -> Finding | None:
         elif t.status == "ok":
             runs.add(tkey)
     n = len(repeats) + len(tool_repeats)
-    if n == 0:
+    if n < 2:  # one repeat is a retry, not a pattern
         return None
     kind, title = "redundant_calls", "Cache repeated calls and tool runs"
     change = "cache model answers and tool results by request inside a session (or stop the loop that repeats them)"
@@ -120,7 +121,7 @@ def unused_reasoning(g: Group, book: PriceBook, succeeded: Set[str]) -> Finding 
         and c.session_id in succeeded
         and c.reasoning_tokens >= REASONING_RATIO * max(1, c.output_tokens - c.reasoning_tokens)
     ]
-    if not heavy:
+    if len(heavy) < MIN_SIGNAL:
         return None
     kind, title = "unused_reasoning", "Lower the reasoning effort"
     change = "set a lower reasoning effort (reasoning_effort / thinking budget) for this task type"
