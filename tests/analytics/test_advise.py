@@ -137,6 +137,24 @@ def test_a_scope_is_never_widened(any_ledger: tt.Ledger) -> None:
     assert some.advice_id in {r.advice_id for r in _advise(any_ledger)}
 
 
+def test_a_dated_model_routes_and_the_read_is_bounded(ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokentrail.analytics import advise as adv
+
+    t = NOW - timedelta(days=2)
+    for k in range(30):
+        at = t + timedelta(minutes=k)
+        e = call("tagger", "classify", f"t-{k}", at, model="gpt-4o-2024-08-06", input_tokens=800, output_tokens=50)
+        ledger.record(e)
+    ledger.flush()
+    (r,) = _advise(ledger)
+    assert r.kind == "model_routing" and r.title == "Route to gpt-4o-mini"
+    assert r.saving_usd == 30 * (800 * (GPT4O_IN - MINI_IN) + 50 * (GPT4O_OUT - MINI_OUT))
+    monkeypatch.setattr(adv, "MAX_EVENTS", 10)
+    bounded = advise(ledger.store, BOOK, since=NOW - timedelta(days=30), until=NOW)
+    assert bounded.truncated and bounded.events_read == 10
+    assert not bounded.recommendations[0].enough_data  # 10 calls: not enough to say
+
+
 def test_bad_input_is_a_clear_error(ledger: tt.Ledger) -> None:
     with pytest.raises(ValueError, match="unknown recommendation kind 'nope'"):
         advise(ledger.store, BOOK, since=NOW - timedelta(days=1), kinds=("nope",))

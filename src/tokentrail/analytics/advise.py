@@ -42,7 +42,9 @@ from tokentrail.store import advise as sql
 from tokentrail.store.export import events_in
 from tokentrail.types import Store
 
-MAX_EVENTS = 1_000_000  # events read per run; past it the advice covers the first ones (narrow --since)
+# events read per run (each is held in memory, ~1 kB): past it the advice covers the first ones
+# written and says so (`truncated`); narrow --since or --agent
+MAX_EVENTS = 200_000
 MAX_GROUPS = 10_000
 DAY_S = 86_400
 MINIMUMS = {

@@ -5,6 +5,7 @@ saving is the call's cost as recorded minus its cost changed, at the price book'
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -49,6 +50,16 @@ CHEAPER: Mapping[str, str] = {
 ROUTE_MAX_INPUT = 1500  # p90 input tokens of a "short" workload
 ROUTE_MAX_OUTPUT = 300  # p90 output tokens
 ROUTE_MAX_TOOLS = 1.0  # tool calls asked per model call, on average
+
+
+_DATED = re.compile(r"-(?:20\d\d-\d\d-\d\d|20\d{6})$")  # gpt-4o-2024-08-06, claude-…-20250929
+
+
+def cheaper(model: str | None) -> str | None:
+    """The cheaper sibling of a model (a dated snapshot counts as its model), or None."""
+    if not model:
+        return None
+    return CHEAPER.get(model) or CHEAPER.get(_DATED.sub("", model))
 
 
 def prefix_of(e: UsageEvent) -> tuple[str, int] | None:
@@ -116,7 +127,7 @@ def model_routing(g: Group, book: PriceBook) -> Finding | None:
     the same calls repriced on the cheaper model (never applied)."""
     by_model: dict[tuple[str | None, str | None], list[UsageEvent]] = {}
     for c in g.calls:
-        if c.model in CHEAPER and c.status == "ok":
+        if cheaper(c.model) is not None and c.status == "ok":
             by_model.setdefault((c.provider, c.model), []).append(c)
     best: Finding | None = None
     for (_, model), calls in by_model.items():
@@ -126,7 +137,8 @@ def model_routing(g: Group, book: PriceBook) -> Finding | None:
         tools = sum(len(c.tool_calls) for c in calls) / len(calls)
         if p90_in > ROUTE_MAX_INPUT or p90_out > ROUTE_MAX_OUTPUT or tools > ROUTE_MAX_TOOLS:
             continue
-        target = CHEAPER[model]
+        target = cheaper(model)
+        assert target is not None
         kind, title = "model_routing", f"Route to {target}"
         change = f"try {target} instead of {model} for this work (compare quality on a sample first; not applied)"
         metric = "p90 input / output tokens, tool calls per call"

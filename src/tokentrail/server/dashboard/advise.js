@@ -24,7 +24,9 @@ async function loadAdvice() {
     const places = placesOf(recs.filter((r) => r.enough_data).map((r) => r.monthly_saving_usd));
     table(el, [["#", "num"], ["per month", "num"], ["agent"], ["change"], ["evidence and estimate", "opt"], [""]],
       recs.map((r, i) => adviceRow(r, i, places)), "no savings advice for the last 30 days");
-    $("advice-note").textContent = data.dismissed ? `${data.dismissed} dismissed` : "";
+    const notes = [data.dismissed ? `${data.dismissed} dismissed` : "",
+      data.truncated ? `only the first ${num(data.events_read)} events were read` : ""];
+    $("advice-note").textContent = notes.filter(Boolean).join(" · ");
   } catch (e) {
     failed(el, e);
   }
