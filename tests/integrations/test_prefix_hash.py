@@ -39,6 +39,10 @@ def test_the_same_prefix_hashes_alike_and_never_holds_the_text() -> None:
     # no system prompt nor tools: no prefix
     assert prefix_hash(OPENAI_CHAT, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}) is None
     assert prefix_hash(OPENAI_CHAT, {"messages": "junk"}) is None  # hostile shapes read as nothing
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert prefix_hash(OPENAI_CHAT, {"instructions": "x", "tools": deep}) is None
     assert prefix_hash(OPENAI_RESPONSES, {"instructions": SYSTEM, "input": "q"}) is not None
     assert prefix_hash(ANTHROPIC_MESSAGES, {"system": SYSTEM, "messages": [{"role": "user", "content": "q"}]})
     assert prefix_hash(GEMINI, {"systemInstruction": {"parts": [{"text": SYSTEM}]}, "contents": []})

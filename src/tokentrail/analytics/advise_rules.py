@@ -87,6 +87,8 @@ def prompt_caching(g: Group, book: PriceBook) -> Finding | None:
         return None
     title, kind = "Enable prompt caching", "prompt_caching"
     n = sum(len(v) for v in repeated.values())
+    if n < MIN_SIGNAL:
+        return None
     sessions = examples([c.session_id for v in repeated.values() for c, _ in v])
     metric = "calls repeating a prefix of 1,024+ tokens without cache reads"
     change = "put the stable system prompt and tools first and enable prompt caching (cache_control / a cache key)"

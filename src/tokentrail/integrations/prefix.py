@@ -43,11 +43,15 @@ def _parts(route: Route, body: dict[str, Any]) -> tuple[list[Any], Any]:
 
 
 def prefix_hash(route: Route, body: dict[str, Any]) -> str | None:
-    """`"<hash>:<permille>"` of the request's stable prefix, or None when it has none."""
-    parts, rest = _parts(route, body)
-    if not any(parts):
+    """`"<hash>:<permille>"` of the request's stable prefix, or None when it has none (or cannot
+    be read: a hostile body never costs the call its other request facts)."""
+    try:
+        parts, rest = _parts(route, body)
+        if not any(parts):
+            return None
+        prefix = _json([body.get("model"), *parts])
+        size = len(prefix) + len(_json(rest)) if rest else len(prefix)
+    except (ValueError, TypeError, RecursionError):
         return None
-    prefix = _json([body.get("model"), *parts])
-    size = len(prefix) + len(_json(rest)) if rest else len(prefix)
     permille = min(1000, len(prefix) * 1000 // max(1, size))
     return f"{hashlib.sha256(prefix).hexdigest()[:24]}:{permille}"
