@@ -215,6 +215,9 @@ class UsageEvent:
     system_permille: int = 0
     # the session this event's session was opened inside (agent trees); None for a root session
     parent_session_id: str | None = None
+    # the request's stable prefix (system, tools, leading instructions): "<hash>:<share of the
+    # prompt's bytes in per mille>", read at metering time, never the text (migration 0016)
+    prefix_hash: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -301,6 +304,7 @@ COLUMNS = (
     "stopped_on_limit",
     "system_permille",
     "parent_session_id",  # migration 0014 (the same rule)
+    "prefix_hash",  # migration 0016 (the same rule)
 )
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -376,6 +380,7 @@ def to_row(e: UsageEvent) -> tuple[Any, ...]:
         1 if e.stopped_on_limit else 0,
         e.system_permille,
         e.parent_session_id,
+        e.prefix_hash,
     )
 
 
@@ -428,6 +433,7 @@ def from_row(r: tuple[Any, ...] | list[Any]) -> UsageEvent:
         stopped_on_limit=bool(r[43]) if len(r) > 43 else False,
         system_permille=r[44] if len(r) > 44 else 0,
         parent_session_id=r[45] if len(r) > 45 else None,
+        prefix_hash=r[46] if len(r) > 46 else None,
     )
 
 
@@ -450,8 +456,8 @@ def canonical_bytes(row: tuple[Any, ...]) -> bytes:
 
 
 # The stored defaults of the columns added since the first schema, in COLUMNS order.
-# usage_estimated, output_limit, stopped_on_limit, system_permille, parent_session_id
-_ADDED_DEFAULTS: tuple[Any, ...] = (0, 0, 0, 0, None)
+# usage_estimated, output_limit, stopped_on_limit, system_permille, parent_session_id, prefix_hash
+_ADDED_DEFAULTS: tuple[Any, ...] = (0, 0, 0, 0, None, None)
 
 
 def _is_default(value: Any, index: int) -> bool:

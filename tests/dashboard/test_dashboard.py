@@ -127,9 +127,9 @@ def test_the_layout_and_a_loading_state_show_before_any_data(page: Page, ledger:
             """[...document.querySelectorAll('main > section:not([hidden]), main > .cards')].map(e => {
                const r = e.getBoundingClientRect(); return [e.id || e.className, r.top, r.width, r.height]; })"""
         )
-        assert len(boxes) == 12, (
+        assert len(boxes) == 13, (
             boxes
-        )  # cards, chart, forecast, budgets, 3 tables, sessions, economics, export, alerts, anomalies
+        )  # cards, chart, forecast, budgets, 3 tables, sessions, economics, export, alerts, anomalies, advice
         assert all(w > 300 and h > 40 for _, _, w, h in boxes[:3]), boxes  # laid out, above the fold
         assert all(top < 1000 for _, top, _, _ in boxes[:3]), boxes
         for table in ("budgets", "by-team", "by-agent", "by-model", "sessions", "econ-agents", "econ-orgs", "alerts"):

@@ -20,6 +20,7 @@ from tokentrail import capture
 from tokentrail import context as ctx
 from tokentrail.exceptions import BudgetExceeded
 from tokentrail.integrations import seen_calls
+from tokentrail.integrations.prefix import prefix_hash
 from tokentrail.integrations.wire import (
     OPENAI_CHAT,
     Accumulator,
@@ -332,7 +333,7 @@ class Exchange:
 
     def _with_request_facts(self, event: Any) -> Any:
         """The event with what the anomaly detectors read from the request and response: its output
-        limit, whether it stopped there, its system/developer share (numbers, never the text)."""
+        limit, whether it stopped there, its system/developer share, its prefix's hash (never the text)."""
         from dataclasses import replace
 
         try:
@@ -341,6 +342,7 @@ class Exchange:
                 output_limit=output_limit(self.body),
                 stopped_on_limit=self.acc.stopped_on_limit,
                 system_permille=system_permille(self.route, self.body),
+                prefix_hash=prefix_hash(self.route, self.body),
             )
         except Exception:  # metering never fails on a hostile body
             log.exception("tokentrail: reading the request facts of a %s call failed", self.route.provider)

@@ -19,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tokentrail.server import anomalies_api, api, chargeback_api, economics_api, forecast_api, reconcile_api
+from tokentrail.server import (
+    advise_api,
+    anomalies_api,
+    api,
+    chargeback_api,
+    economics_api,
+    forecast_api,
+    reconcile_api,
+)
 from tokentrail.server.auth import AuthError
 from tokentrail.server.dashboard import script as dashboard_script
 from tokentrail.server.errors import provider_error
@@ -168,6 +176,8 @@ def create_app(
         Route("/api/v1/outcomes", economics_api.ingest_outcomes, methods=["POST"]),
         Route("/api/v1/export", chargeback_api.export),
         Route("/api/v1/reprice", chargeback_api.reprice),
+        Route("/api/v1/advice", advise_api.advice),
+        Route("/api/v1/advice/{advice_id}/dismiss", advise_api.dismiss, methods=["POST"]),
         Route("/api/v1/openapi.json", openapi),
         Route("/openapi.json", openapi),
     ]

@@ -327,6 +327,25 @@ def schema() -> dict[str, Any]:
                 "What history would have cost with another model (a what-if; nothing is written)",
                 [*report_params, {"name": "model_map", "in": "query", "schema": {"type": "string"}}],
             ),
+            "/api/v1/advice": _get(
+                "Savings advice: ranked changes per agent with evidence and the estimated monthly saving",
+                [
+                    *_FILTERS[:3],
+                    {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                    {"name": "all", "in": "query", "schema": {"type": "boolean"}, "description": "dismissed too"},
+                ],
+            ),
+            "/api/v1/advice/{advice_id}/dismiss": {
+                "post": {
+                    "summary": "Dismiss a recommendation the key can see; it stays dismissed",
+                    "parameters": [{"name": "advice_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "the dismissed recommendation"},
+                        "401": {"description": "no or unknown key", **_json(_ERROR)},
+                        "404": {"description": "no such recommendation for this key", **_json(_ERROR)},
+                    },
+                }
+            },
             "/v1/traces": {
                 "post": {
                     "summary": f"OTLP/HTTP trace export (protobuf or JSON, at most {MAX_OTLP_BODY_BYTES} bytes)",

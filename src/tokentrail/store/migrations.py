@@ -526,6 +526,22 @@ def m0015_reconcile_runs(d: Dialect) -> list[str]:
 
 MIGRATIONS.append(("0015_reconcile_runs", m0015_reconcile_runs))
 
+
+def m0016_advice(d: Dialect) -> list[str]:
+    """`prefix_hash`: the hash of a request's stable prefix and that prefix's share of the prompt
+    (the savings advisor's prompt-caching evidence; NULL for every event of before, so old hashes
+    verify). `advice_dismissals`: recommendations a user dismissed, by their stable id."""
+    t, n = d.text, d.bigint
+    return [
+        f"ALTER TABLE events ADD COLUMN prefix_hash {t}",
+        f"""CREATE TABLE advice_dismissals (
+            advice_id {t} PRIMARY KEY, kind {t} NOT NULL, team {t}, agent {t}, task_type {t},
+            dismissed_us {n} NOT NULL, dismissed_by {t})""",
+    ]
+
+
+MIGRATIONS.append(("0016_advice", m0016_advice))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -554,4 +570,6 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "reconcile_runs": ("SELECT", "INSERT"),
     # anomalies: found by the detectors (online in the writer, or `tokentrail anomalies --rescan`)
     "anomalies": ("SELECT", "INSERT"),
+    # savings advice dismissed by a user (`tokentrail advise --dismiss`, the API); kept for good
+    "advice_dismissals": ("SELECT", "INSERT"),
 }

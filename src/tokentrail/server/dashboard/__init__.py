@@ -19,6 +19,7 @@ SCRIPTS = (
     "export.js",
     "forecast.js",
     "anomalies.js",
+    "advise.js",
 )
 
 
