@@ -482,6 +482,7 @@ def test_a_graph_used_as_a_tool_is_a_child_session(up: FakeUpstream, ledger: tt.
         assert call.kind == "llm" and call.step == "summarize" and call.parent_session_id == s.session_id
         assert call.cost_usd == cost(prices, "anthropic", CLAUDE, SUMMARY_COUNTS)
     assert len({s.session_id, first.session_id, second.session_id}) == 3
+    ledger.flush()  # the tree is read from the store: wait for the writer
     tree = session_tree(ledger.store, s.session_id)
     assert tree is not None and sorted(str(n.agent) for n in tree.children) == ["researcher", "review"]
 
