@@ -20,7 +20,7 @@ import time
 
 from report import write  # bench/report.py: the same synthetic ledger
 
-from tokentrail import reports
+from tokentrail.analytics import reports
 from tokentrail.store import open_store
 
 FORMATS = ("csv", "focus", "parquet", "focus-parquet")

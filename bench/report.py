@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import uuid_utils
 
-from tokentrail import reports
+from tokentrail.analytics import reports
 from tokentrail.events import COL, COLUMNS, from_micros, ts_micros
 from tokentrail.store import open_store
 from tokentrail.types import Store

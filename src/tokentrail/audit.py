@@ -28,7 +28,7 @@ from typing import Any
 
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.exceptions import ConfigError, TokentrailError
-from tokentrail.rollup_check import RollupMismatch, check_rollups
+from tokentrail.store.rollup_check import RollupMismatch, check_rollups
 from tokentrail.types import Store
 
 KEY_ENV = "TOKENTRAIL_AUDIT_KEY"
@@ -69,7 +69,7 @@ class Verification:
     head_hash: bytes
     problem: Problem | None = None
     checkpoints: int = 0
-    # rollup rows that disagree with the events (tokentrail.rollup_check): reports read them
+    # rollup rows that disagree with the events (tokentrail.store.rollup_check): reports read them
     rollups: tuple[RollupMismatch, ...] = ()
 
     @property
@@ -184,7 +184,7 @@ def verify(
     trusted). Each checkpoint must match the chain at its seq; one before the start is checked by
     a point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
     appended around the writer). The rollups must hold what the events add up to: all of them from
-    genesis; from a later seq, the days of the events walked (tokentrail.rollup_check)."""
+    genesis; from a later seq, the days of the events walked (tokentrail.store.rollup_check)."""
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"--from-seq must be a whole number >= 1, not {from_seq!r}")
     marks: dict[int, list[Checkpoint]] = {}

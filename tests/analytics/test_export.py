@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
-from tokentrail import cli, reports
-from tokentrail.analytics import focus
+from tokentrail import cli
+from tokentrail.analytics import focus, reports
 from tokentrail.analytics.export import lines, share, split_group
 from tokentrail.analytics.export_write import write
 from tokentrail.corrections import adjust

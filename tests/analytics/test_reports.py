@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 import tokentrail as tt
-from tokentrail import reports
+from tokentrail.analytics import reports, sessions
 from tokentrail.events import UsageEvent, ts_micros
 from tokentrail.timespec import parse_time
 
@@ -237,7 +237,7 @@ def test_empty_ledger_reports_nothing(led: tt.Ledger) -> None:
     assert rep.totals == reports.Measures()
     assert reports.report(led.store).rows == ()
     assert reports.unpriced_models(led.store) == []
-    assert reports.sessions(led.store) == []
+    assert sessions.sessions(led.store) == []
 
 
 # -- unpriced, invalid, adjustments -----------------------------------------------------------
@@ -293,7 +293,7 @@ def test_sessions_newest_first_with_totals_and_outcomes(led: tt.Ledger) -> None:
             s.outcome("contract_reviewed")
             ids.append(s.session_id)
     led.flush()
-    found = reports.sessions(led.store)
+    found = sessions.sessions(led.store)
     assert [s.session_id for s in found] == ids[::-1]
     newest = found[0]
     assert (newest.agent, newest.team, newest.user) == ("alpha", "legal", "u-2")
@@ -302,14 +302,14 @@ def test_sessions_newest_first_with_totals_and_outcomes(led: tt.Ledger) -> None:
     assert newest.tokens == 1502
     assert newest.cost_usd == Decimal("0.0095")
     assert newest.outcomes == (("contract_reviewed", 1),)
-    assert [s.session_id for s in reports.sessions(led.store, where={"agent": "alpha"})] == [ids[2], ids[0]]
-    assert [s.session_id for s in reports.sessions(led.store, limit=1)] == [ids[2]]
-    assert [s.session_id for s in reports.sessions(led.store, since=at(30), until=at(121))] == [ids[2], ids[1]]
+    assert [s.session_id for s in sessions.sessions(led.store, where={"agent": "alpha"})] == [ids[2], ids[0]]
+    assert [s.session_id for s in sessions.sessions(led.store, limit=1)] == [ids[2]]
+    assert [s.session_id for s in sessions.sessions(led.store, since=at(30), until=at(121))] == [ids[2], ids[1]]
     # a filter picks sessions, the totals stay whole
-    [filtered] = reports.sessions(led.store, where={"model": "secret"})
+    [filtered] = sessions.sessions(led.store, where={"model": "secret"})
     assert filtered.calls == 2
     with pytest.raises(ValueError, match="limit"):
-        reports.sessions(led.store, limit=0)
+        sessions.sessions(led.store, limit=0)
 
 
 def test_session_detail_is_a_call_tree(led: tt.Ledger) -> None:
@@ -338,7 +338,7 @@ def test_session_detail_is_a_call_tree(led: tt.Ledger) -> None:
         )
     led.flush()
     assert ran.parent_span_id == first.span_id
-    detail = reports.session_detail(led.store, s.session_id)
+    detail = sessions.session_detail(led.store, s.session_id)
     assert (detail.agent, detail.team) == ("researcher", "legal")
     assert len(detail.events) == 6
     [research, last] = detail.tree
@@ -361,7 +361,7 @@ def test_session_detail_is_a_call_tree(led: tt.Ledger) -> None:
     assert detail.totals == reports.report(led.store, where={"session": s.session_id}).totals
     assert detail.to_dict()["tree"][0]["children"][0]["children"][0]["children"][0]["name"] == "web_search"
     with pytest.raises(LookupError, match="no session"):
-        reports.session_detail(led.store, "no-such-session")
+        sessions.session_detail(led.store, "no-such-session")
 
 
 # -- time specs -------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
-from tokentrail import audit, cli, reports
+from tokentrail import audit, cli
+from tokentrail.analytics import reports
 from tokentrail.analytics.reprice import reprice_unpriced, what_if
 from tokentrail.events import COLUMNS
 from tokentrail.pricing import PriceBook

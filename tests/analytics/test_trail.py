@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 import tokentrail as tt
 from tests.store.test_tamper import T0, Attacker
 from tokentrail import cli
+from tokentrail.analytics.trail import trail
 from tokentrail.corrections import adjust
 from tokentrail.events import UsageEvent, args_hash
-from tokentrail.trail import trail
 from tokentrail.usage import Usage
 
 if not any(c.name == "trail" for c in cli.app.registered_commands):

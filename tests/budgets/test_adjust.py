@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import tokentrail as tt
 from tests.store.test_tamper import T0
-from tokentrail import audit, cli, reports
+from tokentrail import audit, cli
+from tokentrail.analytics import reports, sessions
 from tokentrail.corrections import adjust, effective_cost, find_event, made_at
 from tokentrail.events import UsageEvent, from_row
 from tokentrail.usage import Usage
@@ -74,9 +75,9 @@ def test_reports_include_adjustments(led: tt.Ledger) -> None:
     by_model = {row.value("model"): row.cost_usd for row in reports.report(led.store, by=["model"]).rows}
     assert by_model == {"gpt-4o": Decimal("0.008"), None: Decimal("0"), "house-llm": Decimal("0.01")}
     assert reports.report(led.store, by=["team"], rollup=False).totals == r.totals
-    detail = reports.session_detail(led.store, "sess-a")
+    detail = sessions.session_detail(led.store, "sess-a")
     assert detail.totals.cost_usd == r.totals.cost_usd
-    [s] = reports.sessions(led.store)
+    [s] = sessions.sessions(led.store)
     assert s.cost_usd == r.totals.cost_usd and (s.calls, s.tool_calls) == (2, 1)
 
 

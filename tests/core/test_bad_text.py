@@ -18,8 +18,8 @@ import tokentrail as tt
 from tests._events import stored
 from tests._server import quarantined
 from tokentrail import cli
+from tokentrail.analytics.reports import report
 from tokentrail.events import UsageEvent, to_row
-from tokentrail.reports import report
 from tokentrail.server import create_app
 
 if not any(c.name == "report" for c in cli.app.registered_commands):

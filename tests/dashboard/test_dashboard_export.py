@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 import tokentrail as tt
 from tests._browser import make_event, open_dashboard, post_events
 from tests._server import serving
-from tokentrail import reports
+from tokentrail.analytics import reports
 
 
 def test_the_dashboard_downloads_a_focus_export_of_its_range(page: Page, ledger: tt.Ledger, tmp_path: Path) -> None:

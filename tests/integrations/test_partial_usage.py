@@ -17,7 +17,8 @@ import pytest
 
 import tokentrail as tt
 from tests._events import stored
-from tokentrail import audit, reports
+from tokentrail import audit
+from tokentrail.analytics import reports
 from tokentrail.events import (
     COLUMNS,
     GENESIS_HASH,
@@ -29,9 +30,9 @@ from tokentrail.events import (
     upgraded_row,
 )
 from tokentrail.pricing import PriceBook
-from tokentrail.rollup_check import rebuild_rollups
 from tokentrail.spool import Batch, Spool, folder_for
 from tokentrail.store import open_store
+from tokentrail.store.rollup_check import rebuild_rollups
 from tokentrail.testing import FakeUpstream, Reply, capture_events
 from tokentrail.usage import Usage
 

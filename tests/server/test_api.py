@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import tokentrail as tt
-from tokentrail import reports
+from tokentrail.analytics import reports
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key
 

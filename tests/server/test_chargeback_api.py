@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import tokentrail as tt
-from tokentrail import reports
+from tokentrail.analytics import reports
 from tokentrail.server import create_app
 from tokentrail.server.keys import create_key
 

@@ -307,9 +307,9 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
     import psycopg
 
     from tests.pg import terminate, with_params
-    from tokentrail.rollup_check import check_rollups
     from tokentrail.store import postgres
     from tokentrail.store.migrations import MIGRATIONS
+    from tokentrail.store.rollup_check import check_rollups
 
     base = os.environ["TOKENTRAIL_TEST_PG"]
     schema = parse_qs(urlsplit(db_url).query)["application_name"][0]

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 import tokentrail as tt
 from tokentrail import audit, cli
+from tokentrail.analytics.reports import report
 from tokentrail.events import COLUMNS, UsageEvent, chain_hash, new_event_id, to_row
 from tokentrail.pricing import PriceBook
-from tokentrail.reports import report
 from tokentrail.store import open_store, sqlite_path
 
 if not any(getattr(g, "name", None) == "audit" for g in cli.app.registered_groups):
@@ -406,7 +406,7 @@ class FakeStore:
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         if "rollup_" in sql:
-            return []  # rollups are not this chain's concern (tokentrail.rollup_check)
+            return []  # rollups are not this chain's concern (tokentrail.store.rollup_check)
         if sql.startswith("SELECT MIN(ts_us)"):
             return [(None,)]
         if sql.startswith("SELECT MIN(seq)"):

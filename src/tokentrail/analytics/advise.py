@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._report_sql import check_range, to_jsonable
 from tokentrail.analytics import advise_rules, advise_waste
 from tokentrail.analytics.advise_model import (
     KINDS,
@@ -36,10 +35,12 @@ from tokentrail.analytics.advise_model import (
 )
 from tokentrail.analytics.config import AnomalyConfig
 from tokentrail.analytics.export import export_filters
+from tokentrail.analytics.reports import to_jsonable
 from tokentrail.events import from_row, quantize_usd
 from tokentrail.pricing import PriceBook
 from tokentrail.store import advise as sql
 from tokentrail.store.export import events_in
+from tokentrail.store.reports import check_range
 from tokentrail.types import Store
 
 # events read per run (each is held in memory, ~1 kB): past it the advice covers the first ones

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from tokentrail._report_sql import to_jsonable
+from tokentrail.analytics.reports import to_jsonable
 from tokentrail.analytics.reprice import price_of
 from tokentrail.events import UsageEvent, nano_to_usd
 from tokentrail.pricing import PriceBook

@@ -17,7 +17,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._report_sql import (
+from tokentrail.analytics.reports import to_jsonable
+from tokentrail.analytics.trees import roots_of
+from tokentrail.events import NANO, nano_to_usd
+from tokentrail.money import usd
+from tokentrail.store import economics as sql
+from tokentrail.store.reports import (
     Scope,
     Where,
     check_range,
@@ -27,12 +32,7 @@ from tokentrail._report_sql import (
     filters,
     scope_filters,
     time_sql,
-    to_jsonable,
 )
-from tokentrail.analytics.trees import roots_of
-from tokentrail.events import NANO, nano_to_usd
-from tokentrail.money import usd
-from tokentrail.store import economics as sql
 from tokentrail.types import Store
 
 METRICS = (

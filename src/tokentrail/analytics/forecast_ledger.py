@@ -77,7 +77,7 @@ def daily_spend(
     """Daily spend over the `days` days before `until` (local days in `tz`), per `by` group:
     (first day, {group: [spend of each day]}). Unpriced calls count as nothing (never as $0: the
     report says so); a scope (a key's attribution) is AND-ed by the report."""
-    from tokentrail import reports
+    from tokentrail.analytics import reports
 
     where_tz = zone(tz)
     first = until - timedelta(days=days)

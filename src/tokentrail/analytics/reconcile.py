@@ -185,7 +185,7 @@ def reconcile(
     tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> Reconciliation:
     """Compare the provider's reports (`files`) with the ledger over whole UTC days."""
-    from tokentrail import reports
+    from tokentrail.analytics import reports
 
     by = tuple(dict.fromkeys(by))
     bad = [b for b in by if b not in BY]

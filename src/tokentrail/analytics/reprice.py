@@ -19,11 +19,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._report_sql import check_range, dimension, to_jsonable
 from tokentrail.analytics.export import export_filters
+from tokentrail.analytics.reports import to_jsonable
 from tokentrail.events import UsageEvent, from_row, nano_to_usd, usd_to_nano
 from tokentrail.pricing import PriceBook
 from tokentrail.store.export import adjusted_ids, events_in
+from tokentrail.store.reports import check_range, dimension
 from tokentrail.types import Store
 from tokentrail.usage import UsageProblem, from_counts
 

@@ -11,7 +11,7 @@ from tokentrail.analytics.cost_driver import cost_driver
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from tokentrail.session_reports import SessionDetail
+    from tokentrail.analytics.sessions import SessionDetail
     from tokentrail.types import Store
 
 

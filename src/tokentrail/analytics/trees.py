@@ -11,9 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._report_sql import Scope, filter_sql, scope_filters, to_jsonable
+from tokentrail.analytics.reports import to_jsonable
 from tokentrail.events import from_micros, nano_to_usd
 from tokentrail.store import economics as sql
+from tokentrail.store.reports import Scope, filter_sql, scope_filters
 from tokentrail.types import Store
 
 MAX_DEPTH = 32  # levels walked up or down a tree (a parent link is caller data: never loop on it)

@@ -6,13 +6,13 @@ from typing import Annotated
 
 import typer
 
-from tokentrail import lookup
 from tokentrail.cli._common import DbOption, console, fail, reader, usd, user_errors
 from tokentrail.corrections import adjust, effective_cost, find_event
 from tokentrail.events import from_row
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.ledger import Ledger
 from tokentrail.pricing import PriceBook
+from tokentrail.store import lookup
 
 
 def adjust_command(

@@ -124,7 +124,7 @@ def checkpoint_command(
 def rebuild_rollups_command(db: DbOption = None) -> None:
     """Recompute the hourly and daily rollups from the events (after `verify` found rollup rows
     changed by hand). On PostgreSQL, run it as the owner: the application role may not write them."""
-    from tokentrail.rollup_check import check_rollups, rebuild_rollups
+    from tokentrail.store.rollup_check import check_rollups, rebuild_rollups
 
     with reader(db) as store, user_errors():
         wrong = check_rollups(store)

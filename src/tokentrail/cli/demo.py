@@ -19,7 +19,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from tokentrail import reports
+from tokentrail.analytics import reports, sessions
 from tokentrail.cli._common import NOT_COUNTED, RUNTIME, console, fail, num, require_extra, user_errors
 from tokentrail.cli._tables import money, money_places
 from tokentrail.cli.report import print_report
@@ -153,13 +153,13 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
     rep = reports.report(store, by=("team", "agent", "model"))  # type: ignore[arg-type]
     out.print()
     print_report(rep)
-    sessions = reports.sessions(store, since=None, until=None, where={}, limit=1000)  # type: ignore[arg-type]
-    costliest = sorted(sessions, key=lambda s: s.cost_usd or Decimal(0), reverse=True)[:5]
+    found = sessions.sessions(store, since=None, until=None, where={}, limit=1000)  # type: ignore[arg-type]
+    costliest = sorted(found, key=lambda s: s.cost_usd or Decimal(0), reverse=True)[:5]
     out.print()
     print_sessions(costliest, title="The 5 costliest sessions", compact=True)
-    busiest = max(sessions, key=lambda s: s.calls, default=None)
+    busiest = max(found, key=lambda s: s.calls, default=None)
     out.print()
-    for line in _runaway_lines(store, {s.session_id: s for s in sessions}):
+    for line in _runaway_lines(store, {s.session_id: s for s in found}):
         out.print(line)
     unpriced = reports.unpriced_models(store)  # type: ignore[arg-type]
     for m in unpriced:
@@ -191,7 +191,7 @@ def _show(store: object, url: str, db: str | None, budget_lines: list[Text] | No
         out.print(f"  {prog}{command.removeprefix('tokentrail')}", soft_wrap=True)  # whole, to paste
 
 
-def _runaway_lines(store: object, by_id: dict[str, reports.SessionSummary]) -> list[Text]:
+def _runaway_lines(store: object, by_id: dict[str, sessions.SessionSummary]) -> list[Text]:
     """The runaway agent, as the anomaly detectors found it (not a fixed sentence): the costliest
     session of each anomaly kind the replay raised, retry loops first."""
     from tokentrail.analytics.anomalies import replay, save

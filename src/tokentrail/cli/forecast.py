@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tokentrail._report_sql import dimension
-from tokentrail._report_sql import filters as reports_filters
 from tokentrail.cli._common import (
     DbOption,
     Format,
@@ -23,6 +21,8 @@ from tokentrail.cli._common import (
     user_errors,
 )
 from tokentrail.cli._tables import Column, label, money, print_table
+from tokentrail.store.reports import dimension
+from tokentrail.store.reports import filters as reports_filters
 
 
 def forecast_command(

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tokentrail import reports
+from tokentrail.analytics import reports
 from tokentrail.cli._common import (
     NOT_COUNTED,
     PAST_CALLS,

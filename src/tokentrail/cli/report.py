@@ -7,9 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tokentrail import reports
-from tokentrail._report_sql import dimension
-from tokentrail._report_sql import filters as reports_filters
+from tokentrail.analytics import reports
 from tokentrail.cli import economics
 from tokentrail.cli._common import (
     NOT_COUNTED,
@@ -33,6 +31,8 @@ from tokentrail.cli._common import (
     when,
 )
 from tokentrail.cli._tables import Column, count, label, money, money_places, print_table
+from tokentrail.store.reports import dimension
+from tokentrail.store.reports import filters as reports_filters
 
 MEASURES = (
     "calls",

@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from tokentrail import lookup, reports
+from tokentrail.analytics import reports, sessions
 from tokentrail.analytics.trees import session_tree
 from tokentrail.cli._common import (
     DbOption,
@@ -33,6 +33,7 @@ from tokentrail.cli._common import (
 )
 from tokentrail.cli._tables import Column, count, label, money, money_places, print_table, unique_prefix
 from tokentrail.cli.economics import print_agent_tree
+from tokentrail.store import lookup
 
 _FIELDS = (
     "session_id",
@@ -71,7 +72,7 @@ def sessions_command(
                 filters.setdefault(key, []).append(value)
         start, end = time_range(since, until, tz)
     with reader(db) as store:
-        found = reports.sessions(store, since=start, until=end, where=filters, limit=limit)
+        found = sessions.sessions(store, since=start, until=end, where=filters, limit=limit)
     if fmt is Format.json:
         emit_json([{**reports.to_jsonable(s), "outcomes": dict(s.outcomes)} for s in found])
         return
@@ -89,7 +90,7 @@ def sessions_command(
 
 
 def print_sessions(
-    found: list[reports.SessionSummary], *, title: str, tz: str | None = None, compact: bool = False
+    found: list[sessions.SessionSummary], *, title: str, tz: str | None = None, compact: bool = False
 ) -> None:
     """Sessions as a table (also used by `tokentrail demo`); `compact` leaves out the times, the
     user and the outcomes. Short of room, a session id keeps a start that tells it apart."""
@@ -129,7 +130,7 @@ def print_sessions(
     print_table(console(), Text(title), columns, len(found))
 
 
-def _outcomes(s: reports.SessionSummary) -> str:
+def _outcomes(s: sessions.SessionSummary) -> str:
     return ", ".join(f"{name}×{count}" if count != 1 else name for name, count in s.outcomes)
 
 
@@ -169,7 +170,7 @@ def session_command(
             else:
                 print_agent_tree(agents)
             return
-        detail = reports.session_detail(store, sid)
+        detail = sessions.session_detail(store, sid)
         agents = session_tree(store, detail.session_id)  # the sessions opened inside this one
         marks = marks_of(store, detail)
     if fmt is TreeFormat.json:
@@ -211,11 +212,11 @@ def _counted(n: int, noun: str) -> str:
     return f"{num(n)} {noun}{'' if n == 1 else 's'}"
 
 
-def _step_costs(nodes: tuple[reports.CallNode, ...]) -> list[Decimal]:
+def _step_costs(nodes: tuple[sessions.CallNode, ...]) -> list[Decimal]:
     return [c for n in nodes if n.event is None for c in (n.cost_usd, *_step_costs(n.children))]
 
 
-def _add(parent: Tree, node: reports.CallNode, tz: str | None, places: int, flagged: dict[str, str]) -> None:
+def _add(parent: Tree, node: sessions.CallNode, tz: str | None, places: int, flagged: dict[str, str]) -> None:
     line = _label(node, tz, places)
     if node.event is not None and (kinds := flagged.get(str(node.event.event_id))):
         line.append(f"  ⚠ {kinds}", style="bold red")  # an anomaly's evidence
@@ -224,7 +225,7 @@ def _add(parent: Tree, node: reports.CallNode, tz: str | None, places: int, flag
         _add(branch, child, tz, places, flagged)
 
 
-def _label(node: reports.CallNode, tz: str | None, places: int) -> Text:
+def _label(node: sessions.CallNode, tz: str | None, places: int) -> Text:
     e = node.event
     if e is None:  # a step
         line = Text(f"▸ {node.name}", style="bold cyan")

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tokentrail import lookup
-from tokentrail import trail as trails
+from tokentrail.analytics import trail as trails
 from tokentrail.cli._common import (
     DbOption,
     TreeFormat,
@@ -25,6 +24,7 @@ from tokentrail.cli._common import (
 )
 from tokentrail.corrections import made_at
 from tokentrail.events import UsageEvent
+from tokentrail.store import lookup
 from tokentrail.timespec import zone
 
 

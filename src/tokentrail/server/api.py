@@ -16,13 +16,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokentrail import reports
-from tokentrail._report_sql import dimension
+from tokentrail.analytics import reports
+from tokentrail.analytics import sessions as session_reports
 from tokentrail.exceptions import TokentrailError
 from tokentrail.server.auth import AuthError
 from tokentrail.server.budget_view import alerts, budget_statuses
 from tokentrail.server.keys import ApiKey
 from tokentrail.server.state import auth_error, caller, error, state_of
+from tokentrail.store.reports import dimension
 from tokentrail.timespec import parse_time, zone
 
 MAX_LIMIT = 1000
@@ -134,7 +135,7 @@ def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
     since, until, _ = _times(request)
     where = _where(request, key, ("agent", "team", "user", "customer"))
     limit, offset = _limit(request, 50), _offset(request)
-    found = reports.sessions(
+    found = session_reports.sessions(
         state_of(request).store,
         since=since,
         until=until,
@@ -151,7 +152,7 @@ def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _session_dict(s: reports.SessionSummary) -> dict[str, Any]:
+def _session_dict(s: session_reports.SessionSummary) -> dict[str, Any]:
     return {
         "session_id": s.session_id,
         "agent": s.agent,
@@ -178,7 +179,7 @@ def session(request: Request, key: ApiKey) -> dict[str, Any]:
     from tokentrail.analytics.session_marks import marks_of
 
     store = state_of(request).store
-    detail = reports.session_detail(store, sid, scope=key.attribution)
+    detail = session_reports.session_detail(store, sid, scope=key.attribution)
     return {**detail.to_dict(), **marks_of(store, detail, dict(key.attribution)).to_dict()}
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from tokentrail._report_sql import dimension
 from tokentrail.server.api import BadRequest, _endpoint, _where
 from tokentrail.server.keys import ApiKey
 from tokentrail.server.state import state_of
+from tokentrail.store.reports import dimension
 from tokentrail.timespec import zone
 
 

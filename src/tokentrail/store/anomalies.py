@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokentrail.events import COLUMNS, new_event_id
+from tokentrail.store.reports import ATTRIBUTION_COLUMNS, time_sql
 
 if TYPE_CHECKING:
     from tokentrail.types import Store
@@ -19,14 +20,7 @@ ANOMALY_COLUMNS = (
     "ts_us",
     "detected_us",
     "session_id",
-    "org",
-    "team",
-    "project",
-    "agent",
-    "user_id",
-    "customer",
-    "workflow",
-    "task_type",
+    *ATTRIBUTION_COLUMNS,
     "metric",
     "baseline",
     "threshold",
@@ -123,7 +117,7 @@ def insert(store: Store, anomaly: Any, detected_us: int) -> bool:
     return n > 0
 
 
-_SCOPED = {"org", "team", "project", "agent", "user_id", "customer", "workflow", "task_type", "session_id", "kind"}
+_SCOPED = {*ATTRIBUTION_COLUMNS, "session_id", "kind"}
 
 
 def select(
@@ -137,14 +131,8 @@ def select(
     """Stored anomalies, newest first; `where`: column -> value (or any of several values), AND-ed
     (a key's scope, filters)."""
     p = store.dialect.param
-    conds: list[str] = []
-    params: list[Any] = []
-    if since_us is not None:
-        conds.append(f"ts_us >= {p}")
-        params.append(since_us)
-    if until_us is not None:
-        conds.append(f"ts_us < {p}")
-        params.append(until_us)
+    conds, tparams = time_sql(store, since_us, until_us)
+    params: list[Any] = list(tparams)
     for column, value in (where or {}).items():
         if column not in _SCOPED:
             raise ValueError(f"anomalies cannot be filtered by {column!r}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tokentrail._report_sql import Filters, filter_sql, time_sql
 from tokentrail.store.migrations import DAY_US
+from tokentrail.store.reports import ATTRIBUTION_COLUMNS, SCOPE_DIMENSIONS, Filters, by_ids, filter_sql, time_sql
 from tokentrail.types import Store
 
 # The grouped columns, in the order every row carries them after its slot.
@@ -20,14 +20,7 @@ GROUPS = (
     "kind",
     "provider",
     "model",
-    "org",
-    "team",
-    "project",
-    "agent",
-    "user_id",
-    "customer",
-    "workflow",
-    "task_type",
+    *ATTRIBUTION_COLUMNS,
     "CAST(tags AS TEXT)",
     "price_version",
     "CAST(unit_prices AS TEXT)",
@@ -37,14 +30,7 @@ GROUP_NAMES = (
     "kind",
     "provider",
     "model",
-    "org",
-    "team",
-    "project",
-    "agent",
-    "user",
-    "customer",
-    "workflow",
-    "task_type",
+    *SCOPE_DIMENSIONS,
     "tags",
     "price_version",
     "unit_prices",
@@ -147,13 +133,8 @@ def adjusted_ids(store: Store, event_ids: list[str]) -> set[str]:
     """Which of these events already have an adjustment."""
     if not event_ids:
         return set()
-    p = store.dialect.param
-    rows = store.query(
-        f"SELECT DISTINCT adjusts_event_id FROM events WHERE kind = 'adjustment' AND adjusts_event_id IN "
-        f"({', '.join(p for _ in event_ids)})",
-        event_ids,
-    )
-    return {str(r[0]) for r in rows}
+    select = "SELECT DISTINCT adjusts_event_id FROM events"
+    return {str(r[0]) for r in by_ids(store, select, "adjusts_event_id", event_ids, ["kind = 'adjustment'"])}
 
 
 __all__ = [

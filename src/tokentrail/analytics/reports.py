@@ -1,7 +1,7 @@
-"""Report queries: spend grouped by any dimension, sessions and their call trees, unpriced models.
+"""Report queries: spend grouped by any dimension, unpriced models.
 
-The one place report SQL lives: the CLI, the JSON API and the dashboard call these functions
-and get plain frozen dataclasses back, never formatted text.
+The CLI, the JSON API and the dashboard call these functions and get plain frozen dataclasses
+back, never formatted text; the SQL they run is in tokentrail.store.reports.
 
 How a report reads the ledger: when every grouping and filter dimension is kept in the hourly
 rollup, the whole hours inside [since, until) come from `rollup_hourly` and only the partial
@@ -12,61 +12,96 @@ definitions. Costs are summed in SQL as integer nano-dollars and turned into exa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
 from typing import Any
 
-from tokentrail._report_sql import (
-    CALLS,
-    COLUMNS,
-    COST,
-    DIMENSIONS,
-    INVALID,
-    NO_PRICE,
-    RAW_SUMS,
-    ROLLUP_SUMS,
+from tokentrail.events import from_micros, nano_to_usd, ts_micros
+from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.reports import (
     TIME_BUCKETS,
     Filters,
-    Measures,
     Scope,
     Where,
     check_range,
     dimension,
-    expression,
-    filter_sql,
+    event_sums,
     filters,
     micros,
+    rollup_sums,
     scope_filters,
-    time_sql,
-    to_jsonable,
+    unpriced_hours,
+    unpriced_span,
 )
-from tokentrail.events import from_micros, ts_micros
-from tokentrail.session_reports import CallNode, SessionDetail, SessionSummary, session_detail, sessions
-from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 
-__all__ = [
-    "COLUMNS",
-    "DIMENSIONS",
-    "TIME_BUCKETS",
-    "CallNode",
-    "Measures",
-    "Report",
-    "ReportRow",
-    "SessionDetail",
-    "SessionSummary",
-    "UnpricedModel",
-    "report",
-    "session_detail",
-    "sessions",
-    "to_jsonable",
-    "unpriced_models",
-]
+__all__ = ["Measures", "Report", "ReportRow", "UnpricedModel", "cover", "report", "to_jsonable", "unpriced_models"]
 
+COST = ROLLUP_MEASURES.index("cost_nusd")
+CALLS = ROLLUP_MEASURES.index("calls")
+UNPRICED = ROLLUP_MEASURES.index("unpriced_calls")
+TOOLS = ROLLUP_MEASURES.index("tool_runs")
 _QUARTER_US = 900_000_000  # every real UTC offset is a multiple of 15 minutes
 GroupValue = str | datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Measures:
+    """What a group of events used and cost. `calls` counts model calls, `tool_runs` tool runs;
+    `cost_usd` includes adjustments, and is None when every call had no price and nothing was
+    spent (unpriced, never $0). `unpriced_calls` had no price; `invalid_calls` reported
+    impossible usage (no cost); `errors` counts failed calls and tool runs; `estimated_calls` never
+    had their usage reported by the provider (cut or abandoned streams): their counts are estimates."""
+
+    calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = Decimal(0)
+    unpriced_calls: int = 0
+    invalid_calls: int = 0
+    tool_runs: int = 0
+    estimated_calls: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens (inclusive counts: cache and reasoning are inside them)."""
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_sums(cls, sums: Sequence[Any]) -> Measures:
+        """From sums in ROLLUP_MEASURES order (cost in integer nano-dollars; None counts as 0)."""
+        values: list[Any] = [int(v or 0) for v in sums]
+        everything_unpriced = values[CALLS] and values[UNPRICED] == values[CALLS] and not values[TOOLS]
+        values[COST] = None if everything_unpriced and values[COST] == 0 else nano_to_usd(values[COST])
+        return cls(*values)
+
+    def measures(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(Measures)}
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, Decimals, datetimes and tuples as JSON-ready values (Decimal as a fixed-point
+    string: "0.000000000", never "0E-9")."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +197,10 @@ def report(
     sql_rows: list[Sequence[Any]] = []
     for i, a, b in parts:
         table, column, _ = levels[i]
-        sql_rows += _rollup_query(store, table, column, plain, bool(timed), flt, a, b)
+        sql_rows += rollup_sums(store, table, column, plain, bool(timed), flt, a, b)
     if raw_ranges:
         slot = HOUR_US if not timed or _aligned(zone_, lo, hi, HOUR_US, timed) else _QUARTER_US
-        sql_rows += _raw_query(store, plain, bool(timed), slot, flt, raw_ranges)
+        sql_rows += event_sums(store, plain, bool(timed), slot, flt, raw_ranges)
     rows, totals = _merge(sql_rows, dims, bool(timed), zone_)
     source = "rollup" if parts else "events"
     return Report(dims, since, until, shown, tz or "UTC", source, rows, totals)
@@ -190,54 +225,6 @@ def cover(
             rest += [(x, y) for x, y in ((a, a2), (b2, b)) if x is not None and y is not None and x < y]
         pending = rest
     return parts, pending
-
-
-def _rollup_query(
-    store: Store,
-    table: str,
-    column: str,
-    plain: tuple[str, ...],
-    timed: bool,
-    flt: Filters,
-    start: int | None,
-    end: int | None,
-) -> list[Any]:
-    groups = (*((column,) if timed else ()), *plain)
-    conds, params = time_sql(store, start, end, column)
-    cond, fparams = filter_sql(store, flt, rollup=True)
-    return _grouped(store, table, groups, ROLLUP_SUMS, [*conds, cond], [*params, *fparams])
-
-
-def _raw_query(
-    store: Store,
-    plain: tuple[str, ...],
-    timed: bool,
-    slot: int,
-    flt: Filters,
-    ranges: list[tuple[int | None, int | None]],
-) -> list[Any]:
-    exprs = [expression(store, d) for d in plain]
-    groups = (*((f"(ts_us / {slot}) * {slot}",) if timed else ()), *(sql for sql, _ in exprs))
-    spans: list[str] = []
-    params: list[Any] = [p for _, ps in exprs for p in ps]  # the grouped expressions' come first
-    for lo, hi in ranges:
-        conds, ps = time_sql(store, lo, hi)
-        spans.append(" AND ".join(conds) or "1 = 1")
-        params += ps
-    cond, fparams = filter_sql(store, flt)
-    when = " OR ".join(f"({s})" for s in spans)
-    return _grouped(store, "events", groups, RAW_SUMS, [f"({when})", cond], [*params, *fparams])
-
-
-def _grouped(
-    store: Store, table: str, groups: Sequence[str], sums: Sequence[str], conds: list[str], params: list[Any]
-) -> list[Any]:
-    where = " AND ".join(c for c in conds if c)
-    sql = f"SELECT {', '.join((*groups, *sums))} FROM {table}"
-    sql += f" WHERE {where}" if where else ""
-    # grouped by position: an expression with a parameter (a tag key) is not repeated
-    sql += f" GROUP BY {', '.join(str(i) for i in range(1, len(groups) + 1))}" if groups else ""
-    return store.query(sql, params)
 
 
 def _merge(
@@ -306,13 +293,7 @@ def unpriced_models(store: Store, since: datetime | None = None) -> list[Unprice
     if not wanted:
         return []
     lo = micros(since)
-    conds, params = time_sql(store, None if lo is None else lo // HOUR_US * HOUR_US, None, "hour_us")
-    hours = store.query(
-        "SELECT provider, model, MIN(hour_us), MAX(hour_us) FROM rollup_hourly WHERE "
-        + " AND ".join(["unpriced_calls > 0", *conds])
-        + " GROUP BY provider, model",
-        params,
-    )
+    hours = unpriced_hours(store, None if lo is None else lo // HOUR_US * HOUR_US)
     out = []
     for provider, model, first, last in hours:
         key = (provider or None, model or None)
@@ -324,12 +305,9 @@ def unpriced_models(store: Store, since: datetime | None = None) -> list[Unprice
 
 def _seen(store: Store, provider: str, model: str, first: int, last: int) -> tuple[datetime, datetime]:
     """The exact first and last unpriced call, looked up inside the first and last rollup hours."""
-    p = store.dialect.param
-    rows = store.query(
-        f"SELECT MIN(ts_us), MAX(ts_us) FROM events WHERE ((ts_us >= {p} AND ts_us < {p}) OR (ts_us >= {p} AND "
-        f"ts_us < {p})) AND COALESCE(provider, '') = {p} AND COALESCE(model, '') = {p} AND {NO_PRICE} "
-        f"AND NOT ({INVALID})",
-        [first, first // HOUR_US * HOUR_US + HOUR_US, last, last + HOUR_US, provider, model],
+    lo, hi = unpriced_span(
+        store, provider, model, (first, first // HOUR_US * HOUR_US + HOUR_US), (last, last + HOUR_US)
     )
-    lo, hi = rows[0] if rows and rows[0][0] is not None else (first, last)
+    if lo is None:
+        lo, hi = first, last
     return from_micros(int(lo)), from_micros(int(hi))

@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.corrections import adjustments_of, find_event, made_at
-from tokentrail.events import COLUMNS, UsageEvent, chain_hash, from_row
+from tokentrail.events import UsageEvent, chain_hash, from_row
+from tokentrail.store.sessions import session_events
 from tokentrail.types import Store
 
 _MAX_DEPTH = 64  # parent spans walked at most (a cycle or a forged chain of spans stops here)
@@ -99,13 +100,7 @@ def trail(store: Store, event_id: str) -> Trail:
 
 
 def _session_events(store: Store, e: UsageEvent) -> list[UsageEvent]:
-    if not e.session_id:
-        return []
-    p = store.dialect.param
-    rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} ORDER BY ts_us, seq", [e.session_id]
-    )
-    return [from_row(r) for r in rows]
+    return [from_row(r) for r in session_events(store, e.session_id)] if e.session_id else []
 
 
 def _parents(e: UsageEvent, by_span: dict[str | None, UsageEvent]) -> tuple[Parent, ...]:

@@ -1,7 +1,6 @@
 """Session reports: the newest sessions with their totals, and one session as a call tree.
 
-Part of the report layer (`tokentrail.reports` re-exports everything here): plain frozen
-dataclasses out, no formatting.
+Plain frozen dataclasses out, no formatting; the SQL is in tokentrail.store.sessions.
 """
 
 from __future__ import annotations
@@ -12,23 +11,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._report_sql import (
-    RAW_MEASURES,
-    Filters,
-    Measures,
-    Scope,
-    Where,
-    check_range,
-    filter_sql,
-    filters,
-    scope_filters,
-    time_sql,
-    to_jsonable,
-)
-from tokentrail.events import COLUMNS, UsageEvent, from_micros, from_row, nano_to_usd, text_problem, usd_to_nano
+from tokentrail.analytics.reports import Measures, to_jsonable
+from tokentrail.events import UsageEvent, from_micros, from_row, nano_to_usd, usd_to_nano
+from tokentrail.store.reports import Scope, Where, check_range, filters, scope_filters
+from tokentrail.store.sessions import outcome_counts, session_events, session_sums
 from tokentrail.types import Store
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,26 +127,9 @@ def sessions(
     if type(offset) is not int or offset < 0:
         raise ValueError(f"offset must be a whole number from 0, not {offset!r}")
     lo, hi = check_range(since, until)
-    conds, params = time_sql(store, lo, hi)
     forced = scope_filters(scope)
-    cond, fparams = filter_sql(store, (*filters(where), *forced))
-    outer, oparams = filter_sql(store, forced)
-    inner = " AND ".join(c for c in ["session_id IS NOT NULL", *conds, cond] if c)
-    having, hparams = time_sql(store, lo, hi, "MIN(ts_us)")
-    sql = (
-        # an event's ts is when its call ended: the session started when its first call began
-        "SELECT session_id, CAST(MIN(ts_us - COALESCE(latency_ms, 0) * 1000) AS BIGINT), MAX(ts_us), "
-        "MAX(agent), MAX(team), MAX(user_id), "
-        f"{RAW_MEASURES['calls']}, SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), "
-        f"SUM(input_tokens + output_tokens), SUM(cost_nusd), {RAW_MEASURES['unpriced_calls']}, "
-        f"{RAW_MEASURES['errors']}, {RAW_MEASURES['estimated_calls']} "
-        f"FROM events WHERE {f'{outer} AND ' if outer else ''}"
-        f"session_id IN (SELECT session_id FROM events WHERE {inner}) "
-        "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
-        f"ORDER BY MIN(ts_us) DESC, session_id DESC LIMIT {limit} OFFSET {offset}"
-    )
-    rows = store.query(sql, [*oparams, *params, *fparams, *hparams])
-    outcomes = _outcomes(store, [r[0] for r in rows], forced)
+    rows = session_sums(store, lo, hi, filters(where), forced, limit, offset)
+    outcomes = outcome_counts(store, [r[0] for r in rows], forced)
     return [
         SessionSummary(
             session_id=r[0],
@@ -181,44 +151,14 @@ def sessions(
     ]
 
 
-def _outcomes(store: Store, session_ids: Sequence[str], forced: Filters = ()) -> dict[str, tuple[tuple[str, int], ...]]:
-    """The outcomes of these sessions (only those inside `forced`, a scope: the outcomes table has
-    the same attribution columns as events)."""
-    p = store.dialect.param
-    found: dict[str, list[tuple[str, int]]] = {}
-    cond, cparams = filter_sql(store, forced)
-    for i in range(0, len(session_ids), _CHUNK):
-        chunk = list(session_ids[i : i + _CHUNK])
-        rows = store.query(
-            f"SELECT session_id, name, SUM(count) FROM outcomes WHERE session_id IN ({', '.join(p for _ in chunk)}) "
-            + (f"AND {cond} " if cond else "")
-            + "GROUP BY session_id, name ORDER BY session_id, name",
-            [*chunk, *cparams],
-        )
-        for sid, name, count in rows:
-            found.setdefault(sid, []).append((name, int(count)))
-    return {sid: tuple(v) for sid, v in found.items()}
-
-
 # -- one session as a call tree ---------------------------------------------------------------
 
 
 def session_detail(store: Store, session_id: str, *, scope: Scope | None = None) -> SessionDetail:
     """Every event of a session in time order, as a call tree. LookupError if there is none.
     With a `scope`, only the session's events inside it (LookupError, the same, if none is)."""
-    p = store.dialect.param
     forced = scope_filters(scope)
-    cond, cparams = filter_sql(store, forced)
-    # no stored id holds a NUL or a lone surrogate (refused at every door); PostgreSQL would fail on one
-    rows = (
-        []
-        if text_problem(session_id)
-        else store.query(
-            f"SELECT {', '.join(COLUMNS)} FROM events WHERE session_id = {p} {f'AND {cond} ' if cond else ''}"
-            "ORDER BY ts_us, seq",
-            [session_id, *cparams],
-        )
-    )
+    rows = session_events(store, session_id, forced)
     if not rows:
         raise LookupError(f"no session {session_id!r} in the ledger")
     events = tuple(from_row(r) for r in rows)
@@ -233,7 +173,7 @@ def session_detail(store: Store, session_id: str, *, scope: Scope | None = None)
         totals=measure(events),
         tree=build_tree(events),
         events=events,
-        outcomes=_outcomes(store, [session_id], forced).get(session_id, ()),
+        outcomes=outcome_counts(store, [session_id], forced).get(session_id, ()),
     )
 
 

@@ -1,6 +1,7 @@
-"""Shared pieces of the report queries: dimensions, filters, measures and JSON conversion.
+"""The SQL of the reports: dimensions, filters and measures, and the statements that sum them.
 
-Every SQL fragment here runs on both backends: placeholders come from `store.dialect.param`,
+tokentrail.analytics.reports and .sessions plan a report and shape its rows; every statement
+they run is here. Every SQL fragment runs on both backends: placeholders come from `store.dialect.param`,
 JSON from `store.dialect.json_text`, the rest is ANSI SQL. `%` is avoided on purpose (no LIKE,
 no modulo): psycopg reads it as a placeholder. Whatever a caller gives (filter values, tag keys)
 is a parameter, never SQL text.
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from tokentrail.events import nano_to_usd, text_problem, ts_micros
+from tokentrail.events import text_problem, ts_micros
 from tokentrail.store.migrations import ROLLUP_MEASURES
 from tokentrail.types import Store
 
@@ -42,6 +41,7 @@ DIMENSIONS = (*COLUMNS, "tag.<key>")
 _TAG_KEY = re.compile(r"[^'\"\\\x00-\x1f]{1,256}")
 
 # The measures over raw events, defined exactly as the rollup defines them (store/_rollup.py).
+MODEL_CALL = "kind IN ('llm', 'embedding')"
 INVALID = "SUBSTR(status, 1, 13) = 'invalid_usage'"
 NO_PRICE = "cost_nusd IS NULL AND kind IN ('llm', 'embedding')"
 RAW_MEASURES: dict[str, str] = {
@@ -60,48 +60,6 @@ RAW_MEASURES: dict[str, str] = {
 }
 RAW_SUMS = tuple(RAW_MEASURES[m] for m in ROLLUP_MEASURES)
 ROLLUP_SUMS = tuple(f"SUM({m})" for m in ROLLUP_MEASURES)
-COST = ROLLUP_MEASURES.index("cost_nusd")
-CALLS = ROLLUP_MEASURES.index("calls")
-UNPRICED = ROLLUP_MEASURES.index("unpriced_calls")
-TOOLS = ROLLUP_MEASURES.index("tool_runs")
-
-
-@dataclass(frozen=True, slots=True)
-class Measures:
-    """What a group of events used and cost. `calls` counts model calls, `tool_runs` tool runs;
-    `cost_usd` includes adjustments, and is None when every call had no price and nothing was
-    spent (unpriced, never $0). `unpriced_calls` had no price; `invalid_calls` reported
-    impossible usage (no cost); `errors` counts failed calls and tool runs; `estimated_calls` never
-    had their usage reported by the provider (cut or abandoned streams): their counts are estimates."""
-
-    calls: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: Decimal | None = Decimal(0)
-    unpriced_calls: int = 0
-    invalid_calls: int = 0
-    tool_runs: int = 0
-    estimated_calls: int = 0
-
-    @property
-    def tokens(self) -> int:
-        """Input plus output tokens (inclusive counts: cache and reasoning are inside them)."""
-        return self.input_tokens + self.output_tokens
-
-    @classmethod
-    def from_sums(cls, sums: Sequence[Any]) -> Measures:
-        """From sums in ROLLUP_MEASURES order (cost in integer nano-dollars; None counts as 0)."""
-        values: list[Any] = [int(v or 0) for v in sums]
-        everything_unpriced = values[CALLS] and values[UNPRICED] == values[CALLS] and not values[TOOLS]
-        values[COST] = None if everything_unpriced and values[COST] == 0 else nano_to_usd(values[COST])
-        return cls(*values)
-
-    def measures(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(Measures)}
 
 
 def dimension(name: str, *, allow_time: bool = False) -> str:
@@ -147,6 +105,8 @@ def filters(where: Where | None) -> Filters:
 Scope = Mapping[str, str]
 # What a key's attribution may pin (tokentrail.context.ATTRIBUTES): columns of events and outcomes.
 SCOPE_DIMENSIONS = ("org", "team", "project", "agent", "user", "customer", "workflow", "task_type")
+# The attribution columns, in the order events, outcomes and anomalies hold them (rows are positional)
+ATTRIBUTION_COLUMNS = tuple(COLUMNS[d] for d in SCOPE_DIMENSIONS)
 
 
 def scope_filters(scope: Scope | None) -> Filters:
@@ -210,19 +170,112 @@ def check_range(since: datetime | None, until: datetime | None) -> tuple[int | N
     return lo, hi
 
 
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses, Decimals, datetimes and tuples as JSON-ready values (Decimal as a fixed-point
-    string: "0.000000000", never "0E-9")."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
+CHUNK = 500  # ids per IN (...) list: far below either backend's limit on parameters
+
+
+def where_sql(conds: Sequence[str]) -> str:
+    """` WHERE a AND b` of the non-empty conditions, or nothing."""
+    live = [c for c in conds if c]
+    return f" WHERE {' AND '.join(live)}" if live else ""
+
+
+def by_ids(
+    store: Store,
+    select: str,
+    column: str,
+    ids: Sequence[str],
+    conds: Sequence[str] = (),
+    params: Sequence[Any] = (),
+    tail: str = "",
+) -> list[Any]:
+    """The rows of `select WHERE column IN (ids) AND conds tail`, run on CHUNK distinct ids at a
+    time (so any number of ids fits); `params` are those of `conds`. `tail` (GROUP BY, ORDER BY)
+    applies per chunk: group by `column` for sums that a chunk holds whole."""
+    p = store.dialect.param
+    out: list[Any] = []
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), CHUNK):
+        chunk = unique[i : i + CHUNK]
+        where = where_sql([f"{column} IN ({', '.join(p for _ in chunk)})", *conds])
+        out += store.query(f"{select}{where}{tail}", [*chunk, *params])
+    return out
+
+
+# -- the statements -----------------------------------------------------------------------------
+
+
+def rollup_sums(
+    store: Store,
+    table: str,
+    column: str,
+    plain: Sequence[str],
+    timed: bool,
+    flt: Filters,
+    start: int | None,
+    end: int | None,
+) -> list[Any]:
+    """Rows of (time slot if `timed`, the `plain` dimensions..., ROLLUP_MEASURES sums) from a
+    rollup table over [start, end) of its time `column`."""
+    groups = (*((column,) if timed else ()), *plain)
+    conds, params = time_sql(store, start, end, column)
+    cond, fparams = filter_sql(store, flt, rollup=True)
+    return _grouped(store, table, groups, ROLLUP_SUMS, [*conds, cond], [*params, *fparams])
+
+
+def event_sums(
+    store: Store,
+    plain: Sequence[str],
+    timed: bool,
+    slot: int,
+    flt: Filters,
+    ranges: Sequence[tuple[int | None, int | None]],
+) -> list[Any]:
+    """The same rows as `rollup_sums`, from raw events inside any of `ranges`; a time slot is
+    `slot` microseconds long."""
+    exprs = [expression(store, d) for d in plain]
+    groups = (*((f"(ts_us / {slot}) * {slot}",) if timed else ()), *(sql for sql, _ in exprs))
+    spans: list[str] = []
+    params: list[Any] = [p for _, ps in exprs for p in ps]  # the grouped expressions' come first
+    for lo, hi in ranges:
+        conds, ps = time_sql(store, lo, hi)
+        spans.append(" AND ".join(conds) or "1 = 1")
+        params += ps
+    cond, fparams = filter_sql(store, flt)
+    when = " OR ".join(f"({s})" for s in spans)
+    return _grouped(store, "events", groups, RAW_SUMS, [f"({when})", cond], [*params, *fparams])
+
+
+def _grouped(
+    store: Store, table: str, groups: Sequence[str], sums: Sequence[str], conds: list[str], params: list[Any]
+) -> list[Any]:
+    where = " AND ".join(c for c in conds if c)
+    sql = f"SELECT {', '.join((*groups, *sums))} FROM {table}"
+    sql += f" WHERE {where}" if where else ""
+    # grouped by position: an expression with a parameter (a tag key) is not repeated
+    sql += f" GROUP BY {', '.join(str(i) for i in range(1, len(groups) + 1))}" if groups else ""
+    return store.query(sql, params)
+
+
+def unpriced_hours(store: Store, since_hour_us: int | None) -> list[Any]:
+    """(provider, model, first hour, last hour) of the rollup hours with unpriced calls, from
+    the hour `since_hour_us` on ('' for a missing provider or model, as the rollup keeps it)."""
+    conds, params = time_sql(store, since_hour_us, None, "hour_us")
+    return store.query(
+        "SELECT provider, model, MIN(hour_us), MAX(hour_us) FROM rollup_hourly WHERE "
+        + " AND ".join(["unpriced_calls > 0", *conds])
+        + " GROUP BY provider, model",
+        params,
+    )
+
+
+def unpriced_span(store: Store, provider: str, model: str, first: tuple[int, int], last: tuple[int, int]) -> Any:
+    """(MIN, MAX) ts_us of the unpriced calls of a provider and model inside the two time ranges
+    `first` and `last` ([start, end) each); (None, None) when there is none."""
+    p = store.dialect.param
+    rows = store.query(
+        f"SELECT MIN(ts_us), MAX(ts_us) FROM events WHERE ((ts_us >= {p} AND ts_us < {p}) OR (ts_us >= {p} AND "
+        f"ts_us < {p})) AND COALESCE(provider, '') = {p} AND COALESCE(model, '') = {p} AND {NO_PRICE} "
+        f"AND NOT ({INVALID})",
+        [*first, *last, provider, model],
+    )
+    return rows[0] if rows else (None, None)
