@@ -11,6 +11,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg", "psycopg_pool"),
     "testing": ("aiohttp",),
     "export": ("pyarrow",),
+    "agents": ("agents", "openai"),
+    "litellm": ("litellm",),
 }
 
 
