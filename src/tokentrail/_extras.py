@@ -13,6 +13,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "export": ("pyarrow",),
     "otel": ("opentelemetry",),
     "langchain": ("langchain_core",),
+    "agents": ("agents", "openai"),
+    "litellm": ("litellm",),
 }
 
 
