@@ -71,19 +71,23 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def gateways(db_url: str, upstreams: dict[str, str], count: int) -> Iterator[list[str]]:
-    """Start `count` `tokentrail serve` processes on one ledger; yield their base URLs; stop them."""
-    env = child_env(TOKENTRAIL_ADMIN_KEY=ADMIN_KEY, OPENAI_API_KEY="sk-fleet", ANTHROPIC_API_KEY="sk-ant-fleet")
+def gateways(db_url: str, upstreams: dict[str, str], count: int, logs: Path, **env_extra: str) -> Iterator[list[str]]:
+    """Start `count` `tokentrail serve` processes on one ledger, their stderr in `logs`/serve-N.log;
+    yield their base URLs; stop them."""
+    env = child_env(
+        TOKENTRAIL_ADMIN_KEY=ADMIN_KEY, OPENAI_API_KEY="sk-fleet", ANTHROPIC_API_KEY="sk-ant-fleet", **env_extra
+    )
     up_args = [a for name, url in upstreams.items() for a in ("-u", f"{name}={url}")]
     procs: list[tuple[subprocess.Popen[str], str]] = []
     with ExitStack() as stack:
-        for _ in range(count):
+        for n in range(count):
             port = free_port()
+            log = stack.enter_context(open(logs / f"serve-{n}.log", "w"))
             p = subprocess.Popen(
                 [TOKENTRAIL, "serve", "--port", str(port), "--db", db_url, "--log-level", "warning", *up_args],
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=log,
                 text=True,
             )
             stack.callback(_stop, p)
@@ -97,7 +101,7 @@ def _wait_ready(p: subprocess.Popen[str], url: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if p.poll() is not None:
-            raise AssertionError(f"tokentrail serve exited with {p.returncode}: {p.stderr.read() if p.stderr else ''}")
+            raise AssertionError(f"tokentrail serve exited with {p.returncode}")
         try:
             httpx2.get(url + "/metrics", headers={"X-Tokentrail-Key": ADMIN_KEY}, timeout=2)
             return
@@ -114,8 +118,11 @@ def _stop(p: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=10)
-    if p.stderr is not None:
-        p.stderr.close()
+
+
+def tails(logs: Path) -> str:
+    """The end of each gateway's log, for an assertion's message."""
+    return "\n".join(f"{f.name}: {f.read_text()[-2000:]}" for f in sorted(logs.glob("serve-*.log")))
 
 
 def run_clients(specs: list[tuple[str, str]], calls: int, urls: list[str]) -> list[dict[str, Any]]:
@@ -153,19 +160,26 @@ def requests_by_status(url: str, routes: tuple[str, ...] = ("chat", "messages"))
 
 
 class ConnectionSampler(threading.Thread):
-    """Counts, as often as it can, the server connections named `application_name`."""
+    """Counts, as often as it can, the server connections whose `column` (application_name or
+    datname) is `value`."""
 
-    def __init__(self, admin_url: str, application_name: str) -> None:
+    def __init__(self, admin_url: str, column: str, value: str) -> None:
         super().__init__(daemon=True)
-        self.admin_url, self.application_name = admin_url, application_name
+        assert column in ("application_name", "datname")
+        self.admin_url, self.column, self.value = admin_url, column, value
         self.samples: list[int] = []
+        self.busiest: list[tuple[Any, ...]] = []  # the connections at the highest count seen
         self.stop = threading.Event()
 
     def run(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             while not self.stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (self.application_name,)
-                ).fetchone()
-                self.samples.append(int(row[0]) if row else 0)
+                sql = (
+                    "SELECT pid, backend_start, state, left(query, 50) FROM pg_stat_activity "
+                    f"WHERE {self.column} = %s AND pid <> pg_backend_pid()"
+                )
+                rows = conn.execute(sql, (self.value,)).fetchall()
+                if len(rows) > max(self.samples, default=0):
+                    self.busiest = rows
+                self.samples.append(len(rows))
                 self.stop.wait(0.02)

@@ -18,11 +18,13 @@ import os
 import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import tokentrail as tt
+from tests.store import _bouncer
 from tests.store._fleet import (
     TOKENTRAIL,
     ConnectionSampler,
@@ -30,9 +32,11 @@ from tests.store._fleet import (
     gateways,
     requests_by_status,
     run_clients,
+    tails,
 )
 from tokentrail.reports import report
 from tokentrail.store.keys import create_key
+from tokentrail.store.postgres import TRANSACTION_POOLING_ENV
 from tokentrail.testing import FakeUpstream, Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -66,22 +70,46 @@ def _setup(url: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_two_gateways_four_clients_one_budget(db_url: str, upstream: FakeUpstream) -> None:
-    specs = _setup(db_url)
+def test_two_gateways_four_clients_one_budget(db_url: str, upstream: FakeUpstream, tmp_path: Path) -> None:
     app_name = parse_qs(urlsplit(db_url).query)["application_name"][0]
-    sampler = ConnectionSampler(os.environ["TOKENTRAIL_TEST_PG"], app_name)
-    sampler.start()
-    try:
-        with gateways(
-            db_url, {"openai": upstream.openai_base_url, "anthropic": upstream.anthropic_base_url}, GATEWAYS
-        ) as urls:
-            reports = run_clients(specs, CALLS, urls)
-            statuses = [requests_by_status(u) for u in urls]
-    finally:
-        sampler.stop.set()
-        sampler.join()
+    sampler = ConnectionSampler(os.environ["TOKENTRAIL_TEST_PG"], "application_name", app_name)
+    _run_fleet(db_url, upstream, sampler, GATEWAYS * POOL_MAX, tmp_path)
 
-    assert [r["errors"] for r in reports] == [[]] * len(specs)
+
+@pytest.mark.skipif(_bouncer.binary() is None, reason="PgBouncer is not installed")
+def test_the_same_behind_pgbouncer_in_transaction_mode(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateways reach PostgreSQL through PgBouncer (pool_mode = transaction): the same
+    guarantees, and the server sees no more connections than PgBouncer's pool, however many
+    gateways share it."""
+    base = os.environ.get("TOKENTRAIL_TEST_PG")
+    if not base:
+        pytest.skip("needs TOKENTRAIL_TEST_PG")
+    monkeypatch.setenv(TRANSACTION_POOLING_ENV, "1")  # the test's own ledger, and the gateways (inherited)
+    with _bouncer.pgbouncer(base) as bouncer:
+        sampler = ConnectionSampler(base, "datname", bouncer.database)
+        _run_fleet(bouncer.url, upstream, sampler, _bouncer.POOL_SIZE, tmp_path)
+
+
+def _run_fleet(
+    db_url: str, upstream: FakeUpstream, sampler: ConnectionSampler, max_connections: int, logs: Path
+) -> None:
+    specs = _setup(db_url)
+    sampler.start()
+    ups = {"openai": upstream.openai_base_url, "anthropic": upstream.anthropic_base_url}
+    try:
+        with gateways(db_url, ups, GATEWAYS, logs) as urls:
+            try:
+                reports = run_clients(specs, CALLS, urls)
+            finally:  # sampled while the clients run (a stopping gateway's backends linger as they exit)
+                sampler.stop.set()
+                sampler.join()
+            statuses = [requests_by_status(u) for u in urls]
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{tails(logs)}") from None
+
+    assert [r["errors"] for r in reports] == [[]] * len(specs), tails(logs)
     answered = [a for r in reports for a in r["answered"]]
     refused = [s for r in reports for s in r["refused"]]
     assert len(answered) + len(refused) == len(specs) * CALLS
@@ -95,7 +123,7 @@ def test_two_gateways_four_clients_one_budget(db_url: str, upstream: FakeUpstrea
     assert all(set(s) <= {"200", "402"} for s in statuses), statuses
     # every server connection of the run came from the gateways' pools (the test's own are named
     # otherwise), never more than the pool size each
-    assert sampler.samples and max(sampler.samples) <= GATEWAYS * POOL_MAX, max(sampler.samples)
+    assert sampler.samples and max(sampler.samples) <= max_connections, sampler.busiest
 
     ledger = tt.Ledger(db_url, spool=False)
     try:
@@ -103,7 +131,7 @@ def test_two_gateways_four_clients_one_budget(db_url: str, upstream: FakeUpstrea
             "SELECT COUNT(*), COUNT(DISTINCT event_id), COALESCE(SUM(cost_nusd), 0) FROM events WHERE team = 'fleet'"
         )
         count, distinct, cost_nusd = (int(v) for v in rows[0])
-        assert count == distinct == len(answered)  # no event lost, none recorded twice
+        assert count == distinct == len(answered), tails(logs)  # no event lost, none recorded twice
         assert Decimal(cost_nusd) / 1_000_000_000 == seen
         total = report(ledger.store, where={"team": "fleet"}).totals
         assert total.calls == len(answered) and total.cost_usd == seen
