@@ -17,6 +17,7 @@ from tokentrail.money import usd
 from tokentrail.usage import Usage, UsageProblem
 
 _ZERO = Decimal(0)
+_USD_ZERO = usd(_ZERO)
 
 _BUCKETS = ("input", "cache_read", "cache_write", "output", "other")
 
@@ -161,12 +162,13 @@ def parts_of(units: Sequence[_Unit], values: Sequence[int], total_input: int) ->
 
 def plain_cost(parts: list[Decimal], version: str) -> Cost:
     """make_cost in plain form (money.usd: 0.003, never 0.003000 or 3E-3), built once."""
-    input_usd, cache_read_usd, cache_write_usd, output_usd, other_usd = parts
-    total = input_usd + cache_read_usd + cache_write_usd + output_usd + other_usd
+    i, cr, cw, o, other = parts
+    total = i + cr + cw + o + other
+    z = _USD_ZERO  # most calls have no cache or fee parts: no call for those
     # tuple.__new__: a NamedTuple's own __new__ is Python code, a third of this function's time
     return tuple.__new__(
-        Cost, (usd(input_usd), usd(output_usd), usd(cache_read_usd), usd(cache_write_usd), usd(total), version,
-               usd(other_usd))
+        Cost, (usd(i) if i else z, usd(o) if o else z, usd(cr) if cr else z, usd(cw) if cw else z,
+               usd(total) if total else z, version, usd(other) if other else z)
     )  # fmt: skip
 
 
