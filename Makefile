@@ -41,10 +41,11 @@ typecheck: $(VENV)/.dev-installed
 layers: $(VENV)/.dev-installed
 	PYTHONPATH=src $(BIN)/lint-imports
 
+# bench: run the benchmarks and write docs/performance.md (with a throwaway PostgreSQL when installed)
 bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/pricing.py
-	$(BIN)/python bench/record.py
-	$(BIN)/python bench/ingest.py
+	if command -v pg_config >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		scripts/pg-test-cluster run -- $(BIN)/python bench/report_md.py $(BENCH_ARGS); \
+	else $(BIN)/python bench/report_md.py $(BENCH_ARGS); fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

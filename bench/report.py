@@ -61,6 +61,8 @@ def rows(n: int, seed: int = 7):
             r[COL[c]] = 0
         r[COL["reasoning_tokens"]] = 0
         r[COL["usage_estimated"]] = 0  # NOT NULL since migration 0010
+        for c in ("output_limit", "stopped_on_limit", "system_permille"):  # NOT NULL since 0013
+            r[COL[c]] = 0
         if rng.random() < 0.1:
             r[COL["kind"]], r[COL["tool_name"]] = "tool", rng.choice(("web_search", "fetch", "run_tests"))
             r[COL["cost_nusd"]] = 2_000_000 if r[COL["tool_name"]] == "web_search" else None

@@ -19,6 +19,7 @@ ledger's writer retries the batch, which the id table makes idempotent.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -97,6 +98,7 @@ _CHAIN_PAGE = 5000
 _LATENCY = COL["latency_ms"]
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Serialises migrations and partition maintenance across every process (any 64-bit constant).
+TRANSACTION_POOLING_ENV = "TOKENTRAIL_PG_TRANSACTION_POOLING"
 _MIGRATE_LOCK = 0x746F6B656E747261
 _DEFAULT_PARTITION = "events_default"
 MAX_MONTHS_BEHIND = 120
@@ -113,6 +115,13 @@ class PostgresStore:
     down surfaces as an error after this) and `statement_timeout` for any one statement (reads
     included). Opening migrates (unless `migrate=False`) and makes the monthly partitions up to
     `months_ahead` months ahead; a long-running store re-checks them every few hours.
+
+    `transaction_pooling=True` (default: env `TOKENTRAIL_PG_TRANSACTION_POOLING=1`) is for a pooler
+    in transaction mode (PgBouncer < 1.21, `pool_mode = transaction`) between the store and the
+    server: psycopg prepares no statement (a prepared statement lives on one server connection, and
+    the pooler hands the next transaction another one) and no session setting is sent (it would
+    stay on whichever server connection ran it); set the timeouts on the role instead
+    (docs/scaling.md).
     """
 
     dialect: Dialect = POSTGRES
@@ -131,8 +140,12 @@ class PostgresStore:
         pool_timeout: float = 5.0,
         statement_timeout: float = 120.0,
         months_ahead: int = 3,
+        transaction_pooling: bool | None = None,
     ) -> None:
         self.url = url
+        if transaction_pooling is None:
+            transaction_pooling = os.environ.get(TRANSACTION_POOLING_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.transaction_pooling = transaction_pooling
         self.display_url = redact_url(url)
         self.months_ahead = months_ahead
         self._statement_timeout_ms = int(statement_timeout * 1000)
@@ -156,6 +169,8 @@ class PostgresStore:
                 continue
             if key not in params:
                 extra[key] = value
+        if transaction_pooling:
+            extra["prepare_threshold"] = None
         self._connect_kwargs = extra
         # Connect once directly: a wrong URL, password or database fails here, with libpq's reason.
         try:
@@ -207,6 +222,8 @@ class PostgresStore:
         """Set up every new connection: uuid read back as its canonical text (rows read back equal
         rows written), timeouts so that no call hangs and no crashed client keeps the chain locked."""
         conn.adapters.register_loader("uuid", TextLoader)
+        if self.transaction_pooling:
+            return
         conn.execute(
             f"SET statement_timeout = {self._statement_timeout_ms}; "
             f"SET idle_in_transaction_session_timeout = {max(self._statement_timeout_ms, 60_000)}"
@@ -456,6 +473,10 @@ class PostgresStore:
         if isinstance(error, StoreError):
             return "not a UUID" not in str(error)
         if isinstance(error, psycopg.errors.OperationalError):  # includes disk full, admin shutdown
+            return True
+        if isinstance(error, (pg_errors.DuplicatePreparedStatement, pg_errors.InvalidSqlStatementName)):
+            # the driver's own prepared statements gone astray (a transaction-mode pooler in front, see
+            # transaction_pooling): nothing wrong with the rows, which must wait, not go to quarantine
             return True
         return isinstance(error, (psycopg.InterfaceError, PoolTimeout, ConnectionError, TimeoutError))
 
