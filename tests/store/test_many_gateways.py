@@ -34,7 +34,7 @@ from tests.store._fleet import (
     run_clients,
     tails,
 )
-from tokentrail.reports import report
+from tokentrail.analytics.reports import report
 from tokentrail.store.keys import create_key
 from tokentrail.store.postgres import TRANSACTION_POOLING_ENV
 from tokentrail.testing import FakeUpstream, Reply

@@ -1,7 +1,7 @@
 """The JSON API under /api/v1/: the CLI's reports over HTTP, for the dashboard and any client.
 
 The same filters as the CLI (`by`, `since`, `until`, `tz`, repeatable `where=KEY=VALUE`, `limit`)
-and the same report functions (tokentrail.reports). Every read is scoped by the caller's key: a
+and the same report functions (tokentrail.analytics.reports). Every read is scoped by the caller's key: a
 team key reads only its team's rows, and asking for another team is a 403, never an empty
 answer that could be mistaken for "no spend".
 """
