@@ -132,7 +132,7 @@ class TokentrailLogger(CustomLogger):
         """Called in the caller's context just before the request: remember its attribution, and
         mark the context so a wrapper event recorded for this request is heard."""
         try:
-            call_id = _call_id(kwargs)
+            call_id = _call_key(kwargs)
             if call_id is None:
                 return
             with self._lock:
@@ -167,7 +167,7 @@ class TokentrailLogger(CustomLogger):
             payload = kwargs.get("standard_logging_object") if isinstance(kwargs, Mapping) else None
             if not isinstance(payload, Mapping):
                 return  # a call type LiteLLM does not describe (nothing to price)
-            call_id = _call_id(kwargs) or _text(payload.get("id"))
+            call_id = _call_key(kwargs, payload)
             key = (call_id or "", "failure" if failed else "success")
             with self._lock:
                 call = self._calls.pop(call_id, None) if call_id else None
@@ -235,8 +235,20 @@ class TokentrailLogger(CustomLogger):
 # -- reading the payload ------------------------------------------------------------------------
 
 
-def _call_id(kwargs: Any) -> str | None:
-    return _text(kwargs.get("litellm_call_id")) if isinstance(kwargs, Mapping) else None
+def _call_key(kwargs: Any, payload: Mapping[str, Any] | None = None) -> str | None:
+    """One LiteLLM call: its call id AND its start time. A proxy takes the call id from the client's
+    `x-litellm-call-id` header, so a constant id must not make distinct calls one (the second would
+    be dropped as logged already, or take the first's state); the start time is LiteLLM's own."""
+    if not isinstance(kwargs, Mapping):
+        return None
+    call_id = _text(kwargs.get("litellm_call_id")) or (_text(payload.get("id")) if payload is not None else None)
+    if call_id is None:
+        return None
+    start = kwargs.get("start_time")
+    when = start.timestamp() if isinstance(start, datetime) else _epoch(start)
+    if when is None and payload is not None:
+        when = _epoch(payload.get("startTime"))
+    return f"{call_id}@{when!r}"
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
