@@ -82,3 +82,16 @@ def test_a_call_sharing_a_forged_id_is_not_skipped_for_another_calls_wrapper_eve
         ("claude-sonnet-4-5", 200),
         ("gpt-4o", 100),
     ]
+
+
+def test_request_metadata_cannot_move_spend_off_the_proxy_keys_team(any_ledger: tt.Ledger) -> None:
+    """Through a proxy, the key names org/team/project; the client's metadata only fills the rest."""
+    handler = TokentrailLogger(any_ledger)
+    key = {"user_api_key_team_alias": "team-a", "user_api_key_org_id": "org-a", "user_api_key_project_alias": "p-a"}
+    forged = _kwargs(T0, 100, team="team-b", org="org-b", project="p-b", task_type="qa", key=key)
+    handler.log_success_event(forged, None, None, None)
+    unkeyed = _kwargs(T0 + timedelta(seconds=1), 200, call_id="other", team="team-c")
+    handler.log_success_event(unkeyed, None, None, None)
+    keyed, free = sorted(stored(any_ledger), key=lambda e: e.input_tokens)
+    assert (keyed.org, keyed.team, keyed.project, keyed.task_type) == ("org-a", "team-a", "p-a", "qa")
+    assert free.team == "team-c"  # no key names a team (the SDK, or a key of no team): the request's

@@ -73,11 +73,18 @@ _PROVIDERS = {
     "anthropic_text": "anthropic",
 }
 _DIMENSIONS = ("org", "team", "project", "agent", "user", "customer", "workflow", "task_type")
-# dimension -> the proxy key's metadata that names it, most specific first
-_KEY_METADATA = {
+# dimension -> the proxy key's metadata that names it, most specific first. The proxy sets these
+# from the key the request authenticated with: they win over the request's own metadata, which the
+# proxy's client writes (a key of team A must not charge team B by sending metadata={"team": "B"}).
+_KEY_BOUND = {
     "org": ("user_api_key_org_alias", "user_api_key_org_id"),
-    "team": ("user_api_key_team_alias", "team_alias", "user_api_key_team_id", "team_id"),
+    "team": ("user_api_key_team_alias", "user_api_key_team_id"),
     "project": ("user_api_key_project_alias", "user_api_key_project_id"),
+}
+# dimension -> metadata that names it only when the request's metadata does not (the end user is
+# the request's `user`: the caller's to state)
+_KEY_FALLBACK = {
+    "team": ("team_alias", "team_id"),
     "user": ("user_api_key_end_user_id", "user_api_key_user_id"),
 }
 
@@ -346,8 +353,8 @@ def _requested_tools(response: Any) -> tuple[ToolCall, ...]:
 
 
 def _attributed(base: ctx.Attribution, kwargs: Mapping[str, Any], payload: Mapping[str, Any]) -> ctx.Attribution:
-    """The call's attribution: the session current at the request, then what LiteLLM's request and
-    the proxy's key say (the more specific wins: the request's own metadata first)."""
+    """The call's attribution: the session current at the request, then what the proxy's key names
+    (org, team, project: never the request's to change), then the request's own metadata."""
     params = kwargs.get("litellm_params")
     request: Mapping[str, Any] = {}
     if isinstance(params, Mapping) and isinstance(params.get("metadata"), Mapping):
@@ -356,10 +363,13 @@ def _attributed(base: ctx.Attribution, kwargs: Mapping[str, Any], payload: Mappi
     key_meta: Mapping[str, Any] = key if isinstance(key, Mapping) else {}
     changes: dict[str, Any] = {}
     for dim in _DIMENSIONS:
-        found = _text(request.get(dim))
+        found = None
+        for name in _KEY_BOUND.get(dim, ()):
+            found = found or _text(key_meta.get(name))
+        found = found or _text(request.get(dim))
         if found is None and dim == "user":
             found = _text(payload.get("end_user")) or _text(kwargs.get("user"))
-        for name in _KEY_METADATA.get(dim, ()):
+        for name in _KEY_FALLBACK.get(dim, ()):
             found = found or _text(key_meta.get(name))
         if found is not None:
             changes[dim] = found
