@@ -93,8 +93,8 @@ class PriceSource(Protocol[_Price_co]):
 
 
 class AlertSink(Protocol[_Alert_contra]):
-    """Somewhere budget alerts go (tokentrail.alerts has the log, webhook and callback sinks, each
-    an `AlertSink[tokentrail.alerts.Alert]`). `send` runs in the alert thread (the log sink: in
+    """Somewhere budget alerts go (tokentrail.budgets.alerts has the log, webhook and callback sinks, each
+    an `AlertSink[tokentrail.budgets.alerts.Alert]`). `send` runs in the alert thread (the log sink: in
     the caller's)."""
 
     def send(self, alert: _Alert_contra) -> None: ...

@@ -150,7 +150,7 @@ def _declared() -> set[str]:
 # standard library's zoneinfo reads, and the PostgreSQL driver's binary build.
 _DECLARED_UNIMPORTED = {"uvloop", "httptools", "tzdata"}
 # Imported when present, declared nowhere on purpose: tiktoken tightens estimates only if it is
-# installed with its encodings already on disk (tokentrail.estimate).
+# installed with its encodings already on disk (tokentrail.budgets.estimate).
 _USED_IF_INSTALLED = {"tiktoken"}
 
 

@@ -355,7 +355,7 @@ class Exchange:
         (Anthropic's message_start input, Gemini's prompt count), else the input estimated from the
         request, and at least the output tokens of the text it sent. Counted as the budget
         reservation counts (estimate.py): tiktoken when its encoding is on disk, else UTF-8 bytes."""
-        from tokentrail.estimate import _tiktoken_for, input_tokens_bound, requested_output
+        from tokentrail.budgets.estimate import _tiktoken_for, input_tokens_bound, requested_output
 
         r = reported or Usage()
         model = self.acc.model

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from tokentrail.budget_engine import RENEW, SWEEP, Engine, Hold, Op
+from tokentrail.budgets.engine import RENEW, SWEEP, Engine, Hold, Op
 
 log = logging.getLogger("tokentrail")
 

@@ -1,7 +1,7 @@
 """What a budget is: its definition, validation, scope matching, and the TOML file form.
 
 A budget = a scope (attribution dimensions; `*` makes one budget per distinct value) + a period
-(see tokentrail.periods) + a limit in USD and/or tokens + alert thresholds + an action at the
+(see tokentrail.budgets.periods) + a limit in USD and/or tokens + alert thresholds + an action at the
 limit (`block`, `alert`, `throttle`).
 """
 
@@ -17,11 +17,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from tokentrail.budgets.periods import Period, bounds, check_tz, parse_period
 from tokentrail.context import Attribution
 from tokentrail.events import MAX_TEXT, from_micros, nano_to_usd
 from tokentrail.exceptions import ConfigError
 from tokentrail.money import usd
-from tokentrail.periods import Period, bounds, check_tz, parse_period
 
 SCOPE_KEYS = (
     "org",

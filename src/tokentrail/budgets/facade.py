@@ -5,19 +5,19 @@
     ledger.budgets.set("burn", period="rolling:1m", limit_tokens=200_000, action="throttle")
     ledger.budgets.suspend({"agent": "ci-fixer"})        # kill switch, until resume()
 
-Before a metered call is sent, its maximum cost (tokentrail.estimate) is reserved on every budget
+Before a metered call is sent, its maximum cost (tokentrail.budgets.estimate) is reserved on every budget
 whose scope it falls in, atomically (all or none): refused, it raises `BudgetExceeded` (or
 `BudgetThrottled`) and nothing is sent. After the call its actual cost is posted and the rest of
 the reservation returns; a call that fails or is cancelled posts what it consumed, or nothing.
 A reservation nobody resolves (the process was killed) stops counting at its expiry; live ones
-are renewed by the budget thread while their call runs (tokentrail.budget_keeper).
+are renewed by the budget thread while their call runs (tokentrail.budgets.keeper).
 
 Overage: a call that cost more than it reserved is posted in full and recorded as an overage
 alert, and the budget's counter then refuses every call until its period ends. That is the only
 way posted spend can pass a limit.
 
 Reservations, posts and voids of one process go through its budget engine
-(tokentrail.budget_engine), which applies whatever is pending in one transaction: one commit for
+(tokentrail.budgets.engine), which applies whatever is pending in one transaction: one commit for
 many concurrent calls. Coroutines (the gateway) reserve with `areserve_call`, which never blocks
 the event loop; a post or void from a thread running an event loop is queued, not waited for.
 
@@ -41,28 +41,27 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail import budget_charges
 from tokentrail import context as ctx
-from tokentrail._budget_sql import BudgetSQL, Counter, backend_for
-from tokentrail.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
-from tokentrail.budget_book import BudgetDefinitions
-from tokentrail.budget_defs import (
-    Budget,
+from tokentrail.budgets import charges
+from tokentrail.budgets.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
+from tokentrail.budgets.book import BudgetDefinitions
+from tokentrail.budgets.definitions import (
     Rule,
     Suspension,
     call_dims,
     matches,
     scope_text,
 )
-from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
-from tokentrail.budget_keeper import Keeper
-from tokentrail.budget_models import ModelNames
-from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
-from tokentrail.budget_status import BudgetStatus
-from tokentrail.estimate import Estimate, estimate
+from tokentrail.budgets.engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
+from tokentrail.budgets.estimate import Estimate, estimate
+from tokentrail.budgets.keeper import Keeper
+from tokentrail.budgets.models import ModelNames
+from tokentrail.budgets.periods import parse_duration_s
+from tokentrail.budgets.refusals import check_cap, refuse_unpriced, suspended
+from tokentrail.budgets.sql import BudgetSQL, Counter, backend_for
+from tokentrail.budgets.status import BudgetStatus
 from tokentrail.events import new_event_id, ts_micros, usd_to_nano
 from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
-from tokentrail.periods import parse_duration_s
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
@@ -79,7 +78,7 @@ def _team_session(bucket: Any, a: ctx.Attribution) -> str | None:
     return f"{a.session_id}\x1fteam={a.team}"
 
 
-__all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
+__all__ = ["Budgets"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_S = 1.0
@@ -402,7 +401,7 @@ class Budgets(BudgetDefinitions):
         an adjustment posts its delta) in full on every budget the event falls in, in the period
         current when it is recorded. It cannot be refused: a block budget it spends refuses the next
         reservation. Never raises (a failure is logged)."""
-        budget_charges.charge(self, event)
+        charges.charge(self, event)
 
     def run_charges(self) -> None:
         """Post the charges waiting for the definitions to be read (the budget thread, or a
@@ -410,7 +409,7 @@ class Budgets(BudgetDefinitions):
         if self._pid != os.getpid():
             return  # a forked child has none of the parent's charges (its own begin at _backend())
         if self._pending_charges or self._charge_run.locked():
-            budget_charges.run_pending(self)
+            charges.run_pending(self)
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -429,7 +428,7 @@ class Budgets(BudgetDefinitions):
                 if (nusd or tokens) and hold.attribution is not None:
                     held = {c.budget for c in hold.counters}  # posted there already (in its own bucket)
                     a = hold.attribution
-                    budget_charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
+                    charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
             except Exception as e:
                 log.warning("tokentrail: could not charge a call's model to its budgets: %s", e)
 
@@ -539,7 +538,7 @@ class Budgets(BudgetDefinitions):
 
     def status(self, name: str | None = None) -> builtins.list[BudgetStatus]:
         """Each budget's current period (each bucket of a `*` budget): limit, posted, reserved."""
-        from tokentrail.budget_status import status
+        from tokentrail.budgets.status import status
 
         self.run_charges()
         if self._engine is not None and self._pid == os.getpid():

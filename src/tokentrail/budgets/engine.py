@@ -1,7 +1,7 @@
 """The budget engine: one per process, it applies budget decisions in batches (group commit).
 
 Every reserve, post and void of a process goes through its engine's queue. Whoever runs the engine
-(a caller thread that finds it idle, else the process's budget thread, tokentrail.budget_keeper)
+(a caller thread that finds it idle, else the process's budget thread, tokentrail.budgets.keeper)
 takes everything queued, applies it in order inside ONE transaction, commits once and answers each
 waiter: N calls cost one commit (one fsync) instead of N.
 
@@ -30,12 +30,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._budget_sql import BudgetSQL, Counter, Exec, Later, Row
-from tokentrail.alerts import Alert
-from tokentrail.budget_alerts import alerts_for, cap_overage
-from tokentrail.budget_defs import Rule
-from tokentrail.budget_refusals import block_until, decide
-from tokentrail.estimate import Estimate
+from tokentrail.budgets.alerts import Alert
+from tokentrail.budgets.definitions import Rule
+from tokentrail.budgets.estimate import Estimate
+from tokentrail.budgets.post_alerts import alerts_for, cap_overage
+from tokentrail.budgets.refusals import block_until, decide
+from tokentrail.budgets.sql import BudgetSQL, Counter, Exec, Later, Row
 from tokentrail.events import nano_to_usd, ts_micros
 
 log = logging.getLogger("tokentrail")
