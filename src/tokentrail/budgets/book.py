@@ -21,9 +21,9 @@ from typing import Any
 from tokentrail.budgets.alerts import Dispatcher, WebhookSink
 from tokentrail.budgets.definitions import DEFAULT_ALERT_AT, Budget, Rule, Suspension, load_file, normalise_scope
 from tokentrail.budgets.periods import parse_duration_s
-from tokentrail.budgets.sql import BudgetSQL
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.exceptions import ConfigError
+from tokentrail.store.budgets import BudgetSQL
 
 
 class BudgetDefinitions:

@@ -35,8 +35,8 @@ from tokentrail.budgets.definitions import Rule
 from tokentrail.budgets.estimate import Estimate
 from tokentrail.budgets.post_alerts import alerts_for, cap_overage
 from tokentrail.budgets.refusals import block_until, decide
-from tokentrail.budgets.sql import BudgetSQL, Counter, Exec, Later, Row
 from tokentrail.events import nano_to_usd, ts_micros
+from tokentrail.store.budgets import BudgetSQL, Counter, Exec, Later, Row
 
 log = logging.getLogger("tokentrail")
 

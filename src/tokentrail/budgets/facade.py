@@ -58,10 +58,10 @@ from tokentrail.budgets.keeper import Keeper
 from tokentrail.budgets.models import ModelNames
 from tokentrail.budgets.periods import parse_duration_s
 from tokentrail.budgets.refusals import check_cap, refuse_unpriced, suspended
-from tokentrail.budgets.sql import BudgetSQL, Counter, backend_for
 from tokentrail.budgets.status import BudgetStatus
 from tokentrail.events import new_event_id, ts_micros, usd_to_nano
 from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
+from tokentrail.store.budgets import BudgetSQL, Counter, KeepsBudgets
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
@@ -184,7 +184,7 @@ class Budgets(BudgetDefinitions):
             self.store = self.ledger.store
             self._engine = self._keeper = None
         if self._sql is None:
-            sql = backend_for(self.store)
+            sql = self.store.budget_sql() if isinstance(self.store, KeepsBudgets) else None
             if sql is None:
                 raise ConfigError(
                     f"the ledger {self.store.url} cannot keep budgets (an SQLite or PostgreSQL store can)"

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail.budgets.alerts import Alert, overage_message, threshold_message
 from tokentrail.budgets.definitions import Rule
-from tokentrail.budgets.sql import FOREVER_US, Counter
 from tokentrail.events import from_micros, nano_to_usd, new_event_id, ts_micros
+from tokentrail.store.budgets import FOREVER_US, Counter
 
 if TYPE_CHECKING:
     from tokentrail.budgets.engine import Hold

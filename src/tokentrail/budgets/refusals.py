@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail.budgets.alerts import money
 from tokentrail.budgets.definitions import Rule, Suspension, scope_text
-from tokentrail.budgets.sql import FOREVER_US
 from tokentrail.events import from_micros, nano_to_usd
 from tokentrail.exceptions import BudgetExceeded, BudgetThrottled
+from tokentrail.store.budgets import FOREVER_US
 
 if TYPE_CHECKING:
     from tokentrail.budgets.estimate import Estimate
-    from tokentrail.budgets.sql import Counter
+    from tokentrail.store.budgets import Counter
 
 
 def decide(

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail.budgets.definitions import Rule
 from tokentrail.budgets.periods import bounds
-from tokentrail.budgets.sql import FOREVER_US, Counter
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
+from tokentrail.store.budgets import FOREVER_US, Counter
 
 if TYPE_CHECKING:
     from tokentrail.budgets.definitions import Budget
