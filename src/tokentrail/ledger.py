@@ -39,7 +39,7 @@ from tokentrail.exceptions import ConfigError, DefaultLedgerUnavailable, FlushTi
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
 from tokentrail.spool import Spool, default_dir, folder_for
 from tokentrail.store import open_store
-from tokentrail.types import Store
+from tokentrail.types import LedgerBudgets, Store
 from tokentrail.usage import Usage, UsageProblem, from_counts
 from tokentrail.writer import Side, Writer, quarantine_row
 
@@ -48,6 +48,15 @@ log = logging.getLogger("tokentrail")
 
 # Process-wide listeners (capture_events): called with every event any ledger records.
 _listeners: list[Callable[[UsageEvent], None]] = []
+# What makes a ledger's budgets: the budgets package sits above the ledger, so `import tokentrail`
+# hands its factory down (keep_budgets_with) instead of the ledger importing it.
+_budgets_factory: Callable[[Ledger], LedgerBudgets] | None = None
+
+
+def keep_budgets_with(factory: Callable[[Ledger], LedgerBudgets]) -> None:
+    """Set what `Ledger.budgets` is made with (tokentrail/__init__.py: tokentrail.budgets.Budgets)."""
+    global _budgets_factory
+    _budgets_factory = factory
 
 
 class Ledger:
@@ -93,7 +102,7 @@ class Ledger:
 
             self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         self._writer = self._start_writer()
-        self._budgets: Any = None
+        self._budgets: LedgerBudgets | None = None
         _live_ledgers.add(self)
 
     # -- recording ----------------------------------------------------------------------------
@@ -432,12 +441,12 @@ class Ledger:
         _live_ledgers.discard(self)
 
     @property
-    def budgets(self) -> Any:
+    def budgets(self) -> LedgerBudgets:
         """The budgets kept in this ledger (tokentrail.budgets.Budgets), loaded on first use."""
         if self._budgets is None:
-            from tokentrail.budgets import Budgets
-
-            self._budgets = Budgets(self)
+            if _budgets_factory is None:
+                raise ConfigError("no budgets package was registered (import tokentrail registers it)")
+            self._budgets = _budgets_factory(self)
         return self._budgets
 
     def __enter__(self) -> Ledger:

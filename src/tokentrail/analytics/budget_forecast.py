@@ -24,8 +24,8 @@ from tokentrail.analytics.forecast import Exhaustion, Model, exhaustion, fit, pr
 from tokentrail.events import new_event_id, ts_micros
 
 if TYPE_CHECKING:
-    from tokentrail.budgets.facade import Budgets
-    from tokentrail.budgets.status import BudgetStatus
+    from tokentrail.budgets import Budgets, BudgetStatus
+    from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail.forecast")
 
@@ -91,7 +91,7 @@ def _where(s: BudgetStatus) -> dict[str, str] | None:
     return scope
 
 
-def project_status(store: Any, s: BudgetStatus, now: datetime) -> ProjectedExhaustion | None:
+def project_status(store: Store, s: BudgetStatus, now: datetime) -> ProjectedExhaustion | None:
     """The projected exhaustion of one status row, or None when it has none (see the module)."""
     b = s.budget
     if b.limit_usd is None or b.period not in PERIODS or s.period_start is None or s.period_end is None:

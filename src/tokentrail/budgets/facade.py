@@ -39,7 +39,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokentrail import context as ctx
 from tokentrail.budgets import charges
@@ -65,6 +65,8 @@ from tokentrail.store.budgets import BudgetSQL, Counter, KeepsBudgets
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
+    from tokentrail.pricing import PriceBook
+    from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail")
 
@@ -89,6 +91,17 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class BudgetHost(Protocol):
+    """What budgets need of the ledger they are kept in (a Ledger; for_store's stand-in)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def prices(self) -> PriceBook: ...
+    @property
+    def display_url(self) -> str: ...
+
+
 class Budgets(BudgetDefinitions):
     """The budgets kept in one ledger (`ledger.budgets`); see the module docstring.
 
@@ -97,7 +110,7 @@ class Budgets(BudgetDefinitions):
     `LedgerUnavailable` instead of letting it through unbudgeted. `hold_timeout` (seconds, default
     120, TOKENTRAIL_HOLD_TIMEOUT): how long an unrenewed reservation counts."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: BudgetHost) -> None:
         self.ledger = ledger
         self.store = ledger.store
         self.prices = ledger.prices
@@ -133,7 +146,7 @@ class Budgets(BudgetDefinitions):
         self._charge_run = threading.Lock()
 
     @classmethod
-    def for_store(cls, store: Any, prices: Any = None) -> Budgets:
+    def for_store(cls, store: Store, prices: PriceBook | None = None) -> Budgets:
         """Budgets of a store opened without a Ledger (the CLI): definitions, status, kill switch."""
         from types import SimpleNamespace
 

@@ -32,6 +32,7 @@ from tokentrail.integrations.wire import (
 from tokentrail.usage import Usage
 
 if TYPE_CHECKING:
+    from tokentrail.budgets import Hold
     from tokentrail.ledger import Ledger
 
 log = logging.getLogger("tokentrail")
@@ -88,7 +89,7 @@ class Exchange:
         self._recorded = False
         self._lock = threading.Lock()
         # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
-        self.hold: Any = None
+        self.hold: Hold | None = None
         # a body we could not parse (too deep for json) is estimated from its bytes, never as empty
         self._unparsed = raw_body if raw_body and not isinstance(body, dict) else None
         self._charge_after = False
