@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tokentrail import context as ctx
-from tokentrail.budgets.engine import POST, Op
+from tokentrail.budgets.ops import POST, Op
 from tokentrail.events import UsageEvent, usd_to_nano
 from tokentrail.exceptions import ConfigError
 

@@ -12,7 +12,7 @@ from tokentrail.events import from_micros, nano_to_usd, new_event_id, ts_micros
 from tokentrail.store.budgets import FOREVER_US, Counter
 
 if TYPE_CHECKING:
-    from tokentrail.budgets.engine import Hold
+    from tokentrail.budgets.ops import Hold
 
 
 def alerts_for(

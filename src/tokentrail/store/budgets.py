@@ -3,7 +3,8 @@
 The statements the budget engine (tokentrail.budgets.engine) runs inside one write transaction per
 batch: lock every counter the batch touches (creating those that do not exist yet), read what each
 has posted and what live holds reserve on it, then write the holds, counters, window rows and
-alerts the batch decided.
+alerts the batch decided. Each store hands out its own (`SQLiteStore.budget_sql()`,
+`PostgresStore.budget_sql()`; a store that can keep budgets is a `KeepsBudgets`).
 
 - SQLite: `BEGIN IMMEDIATE` takes the database's write lock first, so no two batches (of any
   process) interleave. A batch of reservations and voids commits with `synchronous=NORMAL` (no
