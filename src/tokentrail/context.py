@@ -94,8 +94,8 @@ def current() -> Attribution:
     return _current.get()
 
 
-# The context sits below the ledger, so the ledger module tells it how to find the default ledger
-# (tokentrail.ledger.get_ledger) when it is imported, which `import tokentrail` always does.
+# The context sits below the ledger, so the default ledger's module tells it how to find the default
+# ledger (tokentrail.default_ledger.get_ledger) when it is imported, which `import tokentrail` always does.
 _default_recorder: Callable[[], OutcomeRecorder] | None = None
 
 
@@ -169,7 +169,7 @@ class Session:
         recorder = self.attribution.ledger or current().ledger
         if recorder is None:
             if _default_recorder is None:  # cannot happen: the package's __init__ imports the ledger
-                raise RuntimeError("tokentrail.ledger was not imported")
+                raise RuntimeError("tokentrail.default_ledger was not imported")
             recorder = _default_recorder()
         recorder.record_outcome(self.attribution, name, count=count, success=success, value_usd=value_usd)
 

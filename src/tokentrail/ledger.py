@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
-import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +26,17 @@ from tokentrail.events import (
     ToolCall,
     UsageEvent,
     args_hash,
-    bound_tags,
     bound_text,
     new_event_id,
     quantize_usd,
-    text_problem,
     usd_to_nano,
 )
-from tokentrail.exceptions import ConfigError, DefaultLedgerUnavailable, FlushTimeout, InvalidUsage, StoreError
+from tokentrail.exceptions import ConfigError, FlushTimeout, InvalidUsage
+from tokentrail.ledger_checks import attributed, caller_cost, check_latency, check_text
 from tokentrail.pricing import PriceBook, canonical_provider, default_price_book
 from tokentrail.spool import Spool, default_dir, folder_for
 from tokentrail.store import open_store
-from tokentrail.types import Store
+from tokentrail.types import LedgerBudgets, Store
 from tokentrail.usage import Usage, UsageProblem, from_counts
 from tokentrail.writer import Side, Writer, quarantine_row
 
@@ -48,6 +45,15 @@ log = logging.getLogger("tokentrail")
 
 # Process-wide listeners (capture_events): called with every event any ledger records.
 _listeners: list[Callable[[UsageEvent], None]] = []
+# What makes a ledger's budgets: the budgets package sits above the ledger, so `import tokentrail`
+# hands its factory down (keep_budgets_with) instead of the ledger importing it.
+_budgets_factory: Callable[[Ledger], LedgerBudgets] | None = None
+
+
+def keep_budgets_with(factory: Callable[[Ledger], LedgerBudgets]) -> None:
+    """Set what `Ledger.budgets` is made with (tokentrail/__init__.py: tokentrail.budgets.Budgets)."""
+    global _budgets_factory
+    _budgets_factory = factory
 
 
 class Ledger:
@@ -110,7 +116,7 @@ class Ledger:
 
             self.anomaly_watch = AnomalyWatch(self, AnomalyConfig() if anomalies is True else anomalies)
         self._writer = self._start_writer()
-        self._budgets: Any = None
+        self._budgets: LedgerBudgets | None = None
         _live_ledgers.add(self)
 
     # -- recording ----------------------------------------------------------------------------
@@ -163,8 +169,8 @@ class Ledger:
             raise InvalidUsage(f"record_llm: kind must be 'llm' or 'embedding', not {kind!r}")
         if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
             raise InvalidUsage("record_llm: provider and model must be non-empty strings")
-        _check_text("record_llm", provider=provider, model=model, operation=operation, status=status)
-        _check_latency("record_llm", latency_ms)
+        check_text("record_llm", provider=provider, model=model, operation=operation, status=status)
+        check_latency("record_llm", latency_ms)
         if ts is not None and (not isinstance(ts, datetime) or ts.utcoffset() is None):
             raise InvalidUsage(f"record_llm: ts must be a datetime with a time zone, not {ts!r}")
         if event_id is not None:
@@ -172,7 +178,7 @@ class Ledger:
                 event_id = str(uuid.UUID(str(event_id)))
             except ValueError:
                 raise InvalidUsage(f"record_llm: event_id {event_id!r} is not a UUID") from None
-        given_cost = _caller_cost("record_llm", cost_usd)
+        given_cost = caller_cost("record_llm", cost_usd)
         try:
             usage = from_counts(
                 input_tokens=input_tokens,
@@ -185,7 +191,7 @@ class Ledger:
             raise InvalidUsage(f"record_llm({provider}/{model}): impossible usage: {e.reason}") from None
         calls = tuple(ToolCall(i, str(n), args_hash(a)) for i, n, a in tool_calls or ())
         for c in calls:
-            _check_text("record_llm", tool_call_name=c.name, tool_call_id=c.id)
+            check_text("record_llm", tool_call_name=c.name, tool_call_id=c.id)
         event = self.build_call(
             provider=provider,
             model=model,
@@ -280,7 +286,7 @@ class Ledger:
             price_source=price.source if price and cost is not None else None,
             price_version=price.version if price and cost is not None else None,
             unit_prices=price.unit_prices if price and cost is not None else None,
-            **_attributed(a, tags),
+            **attributed(a, tags),
             span_id=span_id or ctx.new_span_id(),
             tool_calls=tool_calls,
             request_hash=request_hash,
@@ -303,9 +309,9 @@ class Ledger:
         """Record a tool that ran, linked to the model call that asked for it when there was one."""
         if not isinstance(name, str) or not name:
             raise InvalidUsage("record_tool: name must be a non-empty string")
-        _check_text("record_tool", name=name, tool_call_id=tool_call_id, status=status)
-        cost = _caller_cost(f"record_tool({name})", cost_usd)
-        _check_latency(f"record_tool({name})", latency_ms)
+        check_text("record_tool", name=name, tool_call_id=tool_call_id, status=status)
+        cost = caller_cost(f"record_tool({name})", cost_usd)
+        check_latency(f"record_tool({name})", latency_ms)
         a = ctx.current()
         h = args_hash(args)
         parent = a.span_id
@@ -320,7 +326,7 @@ class Ledger:
             status=bound_text(status) or "ok",
             cost_usd=cost,
             price_source="caller" if cost is not None else None,
-            **{**_attributed(a, tags), "parent_span_id": parent},
+            **{**attributed(a, tags), "parent_span_id": parent},
             span_id=ctx.new_span_id(),
             tool_name=bound_text(name),
             tool_call_id=bound_text(tool_call_id),
@@ -351,8 +357,8 @@ class Ledger:
             raise InvalidUsage("outcome: name must be a non-empty string and count a positive integer")
         if not isinstance(success, bool):
             raise InvalidUsage("outcome: success must be True or False")
-        value = _caller_cost(f"outcome({name}) value_usd", value_usd)
-        _check_text("outcome", name=name)
+        value = caller_cost(f"outcome({name}) value_usd", value_usd)
+        check_text("outcome", name=name)
         a = attribution
         row = (
             new_event_id(),
@@ -422,6 +428,11 @@ class Ledger:
         return self._writer.pending
 
     @property
+    def closed(self) -> bool:
+        """True once close() ran: recording raises ConfigError."""
+        return self._closed
+
+    @property
     def last_error(self) -> BaseException | None:
         """Why the store last refused a write, while it still does (None once writes succeed)."""
         return self._writer.last_error
@@ -454,12 +465,12 @@ class Ledger:
         _live_ledgers.discard(self)
 
     @property
-    def budgets(self) -> Any:
+    def budgets(self) -> LedgerBudgets:
         """The budgets kept in this ledger (tokentrail.budgets.Budgets), loaded on first use."""
         if self._budgets is None:
-            from tokentrail.budgets import Budgets
-
-            self._budgets = Budgets(self)
+            if _budgets_factory is None:
+                raise ConfigError("no budgets package was registered (import tokentrail registers it)")
+            self._budgets = _budgets_factory(self)
         return self._budgets
 
     def __enter__(self) -> Ledger:
@@ -496,143 +507,8 @@ def _otel_from_env() -> bool:
     return os.environ.get("TOKENTRAIL_OTEL_EXPORT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _attributed(a: ctx.Attribution, tags: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The attribution fields of an event: the context's, with call tags merged (and bounded)."""
-    fields = a.as_event_fields()
-    if tags:
-        try:
-            fields["tags"] = bound_tags({**a.tags, **bound_tags(tags)})
-        except ValueError as e:  # a NUL or a lone surrogate
-            raise InvalidUsage(str(e)) from None
-    return fields
-
-
-def _check_text(where: str, **given: object) -> None:
-    """InvalidUsage when a text argument holds what no store can keep (a NUL, a lone surrogate)."""
-    for name, value in given.items():
-        if isinstance(value, str) and (why := text_problem(value)) is not None:
-            raise InvalidUsage(f"{where}: {name} {value[:64]!r} {why}")
-
-
-def _check_latency(where: str, latency_ms: object) -> None:
-    if latency_ms is None:
-        return
-    ok = isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool)
-    if not ok or not math.isfinite(latency_ms) or latency_ms < 0:  # type: ignore[arg-type,operator]
-        raise InvalidUsage(f"{where}: latency_ms must be a finite non-negative number, not {latency_ms!r}")
-
-
-def _caller_cost(where: str, cost_usd: object) -> Decimal | None:
-    if cost_usd is None:
-        return None
-    if isinstance(cost_usd, bool):
-        raise InvalidUsage(f"{where}: cost_usd must be a number")
-    try:
-        cost = Decimal(str(cost_usd))
-    except InvalidOperation:
-        raise InvalidUsage(f"{where}: cost_usd {cost_usd!r} is not a number") from None
-    if not cost.is_finite() or cost < 0 or cost > 1_000_000:
-        raise InvalidUsage(f"{where}: cost_usd {cost_usd!r} must be between 0 and 1,000,000")
-    return quantize_usd(cost)
-
-
-# -- the default ledger ---------------------------------------------------------------------------
-
+# every open ledger, closed at exit
 _live_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
-_default: Ledger | None = None
-_default_lock = threading.Lock()
-
-
-def configure(*, db: str | None = None, ledger: Ledger | None = None, **options: Any) -> Ledger:
-    """Set the default ledger (from a URL or an instance) and return it; the previous default
-    is flushed and closed."""
-    global _default
-    if db is not None and ledger is not None:
-        raise ConfigError("configure() takes db= or ledger=, not both")
-    new = ledger if ledger is not None else Ledger(db, **options)
-    with _default_lock:
-        old, _default = _default, new
-        _default_failure["error"] = None
-    if old is not None and old is not new:
-        old.close()
-    return new
-
-
-def get_ledger() -> Ledger:
-    """The default ledger, opened from TOKENTRAIL_DB (default ~/.tokentrail/ledger.db) on first use.
-    Raises DefaultLedgerUnavailable while it cannot be opened (logged once, then counted)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = _open_default()
-    return _default
-
-
-_RETRY_DEFAULT_S = 30.0  # how often a default ledger that failed to open is tried again
-_default_failure: dict[str, Any] = {"error": None, "retry_at": 0.0, "unmetered": 0}
-
-
-def _open_default() -> Ledger:
-    """Open the default ledger (under _default_lock). A failure is logged once, with what to do;
-    later calls fail fast and are only counted, with a new try every _RETRY_DEFAULT_S."""
-    f = _default_failure
-    if f["error"] is not None and time.monotonic() < f["retry_at"]:
-        f["unmetered"] += 1
-        raise DefaultLedgerUnavailable(f["error"])
-    try:
-        led = Ledger()
-    except Exception as e:
-        first = f["error"] is None
-        f["error"] = str(e) if isinstance(e, (ConfigError, StoreError)) else f"cannot open the default ledger: {e!r}"
-        f["retry_at"] = time.monotonic() + _RETRY_DEFAULT_S
-        f["unmetered"] += 1
-        if first:
-            source = "TOKENTRAIL_DB" if os.environ.get("TOKENTRAIL_DB") else "the default path"
-            log.error(
-                "tokentrail: %s. Calls on the default ledger (%s) are NOT metered until it opens: point "
-                "TOKENTRAIL_DB at a writable file or a database URL, or call tokentrail.configure(db=...). "
-                "Logged once; tokentrail.ledger_status() counts the calls not metered.",
-                f["error"],
-                source,
-            )
-        raise DefaultLedgerUnavailable(f["error"]) from None
-    if f["error"] is not None:
-        log.warning("tokentrail: opened the default ledger; %d call(s) before were not metered", f["unmetered"])
-        f["error"] = None
-    return led
-
-
-def ledger_status() -> dict[str, Any]:
-    """The default ledger's state: `open`, `url` (without a password; None until it opens),
-    `error` (why it cannot be opened, else None) and `unmetered_calls` (calls that went
-    unmetered because it could not)."""
-    led = _default
-    return {
-        "open": led is not None and not led._closed,
-        "url": led.display_url if led is not None else None,
-        "error": _default_failure["error"],
-        "unmetered_calls": _default_failure["unmetered"],
-    }
-
-
-def resolve_ledger(explicit: Ledger | None = None) -> Ledger:
-    """An explicit ledger, else the one the current session was opened on, else the default."""
-    found = explicit or ctx.current().ledger
-    return found if isinstance(found, Ledger) else get_ledger()
-
-
-ctx.set_default_recorder(get_ledger)
-
-
-def record_llm(**kwargs: Any) -> UsageEvent:
-    """Meter a model call by hand on the default (or session's) ledger; see Ledger.record_llm."""
-    return resolve_ledger(kwargs.pop("ledger", None)).record_llm(**kwargs)
-
-
-def record_tool(name: str, args: Any = None, **kwargs: Any) -> UsageEvent:
-    """Record a tool run on the default (or session's) ledger; see Ledger.record_tool."""
-    return resolve_ledger(kwargs.pop("ledger", None)).record_tool(name, args, **kwargs)
 
 
 @atexit.register

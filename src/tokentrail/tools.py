@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from tokentrail.default_ledger import resolve_ledger
 from tokentrail.exceptions import DefaultLedgerUnavailable
-from tokentrail.ledger import resolve_ledger
 
 F = TypeVar("F", bound=Callable[..., Any])
 

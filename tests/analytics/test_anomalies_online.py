@@ -17,9 +17,9 @@ from tests._anomaly_fleet import build
 from tests._events import stored
 from tests._server import serving
 from tests.analytics.test_anomalies import score
-from tokentrail.alerts import CallbackSink
 from tokentrail.analytics.anomalies import AnomalyConfig, replay
 from tokentrail.analytics.detectors import Detectors
+from tokentrail.budgets.alerts import CallbackSink
 from tokentrail.exceptions import BudgetExceeded
 from tokentrail.pricing import PriceBook
 from tokentrail.store import anomalies as sql

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 import tokentrail as tt
-from tokentrail.alerts import Alert, Dispatcher, WebhookSink, list_alerts, threshold_message
 from tokentrail.budgets import Budgets
+from tokentrail.budgets.alerts import Alert, Dispatcher, WebhookSink, list_alerts, threshold_message
 from tokentrail.cli import _load as load_cli
 from tokentrail.cli import app
 from tokentrail.events import UsageEvent

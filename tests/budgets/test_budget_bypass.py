@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 import tokentrail as tt
 from tests._events import stored
 from tests._server import serving
-from tokentrail import estimate as est
+from tokentrail.budgets import estimate as est
 from tokentrail.corrections import adjust
 from tokentrail.pricing import PriceBook
 from tokentrail.server import create_app
@@ -111,7 +111,7 @@ def broken_estimate(*args: Any, **kwargs: Any) -> Any:
 def test_an_estimator_error_is_refused_when_fail_closed(
     up: FakeUpstream, any_ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tokentrail.budgets.estimate", broken_estimate)
+    monkeypatch.setattr("tokentrail.budgets.facade.estimate", broken_estimate)
     any_ledger.budgets.set("tiny", period="day", limit_usd="0.0001")
     any_ledger.budgets.configure(fail_closed=True)
     with oai(up, any_ledger) as client:
@@ -125,7 +125,7 @@ def test_an_estimator_error_is_refused_when_fail_closed(
 def test_an_estimator_error_goes_ahead_when_fail_open_with_a_warning_a_count_and_its_spend_posted(
     up: FakeUpstream, any_ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("tokentrail.budgets.estimate", broken_estimate)
+    monkeypatch.setattr("tokentrail.budgets.facade.estimate", broken_estimate)
     b = any_ledger.budgets
     b.set("tiny", period="day", limit_usd="0.0001")
     up.default = Reply(input_tokens=1000, output_tokens=200)
@@ -144,7 +144,7 @@ def test_an_estimator_error_goes_ahead_when_fail_open_with_a_warning_a_count_and
 def test_the_gateway_answers_fail_closed_with_503_and_fail_open_with_the_call(
     ledger: tt.Ledger, up: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tokentrail.budgets.estimate", broken_estimate)
+    monkeypatch.setattr("tokentrail.budgets.facade.estimate", broken_estimate)
     ledger.budgets.set("tiny", period="day", limit_usd="0.0001")
     ledger.budgets.configure(fail_closed=True)
     with serving(ledger, up) as s:
@@ -421,18 +421,18 @@ def test_status_waits_for_a_charge_already_taken_off_the_queue(
     import threading
     import time
 
-    from tokentrail import budget_charges
+    from tokentrail.budgets import charges
 
     any_ledger.budgets.set("day", period="day", limit_usd=10)
     assert status_of(any_ledger, "day").posted_usd == 0  # the definitions are read and fresh
-    real, started = budget_charges.charge_budgets, threading.Event()
+    real, started = charges.charge_budgets, threading.Event()
 
     def slow(*args: Any, **kwargs: Any) -> None:
         started.set()
         time.sleep(0.5)  # the window in which a status read used to miss the charge
         real(*args, **kwargs)
 
-    monkeypatch.setattr(budget_charges, "charge_budgets", slow)
+    monkeypatch.setattr(charges, "charge_budgets", slow)
     kwargs = {"provider": "acme", "model": "acme-x", "input_tokens": 10, "cost_usd": "2"}
     t = threading.Thread(target=any_ledger.record_llm, kwargs=kwargs)
     t.start()

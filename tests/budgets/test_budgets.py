@@ -16,8 +16,8 @@ import pytest
 from google import genai
 
 import tokentrail as tt
-from tokentrail.alerts import list_alerts
 from tokentrail.budgets import Budgets
+from tokentrail.budgets.alerts import list_alerts
 from tokentrail.events import UsageEvent
 from tokentrail.exceptions import ConfigError
 from tokentrail.testing import FakeUpstream, Reply, capture_events

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tokentrail.budgets.periods import bounds, parse_period
 from tokentrail.exceptions import ConfigError
-from tokentrail.periods import bounds, parse_period
 
 
 def utc(*args: int) -> datetime:

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokentrail import estimate as est
+from tokentrail.budgets import estimate as est
 from tokentrail.pricing import PriceBook
 from tokentrail.usage import Usage
 

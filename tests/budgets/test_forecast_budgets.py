@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 import tokentrail as tt
 from tokentrail import cli
-from tokentrail.alerts import CallbackSink, list_alerts
 from tokentrail.analytics import budget_forecast
 from tokentrail.analytics.budget_forecast import project_status
-from tokentrail.budget_defs import Budget
-from tokentrail.budget_status import BudgetStatus
+from tokentrail.budgets.alerts import CallbackSink, list_alerts
+from tokentrail.budgets.definitions import Budget
+from tokentrail.budgets.status import BudgetStatus
 from tokentrail.pricing import PriceBook
 
 ENV = {"COLUMNS": "250", "TOKENTRAIL_DB": None, "TOKENTRAIL_PRICES": None}

@@ -150,7 +150,7 @@ def _declared() -> set[str]:
 # standard library's zoneinfo reads, and the PostgreSQL driver's binary build.
 _DECLARED_UNIMPORTED = {"uvloop", "httptools", "tzdata"}
 # Imported when present, declared nowhere on purpose: tiktoken tightens estimates only if it is
-# installed with its encodings already on disk (tokentrail.estimate).
+# installed with its encodings already on disk (tokentrail.budgets.estimate).
 _USED_IF_INSTALLED = {"tiktoken"}
 
 
@@ -178,7 +178,7 @@ def test_declared_dependencies_are_exactly_the_imported_ones() -> None:
 
 def test_an_outcome_finds_its_ledger_though_the_context_sits_below_it(tmp_path: Path) -> None:
     """Session.outcome records on the session's ledger, else the enclosing one's, else the default
-    ledger, which tokentrail.ledger tells the context how to find (the context imports no ledger)."""
+    ledger, which tokentrail.default_ledger tells the context how to find (the context imports no ledger)."""
     default = tt.configure(db=f"sqlite:///{tmp_path / 'default.db'}")
     try:
         with tt.Ledger(f"sqlite:///{tmp_path / 'own.db'}") as own:

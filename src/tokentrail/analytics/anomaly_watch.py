@@ -138,7 +138,7 @@ class AnomalyWatch:
 def alert_of(a: Anomaly) -> Any:
     """An anomaly as an alert of the existing channels (log, webhook, Slack): kind `anomaly`, the
     anomaly's kind in `budget`, its agent (and team) as the scope."""
-    from tokentrail.alerts import Alert
+    from tokentrail.budgets.alerts import Alert
     from tokentrail.events import from_micros, new_event_id
 
     scope = ", ".join(f"{k}={v}" for k, v in (("team", a.team), ("agent", a.agent)) if v) or "all"

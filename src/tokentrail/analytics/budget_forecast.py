@@ -24,8 +24,8 @@ from tokentrail.analytics.forecast import Exhaustion, Model, exhaustion, fit, pr
 from tokentrail.events import new_event_id, ts_micros
 
 if TYPE_CHECKING:
-    from tokentrail.budget_status import BudgetStatus
-    from tokentrail.budgets import Budgets
+    from tokentrail.budgets import Budgets, BudgetStatus
+    from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail.forecast")
 
@@ -80,7 +80,7 @@ def _day(d: date | None) -> str:
 
 def _where(s: BudgetStatus) -> dict[str, str] | None:
     """The report filter of a status row's scope (None: it cannot be read as one)."""
-    from tokentrail.budget_buckets import bucket_values
+    from tokentrail.budgets.buckets import bucket_values
 
     scope = dict(s.budget.scope)
     if s.budget.wildcards:
@@ -91,7 +91,7 @@ def _where(s: BudgetStatus) -> dict[str, str] | None:
     return scope
 
 
-def project_status(store: Any, s: BudgetStatus, now: datetime) -> ProjectedExhaustion | None:
+def project_status(store: Store, s: BudgetStatus, now: datetime) -> ProjectedExhaustion | None:
     """The projected exhaustion of one status row, or None when it has none (see the module)."""
     b = s.budget
     if b.limit_usd is None or b.period not in PERIODS or s.period_start is None or s.period_end is None:
@@ -157,7 +157,7 @@ def with_exhaustion(budgets: Budgets, rows: list[BudgetStatus], now: datetime) -
 def _alert(budgets: Budgets, s: BudgetStatus, p: ProjectedExhaustion, now: datetime) -> None:
     """Alert once per budget bucket and period when the limit is projected to be reached in it
     (a budget already over its limit has had its threshold alerts)."""
-    from tokentrail.alerts import Alert, money
+    from tokentrail.budgets.alerts import Alert, money
 
     b = s.budget
     e = p.exhaustion

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tokentrail.alerts import list_alerts
+from tokentrail.budgets.alerts import list_alerts
 from tokentrail.cli._common import (
     DbOption,
     Format,

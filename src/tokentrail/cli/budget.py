@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from tokentrail.budget_defs import parse_scope_items
 from tokentrail.budgets import Budgets, BudgetStatus
+from tokentrail.budgets.definitions import parse_scope_items
 from tokentrail.cli._common import (
     DbOption,
     Format,

@@ -113,7 +113,7 @@ def _run(url: str, db: str | None, seed: int, via_gateway: bool) -> None:
 
 def _budget_lines(ledger: object, stopped: list[tuple[str, int, str]]) -> list[Text]:
     """What the demo's budgets did: the hard stop of the runaway agent, and the alerts."""
-    from tokentrail.alerts import list_alerts
+    from tokentrail.budgets.alerts import list_alerts
 
     lines = [
         Text.assemble(

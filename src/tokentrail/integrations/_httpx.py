@@ -33,7 +33,7 @@ def begin(ledger: Ledger | None, route: Route, path: str, body: Any, raw: bytes 
     BudgetExceeded (a budget refused the call before it was sent). `ledger` None: the session's or
     the default one, resolved here so that a default ledger that cannot open never fails the call."""
     try:
-        from tokentrail.ledger import resolve_ledger
+        from tokentrail.default_ledger import resolve_ledger
 
         ledger = resolve_ledger(ledger)
         if body is None and raw:

@@ -33,6 +33,7 @@ from tokentrail.integrations.wire import (
 from tokentrail.usage import Usage
 
 if TYPE_CHECKING:
+    from tokentrail.budgets import Hold
     from tokentrail.ledger import Ledger
 
 log = logging.getLogger("tokentrail")
@@ -89,7 +90,7 @@ class Exchange:
         self._recorded = False
         self._lock = threading.Lock()
         # budgets: reserve the call's maximum cost before it is sent (raises BudgetExceeded), settle in finish()
-        self.hold: Any = None
+        self.hold: Hold | None = None
         # a body we could not parse (too deep for json) is estimated from its bytes, never as empty
         self._unparsed = raw_body if raw_body and not isinstance(body, dict) else None
         self._charge_after = False
@@ -357,7 +358,7 @@ class Exchange:
         (Anthropic's message_start input, Gemini's prompt count), else the input estimated from the
         request, and at least the output tokens of the text it sent. Counted as the budget
         reservation counts (estimate.py): tiktoken when its encoding is on disk, else UTF-8 bytes."""
-        from tokentrail.estimate import _tiktoken_for, input_tokens_bound, requested_output
+        from tokentrail.budgets.estimate import _tiktoken_for, input_tokens_bound, requested_output
 
         r = reported or Usage()
         model = self.acc.model

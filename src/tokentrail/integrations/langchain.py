@@ -39,6 +39,7 @@ from uuid import UUID
 from tokentrail import _extras
 from tokentrail import context as ctx
 from tokentrail import ledger as _ledger
+from tokentrail.default_ledger import get_ledger
 from tokentrail.events import UsageEvent
 from tokentrail.integrations import langchain_usage as lu
 from tokentrail.integrations import seen_calls
@@ -220,7 +221,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
 
     def _ledger_for(self, attribution: ctx.Attribution) -> _ledger.Ledger:
         found = self.ledger or attribution.ledger
-        return found if isinstance(found, _ledger.Ledger) else _ledger.get_ledger()
+        return found if isinstance(found, _ledger.Ledger) else get_ledger()
 
     # -- chains: graphs, nodes, sub-graphs ----------------------------------------------------
 

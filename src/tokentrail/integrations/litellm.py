@@ -230,7 +230,7 @@ class TokentrailLogger(CustomLogger):
         ledger.charge(event)  # no reservation was made for it: its spend is posted to the budgets
 
     def _ledger(self, attribution: ctx.Attribution) -> Ledger | None:
-        from tokentrail.ledger import resolve_ledger
+        from tokentrail.default_ledger import resolve_ledger
 
         found = self.ledger or attribution.ledger
         try:

@@ -253,7 +253,7 @@ class TokentrailProcessor(TracingProcessor):
     # -- events -----------------------------------------------------------------------------
 
     def _ledger(self, attribution: ctx.Attribution) -> Ledger | None:
-        from tokentrail.ledger import resolve_ledger
+        from tokentrail.default_ledger import resolve_ledger
 
         found = self.ledger or attribution.ledger
         try:

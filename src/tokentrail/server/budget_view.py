@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from tokentrail.budget_buckets import bucket_team, bucket_values, visible
+from tokentrail.budgets.buckets import bucket_team, bucket_values, visible
 
 __all__ = ["alerts", "bucket_team", "bucket_values", "budget_ratios", "budget_statuses", "visible"]
 
@@ -43,7 +43,7 @@ def alerts(
 ) -> list[dict[str, Any]]:
     """Alerts, newest first; a scoped key sees those whose bucket lies in its scope (read with the
     budget's scope keys: alerts of a budget since removed only by keys of no scope)."""
-    from tokentrail.alerts import list_alerts
+    from tokentrail.budgets.alerts import list_alerts
 
     found = list_alerts(ledger.store, since=since, until=until, budget=budget, limit=5000 if scope else limit)
     keys: dict[str, list[str] | None] = {}  # budget -> its scope keys (None: no longer defined)

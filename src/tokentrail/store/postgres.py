@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.budgets import BudgetSQL, PostgresBudgetSQL
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import (
     APP_PRIVILEGES,
@@ -208,6 +209,10 @@ class PostgresStore:
         """`with store.connection() as conn:` a connection from the store's pool (autocommit: open a
         transaction with `conn.transaction()`), given back to the pool when the block ends."""
         return self._pool.connection()
+
+    def budget_sql(self) -> BudgetSQL:
+        """The budget tables' SQL on this database: short transactions on this store's pool."""
+        return PostgresBudgetSQL(self)
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.url, autocommit=True, **self._connect_kwargs)

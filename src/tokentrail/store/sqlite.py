@@ -13,6 +13,7 @@ from typing import Any
 from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.budgets import BudgetSQL, SQLiteBudgetSQL
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
 
@@ -136,6 +137,11 @@ class SQLiteStore:
         a lock that wakes them at once, instead of in SQLite's busy handler, which sleeps 1 ms and
         more before it looks again."""
         return self._write_lock
+
+    def budget_sql(self) -> BudgetSQL:
+        """The budget tables' SQL on this file, for this process: a connection of its own, whose
+        write transactions take turns with this store's on `write_lock`."""
+        return SQLiteBudgetSQL(str(self.path), write_lock=self._write_lock)
 
     # -- schema -------------------------------------------------------------------------------
 

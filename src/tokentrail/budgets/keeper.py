@@ -16,7 +16,8 @@ import time
 import weakref
 from collections.abc import Callable
 
-from tokentrail.budget_engine import RENEW, SWEEP, Engine, Hold, Op
+from tokentrail.budgets.engine import Engine
+from tokentrail.budgets.ops import RENEW, SWEEP, Hold, Op
 
 log = logging.getLogger("tokentrail")
 

@@ -16,12 +16,12 @@ import time
 from typing import TYPE_CHECKING
 
 from tokentrail import context as ctx
-from tokentrail.budget_engine import POST, Op
+from tokentrail.budgets.ops import POST, Op
 from tokentrail.events import UsageEvent, usd_to_nano
 from tokentrail.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from tokentrail.budgets import Budgets
+    from tokentrail.budgets.facade import Budgets
 
 log = logging.getLogger("tokentrail")
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._budget_sql import FOREVER_US
-from tokentrail.alerts import money
-from tokentrail.budget_defs import Rule, Suspension, scope_text
+from tokentrail.budgets.alerts import money
+from tokentrail.budgets.definitions import Rule, Suspension, scope_text
 from tokentrail.events import from_micros, nano_to_usd
 from tokentrail.exceptions import BudgetExceeded, BudgetThrottled
+from tokentrail.store.budgets import FOREVER_US
 
 if TYPE_CHECKING:
-    from tokentrail._budget_sql import Counter
-    from tokentrail.estimate import Estimate
+    from tokentrail.budgets.estimate import Estimate
+    from tokentrail.store.budgets import Counter
 
 
 def decide(

@@ -27,28 +27,10 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
-from tokentrail.types import AlertSink
+from tokentrail.store.alerts import ALERT_COLUMNS, alert_rows
+from tokentrail.types import AlertSink, Store
 
 log = logging.getLogger("tokentrail.alerts")
-
-ALERT_COLUMNS = (
-    "alert_id",
-    "alert_key",
-    "ts_us",
-    "kind",
-    "budget",
-    "scope",
-    "period",
-    "period_start_us",
-    "period_end_us",
-    "threshold",
-    "posted_nusd",
-    "limit_nusd",
-    "posted_tokens",
-    "limit_tokens",
-    "session_id",
-    "message",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +295,7 @@ class Dispatcher:
 
 
 def list_alerts(
-    store: Any,
+    store: Store,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -322,23 +304,12 @@ def list_alerts(
     limit: int = 1000,
 ) -> list[Alert]:
     """Alerts in the ledger, newest first."""
-    p = store.dialect.param
-    where: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        where.append(f"ts_us >= {p}")
-        params.append(ts_micros(since))
-    if until is not None:
-        where.append(f"ts_us < {p}")
-        params.append(ts_micros(until))
-    if budget is not None:
-        where.append(f"budget = {p}")
-        params.append(budget)
-    if kind is not None:
-        where.append(f"kind = {p}")
-        params.append(kind)
-    sql = f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY ts_us DESC, alert_id DESC LIMIT {int(limit)}"
-    return [Alert.from_row(r) for r in store.query(sql, params)]
+    rows = alert_rows(
+        store,
+        since_us=None if since is None else ts_micros(since),
+        until_us=None if until is None else ts_micros(until),
+        budget=budget,
+        kind=kind,
+        limit=limit,
+    )
+    return [Alert.from_row(r) for r in rows]

@@ -1,27 +1,25 @@
-"""What a budget is: its definition, validation, scope matching, and the TOML file form.
+"""What a budget is: its definition, validation and scope matching (its TOML file form:
+tokentrail.budgets.budget_file).
 
 A budget = a scope (attribution dimensions; `*` makes one budget per distinct value) + a period
-(see tokentrail.periods) + a limit in USD and/or tokens + alert thresholds + an action at the
+(see tokentrail.budgets.periods) + a limit in USD and/or tokens + alert thresholds + an action at the
 limit (`block`, `alert`, `throttle`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
+from tokentrail.budgets.periods import Period, bounds, check_tz, parse_period
 from tokentrail.context import Attribution
 from tokentrail.events import MAX_TEXT, from_micros, nano_to_usd
 from tokentrail.exceptions import ConfigError
 from tokentrail.money import usd
-from tokentrail.periods import Period, bounds, check_tz, parse_period
 
 SCOPE_KEYS = (
     "org",
@@ -361,87 +359,6 @@ _MEMO_MAX = 10_000
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# -- the TOML file ---------------------------------------------------------------------------------
-
-
-@dataclass
-class FileConfig:
-    budgets: list[Budget]
-    settings: dict[str, Any]
-    webhooks: list[dict[str, Any]]
-
-
-def load_file(path: str | os.PathLike[str]) -> FileConfig:
-    """Read a budgets file (TOKENTRAIL_BUDGETS)::
-
-    [settings]                 # optional
-    fail_closed = false        # refuse calls when the ledger cannot be reached
-    hold_timeout = "2m"        # a reservation nobody resolves returns after this
-
-    [[budgets]]
-    name = "legal-monthly"
-    scope = { team = "legal" }
-    period = "month"
-    limit_usd = 500
-    alert_at = [0.5, 0.8, 1.0]
-    action = "block"           # block | alert | throttle
-    tz = "Europe/Paris"
-    allow_unpriced = false     # a model with no price: refused under a USD limit (true: let it through)
-
-    [[alerts.webhooks]]
-    url = "https://hooks.slack.com/services/…"
-    slack = true
-    """
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text("utf-8"))
-    except OSError as err:
-        raise ConfigError(f"budgets file {p}: cannot read ({err.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"budgets file {p}: not valid TOML ({err})") from None
-    unknown = set(data) - {"budgets", "settings", "alerts"}
-    if unknown:
-        raise ConfigError(f"budgets file {p}: unknown section(s) {', '.join(sorted(unknown))}")
-    entries = data.get("budgets", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"budgets file {p}: 'budgets' must be an array of tables ([[budgets]])")
-    out = []
-    keys = {"name", "scope", "period", "limit_usd", "limit_tokens", "alert_at", "action", "tz", "allow_unpriced"}
-    for n, entry in enumerate(entries, 1):
-        e: dict[str, Any] = entry if isinstance(entry, dict) else {}
-        where = f"budgets file {p}, budget {n}"
-        if not isinstance(entry, dict) or not isinstance(e.get("name"), str):
-            raise ConfigError(f"{where}: needs a 'name'")
-        bad = set(e) - keys
-        if bad:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
-        try:
-            out.append(
-                Budget.build(
-                    e["name"],
-                    scope=e.get("scope"),
-                    period=e.get("period", "month"),
-                    limit_usd=e.get("limit_usd"),
-                    limit_tokens=e.get("limit_tokens"),
-                    alert_at=e.get("alert_at", DEFAULT_ALERT_AT),
-                    action=e.get("action", "block"),
-                    tz=e.get("tz", "UTC"),
-                    source=f"file:{p}",
-                    allow_unpriced=e.get("allow_unpriced", False),
-                )
-            )
-        except ConfigError as problem:
-            raise ConfigError(f"{where}: {problem}") from None
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict) or set(settings) - {"fail_closed", "hold_timeout"}:
-        raise ConfigError(f"budgets file {p}: [settings] takes fail_closed and hold_timeout")
-    alerts = data.get("alerts", {})
-    hooks = alerts.get("webhooks", []) if isinstance(alerts, dict) else None
-    if not isinstance(hooks, list) or any(not isinstance(h, dict) or "url" not in h for h in hooks):
-        raise ConfigError(f"budgets file {p}: [[alerts.webhooks]] entries need a url")
-    return FileConfig(out, dict(settings), hooks)
 
 
 def window_end(start_us: int | None, end_us: int | None) -> tuple[datetime | None, datetime | None]:

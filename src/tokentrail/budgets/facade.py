@@ -1,30 +1,5 @@
-"""Budgets that cannot be overspent: reserve before the call, post after it, void on failure (docs/rules.md §Budgets).
-
-    ledger.budgets.set("legal-monthly", scope={"team": "legal"}, period="month", limit_usd=500)
-    ledger.budgets.set("per-agent-daily", scope={"agent": "*"}, period="day", limit_usd=20, tz="Europe/Paris")
-    ledger.budgets.set("burn", period="rolling:1m", limit_tokens=200_000, action="throttle")
-    ledger.budgets.suspend({"agent": "ci-fixer"})        # kill switch, until resume()
-
-Before a metered call is sent, its maximum cost (tokentrail.estimate) is reserved on every budget
-whose scope it falls in, atomically (all or none): refused, it raises `BudgetExceeded` (or
-`BudgetThrottled`) and nothing is sent. After the call its actual cost is posted and the rest of
-the reservation returns; a call that fails or is cancelled posts what it consumed, or nothing.
-A reservation nobody resolves (the process was killed) stops counting at its expiry; live ones
-are renewed by the budget thread while their call runs (tokentrail.budget_keeper).
-
-Overage: a call that cost more than it reserved is posted in full and recorded as an overage
-alert, and the budget's counter then refuses every call until its period ends. That is the only
-way posted spend can pass a limit.
-
-Reservations, posts and voids of one process go through its budget engine
-(tokentrail.budget_engine), which applies whatever is pending in one transaction: one commit for
-many concurrent calls. Coroutines (the gateway) reserve with `areserve_call`, which never blocks
-the event loop; a post or void from a thread running an event loop is queued, not waited for.
-
-A process with no budgets pays one monotonic-clock comparison per call: the definitions are
-cached and re-read only when the ledger's budget version moves (checked at most every
-`cache_ttl` seconds).
-"""
+"""`Budgets`, which is `ledger.budgets`: settings, reservations, settling, charges, the engine and
+the budget thread of this process, and status (how budgets work: the package docstring)."""
 
 from __future__ import annotations
 
@@ -37,49 +12,36 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tokentrail import budget_charges
 from tokentrail import context as ctx
-from tokentrail._budget_sql import BudgetSQL, Counter, backend_for
-from tokentrail.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
-from tokentrail.budget_book import BudgetDefinitions
-from tokentrail.budget_defs import (
-    Budget,
-    Rule,
-    Suspension,
-    call_dims,
-    matches,
-    scope_text,
-)
-from tokentrail.budget_engine import BARRIER, POST, RESERVE, VOID, Engine, Hold, Op
-from tokentrail.budget_keeper import Keeper
-from tokentrail.budget_models import ModelNames
-from tokentrail.budget_refusals import check_cap, refuse_unpriced, suspended
-from tokentrail.budget_status import BudgetStatus
-from tokentrail.estimate import Estimate, estimate
-from tokentrail.events import new_event_id, ts_micros, usd_to_nano
+from tokentrail.budgets import charges
+from tokentrail.budgets.alerts import Alert, CallbackSink, Dispatcher, WebhookSink
+from tokentrail.budgets.book import BudgetDefinitions
+from tokentrail.budgets.definitions import Rule, Suspension
+from tokentrail.budgets.engine import Engine
+from tokentrail.budgets.estimate import Estimate, estimate
+from tokentrail.budgets.holds import applicable, new_hold
+from tokentrail.budgets.keeper import Keeper
+from tokentrail.budgets.models import ModelNames
+from tokentrail.budgets.ops import BARRIER, POST, RESERVE, VOID, Hold, Op
+from tokentrail.budgets.periods import parse_duration_s
+from tokentrail.budgets.refusals import refuse_unpriced
+from tokentrail.budgets.status import BudgetStatus
+from tokentrail.events import usd_to_nano
 from tokentrail.exceptions import BudgetExceeded, ConfigError, LedgerUnavailable
-from tokentrail.periods import parse_duration_s
+from tokentrail.store.budgets import BudgetSQL, KeepsBudgets
 
 if TYPE_CHECKING:
     from tokentrail.events import UsageEvent
+    from tokentrail.pricing import PriceBook
+    from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail")
 
 
-def _team_session(bucket: Any, a: ctx.Attribution) -> str | None:
-    """The session a session counter is for. Session ids are per team: unless the bucket already
-    pins the team, the team is part of it, so another team's calls under the same id never charge
-    (or lock) this team's session."""
-    if a.session_id is None or a.team is None or any(k == "team" for k, _ in bucket):
-        return a.session_id
-    return f"{a.session_id}\x1fteam={a.team}"
-
-
-__all__ = ["Budget", "BudgetStatus", "Budgets", "Hold", "Suspension"]
+__all__ = ["Budgets"]
 
 DEFAULT_HOLD_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_S = 1.0
@@ -90,6 +52,17 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class BudgetHost(Protocol):
+    """What budgets need of the ledger they are kept in (a Ledger; for_store's stand-in)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def prices(self) -> PriceBook: ...
+    @property
+    def display_url(self) -> str: ...
+
+
 class Budgets(BudgetDefinitions):
     """The budgets kept in one ledger (`ledger.budgets`); see the module docstring.
 
@@ -98,7 +71,7 @@ class Budgets(BudgetDefinitions):
     `LedgerUnavailable` instead of letting it through unbudgeted. `hold_timeout` (seconds, default
     120, TOKENTRAIL_HOLD_TIMEOUT): how long an unrenewed reservation counts."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: BudgetHost) -> None:
         self.ledger = ledger
         self.store = ledger.store
         self.prices = ledger.prices
@@ -134,7 +107,7 @@ class Budgets(BudgetDefinitions):
         self._charge_run = threading.Lock()
 
     @classmethod
-    def for_store(cls, store: Any, prices: Any = None) -> Budgets:
+    def for_store(cls, store: Store, prices: PriceBook | None = None) -> Budgets:
         """Budgets of a store opened without a Ledger (the CLI): definitions, status, kill switch."""
         from types import SimpleNamespace
 
@@ -185,7 +158,7 @@ class Budgets(BudgetDefinitions):
             self.store = self.ledger.store
             self._engine = self._keeper = None
         if self._sql is None:
-            sql = backend_for(self.store)
+            sql = self.store.budget_sql() if isinstance(self.store, KeepsBudgets) else None
             if sql is None:
                 raise ConfigError(
                     f"the ledger {self.store.url} cannot keep budgets (an SQLite or PostgreSQL store can)"
@@ -330,53 +303,12 @@ class Budgets(BudgetDefinitions):
     def _applicable(
         self, a: ctx.Attribution, provider: str | None, model: str | None, *, charge: bool = False
     ) -> builtins.list[tuple[Rule, Any]]:
-        dims = call_dims(a, provider, model)
-        names = self.models.names(provider, model)  # a scope's model matches any name it goes by
-        others = [{**dims, "model": n} for n in names[1:]]
-        for s in () if charge else self._suspended:
-            if any(matches(s.scope, d, a.tags) is not None for d in (dims, *others)):
-                raise suspended(s, a.session_id)
-        out = []
-        for r in self._rules:
-            bucket = matches(r.budget.scope, dims, a.tags)
-            for d in others if bucket is None and r.scopes_model else ():
-                bucket = matches(r.budget.scope, d, a.tags)
-                if bucket is not None:
-                    break
-            if bucket is None or (r.period.kind == "session" and not a.session_id):
-                continue
-            out.append((r, bucket))
-        return out
+        return applicable(self._rules, () if charge else self._suspended, self.models, a, provider, model)
 
     def _hold(
         self, rules: builtins.list[tuple[Rule, Any]], nusd: int, tokens: int, a: ctx.Attribution, est: Estimate | None
     ) -> Hold:
-        """A hold on the counters these rules charge; raises the refusal of a per-call cap."""
-        now_us = ts_micros(datetime.now(UTC))
-        counters: builtins.list[Counter] = []
-        caps: builtins.list[Rule] = []
-        for r, bucket in rules:
-            if r.period.kind == "call":
-                if r.enforce:
-                    check_cap(r, bucket, nusd, tokens, a.session_id, estimated=est is not None)
-                caps.append(r)
-                continue
-            key, start, end = r.counter(bucket, _team_session(bucket, a), now_us)
-            counters.append(
-                Counter(key, r.budget.name, scope_text(bucket), start, end, r.period.window_us, r.enforce, extra=r)
-            )
-        counters.sort(key=lambda c: c.key)
-        return Hold(
-            hold_id=new_event_id(),
-            counters=counters,
-            call_rules=caps,
-            nusd=nusd,
-            tokens=tokens,
-            session_id=a.session_id,
-            expires_us=now_us + int(self.hold_timeout * 1_000_000),
-            reserved=False,
-            estimate=est,
-        )
+        return new_hold(rules, nusd, tokens, a, est, self.hold_timeout)
 
     def _reserved(self, hold: Hold, op: Op | None, owner: object | None) -> Hold:
         """The hold once the engine answered `op` (None: nothing to reserve, or the ledger could
@@ -402,7 +334,7 @@ class Budgets(BudgetDefinitions):
         an adjustment posts its delta) in full on every budget the event falls in, in the period
         current when it is recorded. It cannot be refused: a block budget it spends refuses the next
         reservation. Never raises (a failure is logged)."""
-        budget_charges.charge(self, event)
+        charges.charge(self, event)
 
     def run_charges(self) -> None:
         """Post the charges waiting for the definitions to be read (the budget thread, or a
@@ -410,7 +342,7 @@ class Budgets(BudgetDefinitions):
         if self._pid != os.getpid():
             return  # a forked child has none of the parent's charges (its own begin at _backend())
         if self._pending_charges or self._charge_run.locked():
-            budget_charges.run_pending(self)
+            charges.run_pending(self)
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -429,7 +361,7 @@ class Budgets(BudgetDefinitions):
                 if (nusd or tokens) and hold.attribution is not None:
                     held = {c.budget for c in hold.counters}  # posted there already (in its own bucket)
                     a = hold.attribution
-                    budget_charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
+                    charges.charge_budgets(self, a, hold.provider, event.model, nusd, tokens, held)
             except Exception as e:
                 log.warning("tokentrail: could not charge a call's model to its budgets: %s", e)
 
@@ -539,7 +471,7 @@ class Budgets(BudgetDefinitions):
 
     def status(self, name: str | None = None) -> builtins.list[BudgetStatus]:
         """Each budget's current period (each bucket of a `*` budget): limit, posted, reserved."""
-        from tokentrail.budget_status import status
+        from tokentrail.budgets.status import status
 
         self.run_charges()
         if self._engine is not None and self._pid == os.getpid():

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail._budget_sql import BudgetSQL
-from tokentrail.alerts import Dispatcher, WebhookSink
-from tokentrail.budget_defs import DEFAULT_ALERT_AT, Budget, Rule, Suspension, load_file, normalise_scope
+from tokentrail.budgets.alerts import Dispatcher, WebhookSink
+from tokentrail.budgets.budget_file import load_file
+from tokentrail.budgets.definitions import DEFAULT_ALERT_AT, Budget, Rule, Suspension, normalise_scope
+from tokentrail.budgets.periods import parse_duration_s
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.exceptions import ConfigError
-from tokentrail.periods import parse_duration_s
+from tokentrail.store.budgets import BudgetSQL
 
 
 class BudgetDefinitions:
@@ -108,7 +109,7 @@ class BudgetDefinitions:
 
     def load(self, path: str | os.PathLike[str]) -> builtins.list[Budget]:
         """Store the budgets of a TOML file in the ledger (those unchanged are left alone) and apply
-        its settings and webhooks to this process; see tokentrail.budget_defs.load_file."""
+        its settings and webhooks to this process; see tokentrail.budgets.budget_file.load_file."""
         cfg = load_file(path)
         if "fail_closed" in cfg.settings:
             self.fail_closed = bool(cfg.settings["fail_closed"])

@@ -7,14 +7,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._budget_sql import FOREVER_US, Counter
-from tokentrail.budget_defs import Rule
+from tokentrail.budgets.definitions import Rule
+from tokentrail.budgets.periods import bounds
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
-from tokentrail.periods import bounds
+from tokentrail.store.budgets import FOREVER_US, Counter
 
 if TYPE_CHECKING:
-    from tokentrail.budget_defs import Budget
-    from tokentrail.budgets import Budgets
+    from tokentrail.budgets.definitions import Budget
+    from tokentrail.budgets.facade import Budgets
 
 _MAX_BUCKETS = 200
 

@@ -6,13 +6,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokentrail._budget_sql import FOREVER_US, Counter
-from tokentrail.alerts import Alert, overage_message, threshold_message
-from tokentrail.budget_defs import Rule
+from tokentrail.budgets.alerts import Alert, overage_message, threshold_message
+from tokentrail.budgets.definitions import Rule
 from tokentrail.events import from_micros, nano_to_usd, new_event_id, ts_micros
+from tokentrail.store.budgets import FOREVER_US, Counter
 
 if TYPE_CHECKING:
-    from tokentrail.budget_engine import Hold
+    from tokentrail.budgets.ops import Hold
 
 
 def alerts_for(

@@ -1,9 +1,10 @@
 """The budget tables' SQL, on SQLite and PostgreSQL (the schema is migration 0006_budgets).
 
-The statements the budget engine (tokentrail.budget_engine) runs inside one write transaction per
+The statements the budget engine (tokentrail.budgets.engine) runs inside one write transaction per
 batch: lock every counter the batch touches (creating those that do not exist yet), read what each
 has posted and what live holds reserve on it, then write the holds, counters, window rows and
-alerts the batch decided.
+alerts the batch decided. Each store hands out its own (`SQLiteStore.budget_sql()`,
+`PostgresStore.budget_sql()`; a store that can keep budgets is a `KeepsBudgets`).
 
 - SQLite: `BEGIN IMMEDIATE` takes the database's write lock first, so no two batches (of any
   process) interleave. A batch of reservations and voids commits with `synchronous=NORMAL` (no
@@ -22,9 +23,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from tokentrail.alerts import ALERT_COLUMNS
+from tokentrail.store.alerts import ALERT_COLUMNS
+
+if TYPE_CHECKING:
+    from tokentrail.store.postgres import PostgresStore
 
 Row = tuple[Any, ...]
 Later = Callable[[], list[Row]]  # the rows of a statement sent, once they are in
@@ -133,7 +137,7 @@ class BudgetSQL:
                 x("UPDATE budget_meta SET version = version + 1 WHERE id = 1", ())
         return bool(found)
 
-    # -- the engine's statements: one write transaction per batch (tokentrail.budget_engine) ----------
+    # -- the engine's statements: one write transaction per batch (tokentrail.budgets.engine) ----------
     # Reads return a `Later` (call it for the rows): on PostgreSQL the statements of a batch are
     # pipelined, so the reads go out together and cost one round trip, and the writes ride with COMMIT.
 
@@ -365,12 +369,16 @@ class SQLiteBudgetSQL(BudgetSQL):
 
     param = "?"
 
-    def __init__(self, path: str, busy_timeout_ms: int = 30_000, write_lock: Any = None) -> None:
+    def __init__(
+        self, path: str, busy_timeout_ms: int = 30_000, write_lock: AbstractContextManager[Any] | None = None
+    ) -> None:
         """`write_lock`: the store's (SQLiteStore.write_lock), so that the ledger's own writes and
         the budget batches of this process take turns without sleeping in SQLite's busy handler."""
         self.path = path
         self._lock = threading.Lock()
-        self._write_lock = write_lock if write_lock is not None else contextlib.nullcontext()
+        self._write_lock: AbstractContextManager[Any] = (
+            write_lock if write_lock is not None else contextlib.nullcontext()
+        )
         # one connection (its page cache stays warm): batches of reservations and voids commit
         # without fsync (synchronous=NORMAL), batches with a post with one (FULL)
         self._conn = sqlite3.connect(
@@ -434,7 +442,7 @@ class PostgresBudgetSQL(BudgetSQL):
     param = "%s"
     for_update = " FOR UPDATE"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: PostgresStore) -> None:
         self.store = store
 
     @contextmanager
@@ -470,11 +478,11 @@ class PostgresBudgetSQL(BudgetSQL):
         )
 
 
-def backend_for(store: Any) -> BudgetSQL | None:
-    """The budget SQL of a store, or None for a store that cannot keep budgets."""
-    name = getattr(getattr(store, "dialect", None), "name", None)
-    if name == "sqlite" and getattr(store, "path", None) is not None:
-        return SQLiteBudgetSQL(str(store.path), write_lock=getattr(store, "write_lock", None))
-    if name == "postgresql" and callable(getattr(store, "connection", None)):
-        return PostgresBudgetSQL(store)
-    return None
+@runtime_checkable
+class KeepsBudgets(Protocol):
+    """A store that can keep budgets: SQLiteStore and PostgresStore (a store without this method,
+    a test double of the writes only, cannot)."""
+
+    def budget_sql(self) -> BudgetSQL:
+        """The budget tables' SQL on this store, for one process (its own connection or pool)."""
+        ...
