@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 import tokentrail as tt
 from tests._advice_fleet import planted, record
 from tests._browser import open_dashboard
-from tests._server import _collect_clients, serving  # noqa: F401 (an autouse fixture)
+from tests._server import serving
 
 _ROWS = """[...document.querySelectorAll('#advice tbody tr[data-advice]')].map(tr =>
     [tr.dataset.kind, tr.dataset.agent, tr.cells[1].textContent.trim()])"""
