@@ -170,3 +170,14 @@ def test_prefix_hash_stays_out_of_old_chain_hashes() -> None:
     marked = to_row(call("a", "t", "s", NOW, prefix_hash=f"{'cd' * 12}:400"))
     assert canonical_bytes(marked).endswith(b',"' + b"cd" * 12 + b':400"]')
     assert Decimal(0) == 0
+
+
+def test_not_enough_data_says_each_count_against_its_minimum(ledger: tt.Ledger) -> None:
+    t = NOW - timedelta(days=2)
+    for k in range(20):  # one session whose context grows 20x: sessions are short, calls are not
+        at = t + timedelta(minutes=k)
+        ledger.record(call("ci-fixer", "fix_ci", "grow-1", at, input_tokens=1000 * (k + 1), output_tokens=50))
+    ledger.flush()
+    (r,) = [r for r in _advise(ledger) if r.kind == "context_trimming"]
+    assert not r.enough_data
+    assert r.note == "sessions with growing context: 1 (3 needed), calls: 20 (20 needed)"

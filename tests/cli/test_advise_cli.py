@@ -76,3 +76,21 @@ def test_bad_input_exits_2(url: str, args: tuple[str, ...], message: str) -> Non
     code, out, err = run("advise", "--db", url, *args)
     assert code == 2
     assert message in " ".join((out + err).split())
+
+
+def test_names_from_the_ledger_never_reach_the_terminal_raw(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from dataclasses import replace
+
+    u = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'ledger.db'}"
+    evil = "\x1b]52;c;cHduZWQ=\x07\x1b[2J" + "writer-" * 20 + "\u202eevil\nline"
+    fleet = planted(now=datetime.now(UTC))
+    fleet.events = [
+        replace(e, agent=evil, session_id=f"\x1b[1A{e.session_id}") if e.agent == "writer" else e for e in fleet.events
+    ]
+    with tt.Ledger(u, prices=PriceBook(overrides="")) as led:
+        record(led, fleet)
+    code, out, _ = run("advise", "--db", u)
+    assert code == 0, out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b]52;c;cHduZWQ=" in out and "\\u202eevil line" in out  # shown, escaped
+    assert all(cell_len(line) <= 80 for line in out.splitlines()), out

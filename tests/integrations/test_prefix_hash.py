@@ -83,3 +83,24 @@ def test_sdks_record_the_prefix_hash(up: FakeUpstream, any_ledger: tt.Ledger) ->
     assert by_id[first.event_id].prefix_hash == first.prefix_hash and by_id[bare.event_id].prefix_hash is None
     v = verify(any_ledger.store)
     assert v.problem is None and v.count == 4
+
+
+def test_a_huge_body_is_measured_not_copied_and_key_order_does_not_matter() -> None:
+    import tracemalloc
+
+    from tokentrail.integrations.wire import system_permille
+
+    body = _chat("q" * 8_000_000)
+    tracemalloc.start()
+    try:
+        h = prefix_hash(OPENAI_CHAT, body)
+        share = system_permille(OPENAI_CHAT, body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # the 8 MB user turn is never serialised nor encoded again
+    assert h is not None and h.endswith(":0") and share == 0
+    short = prefix_hash(OPENAI_CHAT, _chat("short"))
+    assert short is not None and h.split(":")[0] == short.split(":")[0]
+    reordered = {"messages": body["messages"], "tools": [{"function": TOOLS[0]["function"], "type": "function"}]}
+    assert prefix_hash(OPENAI_CHAT, {**reordered, "model": "gpt-4o"}) == h

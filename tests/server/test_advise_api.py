@@ -81,3 +81,19 @@ def test_bad_input(ledger: tt.Ledger) -> None:
         assert post(c, everyone, "x" * 200).status_code == 400
         assert post(c, everyone, "model_routing-000000000000").status_code == 404
         assert get(c, everyone).json()["recommendations"] == []
+
+
+def test_a_key_narrower_than_a_recommendation_cannot_dismiss_it_for_everyone(any_ledger: tt.Ledger) -> None:
+    fleet = planted(now=datetime.now(UTC))
+    fleet.events = [replace(e, project="p1") if e.agent == "writer" else e for e in fleet.events]
+    record(any_ledger, fleet)
+    store = any_ledger.store
+    one_project = str(create_key(store, role="read", attribution={"team": "platform", "project": "p1"})[0])
+    everyone = str(create_key(store, role="read")[0])
+    with TestClient(create_app(any_ledger, admin_key=ADMIN)) as c:
+        seen = get(c, one_project).json()["recommendations"]
+        writer = next(r for r in seen if r["agent"] == "writer")  # computed from p1's calls only
+        refused = post(c, one_project, writer["id"])
+        assert refused.status_code == 403 and "project" in refused.json()["error"]["message"]
+        assert writer["id"] in {r["id"] for r in get(c, everyone).json()["recommendations"]}  # still shown
+        assert post(c, everyone, writer["id"]).status_code == 200

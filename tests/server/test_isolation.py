@@ -335,8 +335,13 @@ def test_a_span_id_taken_on_purpose_is_refused_not_dropped(world: World, collect
 def test_a_collector_of_no_team_keeps_each_teams_span(world: World) -> None:
     w = world
     w.keys["admin"] = ADMIN
-    for team, tokens in (("alpha", 111), ("beta", 222), ("beta", 222)):  # beta's sent twice: stored once
+    for team, tokens in (("alpha", 111), ("beta", 222)):
         assert _export(w, "admin", _span_doc(TRACE, SPAN, tokens, "sess-otlp", team=team)).json() == {}
+    again = _export(w, "admin", _span_doc(TRACE, SPAN, 222, "sess-otlp", team="beta")).json()  # stored once
+    assert (
+        again["partialSuccess"]["rejectedSpans"] == "0"
+        and "already in the ledger" in again["partialSuccess"]["errorMessage"]
+    )
     spans = [e for e in stored(w.ledger) if e.span_id == SPAN]
     assert sorted((e.team, e.input_tokens) for e in spans) == [("alpha", 111), ("beta", 222)]
 

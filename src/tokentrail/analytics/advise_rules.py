@@ -197,7 +197,10 @@ def context_trimming(g: Group, book: PriceBook, config: AnomalyConfig) -> Findin
     metric = f"sessions whose input rose {config.growth_factor:g}x over {config.growth_calls}+ calls"
     value = f"{len(growing)} of {len(sessions)}"
     if len(growing) < MIN_SESSIONS or len(g.calls) < MIN_CALLS:
-        why = f"{len(growing)} growing sessions, {len(g.calls)} calls (needs {MIN_SESSIONS} and {MIN_CALLS})"
+        why = (
+            f"sessions with growing context: {len(growing)} ({MIN_SESSIONS} needed), "
+            f"calls: {len(g.calls)} ({MIN_CALLS} needed)"
+        )
         return not_enough(kind, g, title, change, metric, value, examples(growing), len(growing), why)
     total, cut, n = Decimal(0), 0, 0
     for s in growing:

@@ -93,7 +93,7 @@ def redundant_calls(g: Group, book: PriceBook) -> Finding | None:
     value = f"{len(repeats)} calls, {len(tool_repeats)} tool runs"
     sessions = examples([e.session_id for e in (*repeats, *tool_repeats)])
     if n < MIN_REDUNDANT or len(g.calls) < MIN_CALLS:
-        why = f"{n} repeats, {len(g.calls)} calls (needs {MIN_REDUNDANT} and {MIN_CALLS})"
+        why = f"repeats: {n} ({MIN_REDUNDANT} needed), calls: {len(g.calls)} ({MIN_CALLS} needed)"
         return not_enough(kind, g, title, change, metric, value, sessions, n, why)
     calls_cost = Decimal(0)
     for c in repeats:
@@ -131,7 +131,9 @@ def unused_reasoning(g: Group, book: PriceBook, succeeded: Set[str]) -> Finding 
     value = f"{len(heavy)} calls, {reasoning:,} reasoning vs {visible:,} visible tokens"
     sessions = {c.session_id for c in heavy if c.session_id is not None}
     if len(sessions) < MIN_SESSIONS or len(g.calls) < MIN_CALLS:
-        why = f"{len(sessions)} successful sessions, {len(g.calls)} calls (needs {MIN_SESSIONS} and {MIN_CALLS})"
+        why = (
+            f"successful sessions: {len(sessions)} ({MIN_SESSIONS} needed), calls: {len(g.calls)} ({MIN_CALLS} needed)"
+        )
         return not_enough(
             kind, g, title, change, metric, value, examples([c.session_id for c in heavy]), len(heavy), why
         )

@@ -57,9 +57,17 @@ def count(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control and format characters (an escape sequence, a bidi
+    override: a name from the ledger is anyone's text) shown as escapes, never sent raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def label(value: object) -> Text:
-    """A label cell: one line whatever the value holds."""
-    return Text(" ".join(str(value).split()) if value is not None else "")
+    """A label cell: one line whatever the value holds, nothing a terminal would act on."""
+    return Text(printable(" ".join(str(value).split())) if value is not None else "")
 
 
 @dataclass

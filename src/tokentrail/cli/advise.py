@@ -24,7 +24,7 @@ from tokentrail.cli._common import (
     time_range,
     user_errors,
 )
-from tokentrail.cli._tables import Column, label, money, money_places, print_table
+from tokentrail.cli._tables import Column, label, money, money_places, print_table, printable
 
 
 def advise_command(
@@ -64,7 +64,7 @@ def advise_command(
     with reader(db) as store, user_errors():
         if dismiss is not None:
             r = adv.dismiss(store, book, dismiss.strip(), since=start, until=end, where=where, by="cli")
-            note(f"dismissed {r.advice_id}: {r.title} ({r.agent or '(no agent)'})")
+            note(printable(f"dismissed {r.advice_id}: {r.title} ({' '.join((r.agent or '(no agent)').split())})"))
             return
         found = adv.advise(store, book, since=start, until=end, where=where, kinds=kinds, include_dismissed=show_all)
     if fmt is Format.json:
@@ -74,8 +74,9 @@ def advise_command(
 
 
 def _who(r: Any) -> str:
+    """Whose advice, on one line and nothing a terminal would act on (names are anyone's text)."""
     agent = r.agent or "(no agent)"
-    return f"{agent} ({r.task_type})" if r.task_type else agent
+    return printable(" ".join((f"{agent} ({r.task_type})" if r.task_type else agent).split()))
 
 
 def _table(found: Any, tz: str | None) -> None:
@@ -103,7 +104,7 @@ def _table(found: Any, tz: str | None) -> None:
         out.print()
         out.print(Text(f"{i}. {r.title} · {_who(r)} · {r.advice_id}", style="bold"))
         ev = r.evidence
-        sessions = f" (e.g. {', '.join(ev['sessions'])})" if ev["sessions"] else ""
+        sessions = f" (e.g. {printable(', '.join(ev['sessions']))})" if ev["sessions"] else ""
         for name, text in (
             ("change", r.change),
             ("evidence", f"{ev['metric']}: {ev['value']}{sessions}"),

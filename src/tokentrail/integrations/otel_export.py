@@ -236,10 +236,26 @@ class OtelExport:
         return ok and self.counts.span_export_errors + self.counts.metric_export_errors == failures
 
     def shutdown(self, timeout: float = 10) -> None:
-        """Flush and stop (the ledger's close() calls it). Idempotent."""
+        """Flush and stop (the ledger's close() calls it, and atexit). Idempotent. Returns within about
+        `timeout` seconds even when the collector accepts and never answers (the SDK's own waits add
+        up to far more, each export having its own timeout): what is not sent by then is dropped,
+        and said so."""
         if self._closed:
             return
         self._stop.set()
+        done = threading.Thread(target=self._finish, args=(timeout,), name="tokentrail-otel-shutdown", daemon=True)
+        done.start()
+        done.join(timeout)
+        self._closed = True
+        atexit.unregister(self.shutdown)
+        if done.is_alive():
+            log.warning(
+                "tokentrail: the OpenTelemetry collector did not take the last spans and counts within %gs; "
+                "they are not exported (the ledger has every event)",
+                timeout,
+            )
+
+    def _finish(self, timeout: float) -> None:
         try:
             self.flush(timeout)
         except Exception:
@@ -251,7 +267,6 @@ class OtelExport:
                     provider.shutdown()
                 except Exception:
                     log.exception("tokentrail: shutting the OpenTelemetry export down failed")
-        atexit.unregister(self.shutdown)
 
     def status(self) -> dict[str, Any]:
         """What was queued and what failed, since this export started."""

@@ -5,24 +5,63 @@ prompt caches key on: the model, the system instructions, the tool definitions a
 system/developer messages (everything before the first user or assistant turn). Its value is
 `"<hash>:<permille>"`: 24 hex digits of SHA-256 over those parts in canonical JSON, and the
 prefix's share of the prompt's bytes in per mille (so its length in tokens can be estimated from
-the call's input tokens). None when the request has no such prefix.
+the call's input tokens). None when the request has no such prefix. Key order does not matter (the
+JSON is canonical: sorted keys). The rest of the prompt (often most of a large body) is only
+measured, never serialised, and the prefix is hashed in slices: a huge body costs no second copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tokentrail.integrations.wire import Route
+if TYPE_CHECKING:
+    from tokentrail.integrations.wire import Route
 
 _SYSTEM_ROLES = ("system", "developer")
 
 
-def _json(v: Any) -> bytes:
-    return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode(
-        "utf-8", "surrogatepass"
-    )
+_SLICE = 1 << 20  # characters encoded at a time (bounds the extra memory of a huge prefix)
+_MAX_DEPTH = 1_000  # deeper than any real prompt: such a body reads as no prefix
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _utf8_len(s: str) -> int:
+    if s.isascii():  # no copy: escapes are left out, the share is an estimate anyway
+        return len(s)
+    return sum(len(s[i : i + _SLICE].encode("utf-8", "surrogatepass")) for i in range(0, len(s), _SLICE))
+
+
+def json_size(v: Any) -> int:
+    """About the byte length of `v` as compact JSON, without building that JSON (a string: its
+    UTF-8 length). RecursionError past a depth no real prompt reaches."""
+    if isinstance(v, str):
+        return _utf8_len(v)
+    n = 0
+    stack: list[tuple[Any, int]] = [(v, 0)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise RecursionError("a body nested too deep")
+        if isinstance(x, str):
+            n += _utf8_len(x) + 2
+        elif isinstance(x, dict):
+            n += 1 + 2 * len(x)  # braces, colons and commas
+            for k, item in x.items():
+                n += _utf8_len(str(k)) + 2
+                stack.append((item, depth + 1))
+        elif isinstance(x, (list, tuple)):
+            n += 1 + len(x)
+            stack.extend((item, depth + 1) for item in x)
+        elif x is None:
+            n += 4
+        else:
+            n += _utf8_len(str(x))
+    return n
 
 
 def _parts(route: Route, body: dict[str, Any]) -> tuple[list[Any], Any]:
@@ -50,8 +89,13 @@ def prefix_hash(route: Route, body: dict[str, Any]) -> str | None:
         if not any(parts):
             return None
         prefix = _json([body.get("model"), *parts])
-        size = len(prefix) + len(_json(rest)) if rest else len(prefix)
+        digest, prefix_size = hashlib.sha256(), 0
+        for i in range(0, len(prefix), _SLICE):
+            chunk = prefix[i : i + _SLICE].encode("utf-8", "surrogatepass")
+            digest.update(chunk)
+            prefix_size += len(chunk)
+        size = prefix_size + json_size(rest) if rest else prefix_size
     except (ValueError, TypeError, RecursionError):
         return None
-    permille = min(1000, len(prefix) * 1000 // max(1, size))
-    return f"{hashlib.sha256(prefix).hexdigest()[:24]}:{permille}"
+    permille = min(1000, prefix_size * 1000 // max(1, size))
+    return f"{digest.hexdigest()[:24]}:{permille}"

@@ -342,11 +342,9 @@ def output_limit(body: dict[str, Any]) -> int:
 
 
 def _size(v: Any) -> int:
-    if v is None:
-        return 0
-    if isinstance(v, str):
-        return len(v.encode("utf-8", "surrogatepass"))
-    return len(json.dumps(v, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+    from tokentrail.integrations.prefix import json_size  # measured, never serialised: no copy of a big body
+
+    return 0 if v is None else json_size(v)
 
 
 _SYSTEM_ROLES = ("system", "developer")

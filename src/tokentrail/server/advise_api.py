@@ -6,7 +6,9 @@
 
 A key's attribution is AND-ed into what is read (a team key sees its team's agents only), and a
 key can dismiss only a recommendation it can see: an id of another team's is a 404, as if it did
-not exist. Dismissing needs the read role, like seeing the advice.
+not exist. A recommendation covers all the calls of its (team, agent, task type), so a key scoped
+more narrowly than that (by project, customer, user, …) sees it computed from part of them and
+cannot dismiss it for everyone: a 403. Dismissing needs the read role, like seeing the advice.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 from starlette.requests import Request
 
 from tokentrail.server.api import BadRequest, _endpoint, _times, _where
+from tokentrail.server.auth import AuthError
 from tokentrail.server.keys import ApiKey
 from tokentrail.server.state import state_of
 
 DEFAULT_DAYS = 30
 MAX_ID = 128
+ID_DIMENSIONS = ("team", "agent", "task_type")  # what a recommendation's id covers
 
 
 def _query(request: Request, key: ApiKey) -> dict[str, Any]:
@@ -69,6 +73,11 @@ def dismiss(request: Request, key: ApiKey) -> dict[str, Any]:
     rec_id = request.path_params["advice_id"]
     if not rec_id or len(rec_id) > MAX_ID:
         raise BadRequest(f"a recommendation id has 1 to {MAX_ID} characters")
+    narrower = sorted(d for d in key.attribution if d not in ID_DIMENSIONS)
+    if narrower:
+        raise AuthError(
+            403, f"this key sees only part of a recommendation's calls ({narrower[0]}=…): a team key dismisses it"
+        )
     q = _query(request, key)
     found = dismiss_advice(
         state_of(request).store,

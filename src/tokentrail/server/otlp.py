@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokentrail.events import UsageEvent
+from tokentrail.events import UsageEvent, to_row
 from tokentrail.exceptions import FlushTimeout
 from tokentrail.integrations.otlp import OTLPError, Rejected, decode_json, decode_protobuf, to_events
 from tokentrail.server.auth import AuthError
@@ -76,12 +76,30 @@ def _not_taken(
     can hold one: those are refused (reported and quarantined), never silently dropped as
     duplicates of another team's event. An id held in the caller's own scope is a span sent
     again, or one tokentrail exported itself (its `tokentrail.event_id`): recording it again
-    would charge the budgets and count the metrics twice, so it is skipped."""
+    would charge the budgets and count the metrics twice, so it is skipped. Within one export, an
+    id given again (`tokentrail.event_id`) is the same span sent twice when it maps to the same
+    event (skipped), else a conflict (refused): the ledger keeps one event per id, so recording
+    both would drop one silently and charge the budgets for both."""
     if not found:
         return found, [], 0
     taken, held = taken_ids(store, found, scope)
-    new = [e for e in found if str(e.event_id) not in taken and str(e.event_id) not in held]
-    return new, [e for e in found if str(e.event_id) in taken], len(held)
+    new: list[UsageEvent] = []
+    refused = [e for e in found if str(e.event_id) in taken]
+    first: dict[str, tuple[Any, ...]] = {}
+    repeats = 0
+    for e in found:
+        eid = str(e.event_id)
+        if eid in taken or eid in held:
+            continue
+        row = to_row(e)
+        if eid not in first:
+            first[eid] = row
+            new.append(e)
+        elif first[eid] == row:
+            repeats += 1
+        else:
+            refused.append(e)
+    return new, refused, len(held) + repeats
 
 
 def _convert(
