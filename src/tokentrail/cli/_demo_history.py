@@ -8,6 +8,7 @@ past is normal and today's runaway stands out against it."""
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -40,7 +41,9 @@ def write_history(store: Store, rng: random.Random, since: datetime) -> int:
         for e in live:
             key = str(e.session_id)
             if key not in shifts:
-                shifts[key] = (f"{key}-d{day}", timedelta(days=day, minutes=rng.uniform(-30, 30)))
+                # an id of its own, random from its start: `<live id>-d14` (or a UUIDv7 minted in
+                # the same millisecond) needs ~36 characters to tell apart in `tokentrail sessions`
+                shifts[key] = (str(uuid.uuid4()), timedelta(days=day, minutes=rng.uniform(-30, 30)))
             sid, shift = shifts[key]
             f = rng.lognormvariate(0, 0.15)
             ts = e.ts - shift

@@ -98,7 +98,8 @@ def anomalies_command(
         Column("agent", [label(r["agent"] or "") for r in rows], justify="left", drop=3),
         Column("metric", [Text(f"{r['metric']:,.3g}") for r in rows], drop=1),
         Column("threshold", [Text(f"{r['threshold']:,.3g}") for r in rows], drop=1),
-        Column("what", [Text(r["message"].split(": ", 1)[-1]) for r in rows], justify="left"),
+        # free text: abbreviated (widest label first) before the kind is; JSON/CSV keep it whole
+        Column("what", [label(r["message"].split(": ", 1)[-1]) for r in rows], label=True, justify="left"),
     ]
     print_table(console(), Text(f"Anomalies · {span(start, end, tz)}"), columns, len(rows))
 
