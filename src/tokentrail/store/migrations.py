@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tokentrail.types import Store
+
 # Dimensions kept in the hourly rollup; reports grouped or filtered by only these never scan raw events.
 ROLLUP_DIMENSIONS = ("org", "team", "project", "agent", "provider", "model", "task_type", "kind")
 HOUR_US = 3_600_000_000
@@ -555,3 +557,9 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # anomalies: found by the detectors (online in the writer, or `tokentrail anomalies --rescan`)
     "anomalies": ("SELECT", "INSERT"),
 }
+
+
+def applied_migrations(store: Store) -> list[tuple[str, int | None]]:
+    """(name, applied_us) of every migration the store has applied, by name."""
+    rows = store.query("SELECT name, applied_us FROM schema_migrations ORDER BY name")
+    return [(str(name), None if at is None else int(at)) for name, at in rows]
