@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.events import nano_to_usd, text_problem, ts_micros
-from tokentrail.store.migrations import ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import ROLLUP_MEASURES
 from tokentrail.types import Store
 
 # Report dimension -> events column.

@@ -43,7 +43,7 @@ from tokentrail._report_sql import (
 )
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.session_reports import CallNode, SessionDetail, SessionSummary, session_detail, sessions
-from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 

@@ -18,7 +18,7 @@ from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.pricing import PriceBook
 from tokentrail.store import open_store
 from tokentrail.store.economics import OUTCOME_COLUMNS
-from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
 OUTCOME_COLS = ", ".join(OUTCOME_COLUMNS)
 ROLLUP_COLS = ", ".join(("hour_us", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))

@@ -20,7 +20,7 @@ from typing import Any
 from tokentrail._report_sql import Filters, check_range, filters, scope_filters
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.store.export import GROUP_NAMES, SESSION_GROUPS, grouped_events
-from tokentrail.store.migrations import HOUR_US
+from tokentrail.store.rollup_columns import HOUR_US
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 

@@ -39,6 +39,7 @@ from tokentrail.server.state import (
 )
 from tokentrail.server.validate import CONFLICT, Checked, Invalid, build, check, differences
 from tokentrail.store.event_reads import rows_by_id
+from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail")
 _COLUMN_OF = {"user": "user_id"}  # an attribution dimension's events column, where the names differ
@@ -131,7 +132,7 @@ def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[st
     return results
 
 
-def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> set[str]:
+def taken_ids(store: Store, events: list[UsageEvent], scope: Mapping[str, str]) -> set[str]:
     """Ids of these events that the ledger holds for an event of another team, or outside `scope`
     (the caller's key's): a derived id (an OTLP span's) someone else took first."""
     if not events:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tokentrail._report_sql import Filters, filter_sql, time_sql
-from tokentrail.store.migrations import DAY_US
+from tokentrail.store.rollup_columns import DAY_US
 from tokentrail.types import Store
 
 # The grouped columns, in the order every row carries them after its slot.

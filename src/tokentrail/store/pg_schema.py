@@ -15,8 +15,10 @@ from psycopg import sql as pg_sql
 
 from tokentrail.events import from_micros
 from tokentrail.exceptions import ConfigError
-from tokentrail.store.migrations import APP_PRIVILEGES, MIGRATIONS, POSTGRES, postgres_append_only_triggers
+from tokentrail.store.dialect import POSTGRES
+from tokentrail.store.migrations import APP_PRIVILEGES, MIGRATIONS
 from tokentrail.store.pg_messages import why
+from tokentrail.store.schema_ledger import postgres_append_only_triggers
 
 log = logging.getLogger("tokentrail")
 

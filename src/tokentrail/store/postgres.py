@@ -27,10 +27,11 @@ from typing import Any
 from tokentrail.events import COLUMNS, chain_hash
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.dialect import POSTGRES, Dialect
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
-from tokentrail.store.migrations import POSTGRES, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, Dialect
 from tokentrail.store.pg_messages import redact_url, why
 from tokentrail.store.pg_rows import canonical_id, canonical_rows, first_of_each, without_nul
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.types import Row
 
 try:
