@@ -20,7 +20,7 @@ def migrate_command(
         typer.Option(
             "--grant-app-role",
             help="PostgreSQL: then give this existing role the application's privileges only (read and "
-            "append the ledger, no UPDATE/DELETE/TRUNCATE of it); run the application as that role.",
+            "append the ledger, never update, delete or truncate it); run the application as that role.",
             show_default=False,
         ),
     ] = None,
