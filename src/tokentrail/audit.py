@@ -28,6 +28,7 @@ from typing import Any
 
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.exceptions import ConfigError, TokentrailError
+from tokentrail.store.chain import chain_head, first_ts_from, hashes_at, lowest_seq
 from tokentrail.store.rollup_check import RollupMismatch, check_rollups
 from tokentrail.types import Store
 
@@ -200,11 +201,10 @@ def verify(
 def _rollups(store: Store, from_seq: int) -> tuple[RollupMismatch, ...]:
     since = None
     if from_seq > 1:
-        p = store.dialect.param
-        since = store.query(f"SELECT MIN(ts_us) FROM events WHERE seq >= {p}", [from_seq])[0][0]
+        since = first_ts_from(store, from_seq)
         if since is None:
             return ()  # nothing walked: nothing of the rollups to check against it
-    return tuple(check_rollups(store, since_us=None if since is None else int(since)))
+    return tuple(check_rollups(store, since_us=since))
 
 
 class _Walk:
@@ -243,18 +243,17 @@ class _Walk:
 
     def start(self, from_seq: int) -> Problem | None:
         """Check the checkpoints before the start, and set the anchor."""
-        p = self.store.dialect.param
         for seq in sorted(s for s in self.marks if s < from_seq - 1 and s > 0):
-            found = self.store.query(f"SELECT hash FROM events WHERE seq = {p}", [seq])
+            found = hashes_at(self.store, seq)
             if not found:
                 return Problem(seq, "missing", f"a checkpoint records seq {seq}, which is not in the ledger")
-            for (h,) in found:
-                if (problem := self._checkpoint_problem(seq, bytes(h))) is not None:
+            for h in found:
+                if (problem := self._checkpoint_problem(seq, h)) is not None:
                     return problem
         if from_seq == 1:
-            low = self.store.query("SELECT MIN(seq) FROM events")[0][0]
-            if low is not None and int(low) < 1:
-                return Problem(int(low), "inserted", "the chain starts at seq 1: this row was put before it")
+            low = lowest_seq(self.store)
+            if low is not None and low < 1:
+                return Problem(low, "inserted", "the chain starts at seq 1: this row was put before it")
             self._remember(GENESIS_HASH, 0)
             return None
         self.seq = from_seq - 1
@@ -270,7 +269,7 @@ class _Walk:
         rows appended meanwhile, so concurrent writers are not mistaken for tampering)."""
         problem = self._walk(from_seq)
         while problem is None:
-            head = _chain_head(self.store)
+            head = chain_head(self.store)
             head_seq, head_hash = head if head is not None else (0, GENESIS_HASH)
             if head_seq > self.seq:
                 before = self.seq
@@ -420,13 +419,8 @@ def _first_link(store: Store, seq: int) -> Link | None:
 
 def head_seq(store: Store) -> int:
     """The seq the chain head says is last (0: an empty ledger)."""
-    head = _chain_head(store)
+    head = chain_head(store)
     return head[0] if head else 0
-
-
-def _chain_head(store: Store) -> tuple[int, bytes] | None:
-    rows = store.query("SELECT seq, hash FROM chain_head WHERE id = 1")
-    return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
 
 __all__ = [

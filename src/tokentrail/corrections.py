@@ -15,8 +15,9 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from tokentrail.context import new_span_id
-from tokentrail.events import COLUMNS, UsageEvent, from_row, quantize_usd
+from tokentrail.events import UsageEvent, from_row, quantize_usd
 from tokentrail.exceptions import InvalidUsage
+from tokentrail.store.event_reads import adjustment_rows, chained_event
 from tokentrail.types import Store
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 MAX_REASON = 1000
 _MAX_USD = Decimal(1_000_000)
-_SELECT = f"SELECT seq, prev_hash, hash, {', '.join(COLUMNS)} FROM events"
 
 
 def adjust(
@@ -119,32 +119,19 @@ def parse_usd(value: object, name: str = "cost_usd") -> Decimal:
 
 def find_event(store: Store, event_id: str) -> tuple[int, bytes, bytes, tuple[Any, ...]] | None:
     """(seq, prev_hash, hash, row) of an event by id (any UUID spelling), or None."""
-    keys = [event_id]
+    spellings = [event_id]
     try:
         canonical = str(uuid.UUID(event_id.strip()))
     except (ValueError, AttributeError):
         canonical = None
-    if store.dialect.name == "postgresql":
-        keys = [canonical] if canonical else []  # a uuid column: anything else cannot match
-    elif canonical and canonical != event_id:
-        keys.append(canonical)
-    p = store.dialect.param
-    for key in keys:
-        rows = store.query(f"{_SELECT} WHERE event_id = {p} ORDER BY seq", [key])
-        if rows:
-            r = rows[0]
-            return int(r[0]), bytes(r[1]), bytes(r[2]), tuple(r[3:])
-    return None
+    if canonical and canonical != event_id:
+        spellings.append(canonical)
+    return chained_event(store, spellings)
 
 
 def adjustments_of(store: Store, event_id: str) -> list[UsageEvent]:
     """The adjustments of an event, in the order they were made."""
-    p = store.dialect.param
-    rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE adjusts_event_id = {p} AND kind = 'adjustment' ORDER BY seq",
-        [event_id],
-    )
-    return [from_row(r) for r in rows]
+    return [from_row(r) for r in adjustment_rows(store, event_id)]
 
 
 def effective_cost(store: Store, event: UsageEvent) -> Decimal:

@@ -21,7 +21,7 @@ _Alert_contra = TypeVar("_Alert_contra", contravariant=True)
 
 
 class SQLDialect(Protocol):
-    """The SQL spellings that differ between backends (tokentrail.store.migrations.Dialect)."""
+    """The SQL spellings that differ between backends (tokentrail.store.dialect.Dialect)."""
 
     @property
     def name(self) -> str: ...  # "sqlite" | "postgresql"

@@ -158,7 +158,7 @@ def test_a_ledger_written_before_the_column_still_verifies(
 ) -> None:
     """An event chained by the previous schema (41 columns), then the migration that adds
     usage_estimated: the old chain verifies, and new events, flagged or not, chain onto it."""
-    import tokentrail.store.postgres as pg_module
+    import tokentrail.store.pg_schema as pg_module
     import tokentrail.store.sqlite as sqlite_module
 
     module = pg_module if db_url.startswith("postgresql") else sqlite_module

@@ -25,6 +25,9 @@ from tokentrail.integrations.wire import (
     route_for,
 )
 from tokentrail.testing import Reply, ToolCall
+from tokentrail.testing import _fake_anthropic as fake_anthropic
+from tokentrail.testing import _fake_gemini as fake_gemini
+from tokentrail.testing import _fake_openai as fake_openai
 from tokentrail.testing import _fake_wire as fake
 from tokentrail.usage import Usage
 
@@ -161,9 +164,9 @@ def test_sse_a_carriage_return_held_back_at_the_end_of_the_stream_ends_its_event
 @pytest.mark.parametrize(
     "frames",
     [
-        fake.gemini_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "gemini-2.5-flash", _ids()),
-        fake.anthropic_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "claude-sonnet-4-6", _ids()),
-        fake.openai_chat_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "gpt-4o-mini", _ids(), True),
+        fake_gemini.gemini_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "gemini-2.5-flash", _ids()),
+        fake_anthropic.anthropic_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "claude-sonnet-4-6", _ids()),
+        fake_openai.openai_chat_sse(Reply(text="a b c", tool_calls=CALLS), USAGE, "gpt-4o-mini", _ids(), True),
     ],
     ids=["gemini-crlf", "anthropic", "openai"],
 )
@@ -179,7 +182,7 @@ def test_sse_provider_streams_split_at_every_boundary(frames: list[bytes]) -> No
 
 
 def test_openai_chat_body() -> None:
-    body = json.loads(fake.openai_chat(Reply(tool_calls=CALLS), USAGE, "gpt-4o-mini-2024-07-18", _ids()))
+    body = json.loads(fake_openai.openai_chat(Reply(tool_calls=CALLS), USAGE, "gpt-4o-mini-2024-07-18", _ids()))
     acc = Accumulator(OPENAI_CHAT, model="gpt-4o-mini")
     acc.body(body)
     assert acc.model == "gpt-4o-mini-2024-07-18"  # the model that answered
@@ -193,20 +196,20 @@ def test_openai_chat_body() -> None:
 
 def test_openai_chat_stream_assembles_tool_call_argument_deltas() -> None:
     reply = Reply(text="", tool_calls=CALLS)
-    frames = fake.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=True)
+    frames = fake_openai.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=True)
     # the arguments of the first call arrive in pieces, over several chunks
     assert sum(b'"arguments":"' in f and b'"name"' not in f for f in frames) >= 2
     acc = _feed(OPENAI_CHAT, frames)
     assert acc.usage() == (EXPECTED, None)
     assert acc.complete
-    body = json.loads(fake.openai_chat(reply, USAGE, "gpt-4o-mini", _ids()))
+    body = json.loads(fake_openai.openai_chat(reply, USAGE, "gpt-4o-mini", _ids()))
     whole = Accumulator(OPENAI_CHAT)
     whole.body(body)
     assert acc.tool_calls() == whole.tool_calls()
 
 
 def test_openai_chat_stream_without_usage_is_missing_usage_only_when_complete() -> None:
-    frames = fake.openai_chat_sse(Reply(), USAGE, "gpt-4o-mini", _ids(), include_usage=False)
+    frames = fake_openai.openai_chat_sse(Reply(), USAGE, "gpt-4o-mini", _ids(), include_usage=False)
     assert _feed(OPENAI_CHAT, frames[:-1]).usage() == (None, None)  # cut before [DONE]: nothing impossible
     assert _feed(OPENAI_CHAT, frames).usage() == (None, "missing_usage")
 
@@ -220,11 +223,11 @@ def test_args_hash_is_stable_across_spacing_and_key_order() -> None:
 
 def test_openai_responses_body_and_stream() -> None:
     reply = Reply(text="Paris.", tool_calls=CALLS)
-    body = json.loads(fake.openai_response(reply, USAGE, "gpt-4o-mini", _ids(), {}))
+    body = json.loads(fake_openai.openai_response(reply, USAGE, "gpt-4o-mini", _ids(), {}))
     whole = Accumulator(OPENAI_RESPONSES)
     whole.body(body)
     assert whole.usage() == (EXPECTED, None)
-    frames = fake.openai_response_sse(reply, USAGE, "gpt-4o-mini", _ids(), {})
+    frames = fake_openai.openai_response_sse(reply, USAGE, "gpt-4o-mini", _ids(), {})
     acc = _feed(OPENAI_RESPONSES, frames)
     assert acc.usage() == (EXPECTED, None) and acc.complete
     assert acc.tool_calls() == whole.tool_calls()
@@ -232,7 +235,7 @@ def test_openai_responses_body_and_stream() -> None:
 
 
 def test_openai_responses_cut_stream_keeps_finished_tool_calls_and_no_usage() -> None:
-    frames = fake.openai_response_sse(Reply(text="", tool_calls=CALLS), USAGE, "gpt-4o-mini", _ids(), {})
+    frames = fake_openai.openai_response_sse(Reply(text="", tool_calls=CALLS), USAGE, "gpt-4o-mini", _ids(), {})
     acc = _feed(OPENAI_RESPONSES, frames[:-1])  # no response.completed
     assert acc.usage() == (None, None) and not acc.complete
     assert [t.name for t in acc.tool_calls()] == ["search", "noop"]
@@ -254,7 +257,7 @@ def test_openai_responses_failed_and_error_events() -> None:
 def test_anthropic_body_adds_cache_to_input() -> None:
     u = fake.Usage(input=1500, output=90, cached=1000, cache_write=200, reasoning=30)
     acc = Accumulator(ANTHROPIC_MESSAGES)
-    acc.body(json.loads(fake.anthropic_message(Reply(tool_calls=CALLS), u, "claude-sonnet-4-6", _ids())))
+    acc.body(json.loads(fake_anthropic.anthropic_message(Reply(tool_calls=CALLS), u, "claude-sonnet-4-6", _ids())))
     usage, problem = acc.usage()
     assert problem is None and usage is not None
     assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (1500, 1000, 200)
@@ -281,15 +284,15 @@ def test_anthropic_stream_message_delta_is_cumulative_take_the_last() -> None:
 
 def test_anthropic_stream_tool_input_deltas_and_cut_stream() -> None:
     reply = Reply(text="Looking.", tool_calls=CALLS)
-    frames = fake.anthropic_sse(reply, USAGE, "claude-sonnet-4-6", _ids())
+    frames = fake_anthropic.anthropic_sse(reply, USAGE, "claude-sonnet-4-6", _ids())
     acc = _feed(ANTHROPIC_MESSAGES, frames)
     whole = Accumulator(ANTHROPIC_MESSAGES)
-    whole.body(json.loads(fake.anthropic_message(reply, USAGE, "claude-sonnet-4-6", _ids())))
+    whole.body(json.loads(fake_anthropic.anthropic_message(reply, USAGE, "claude-sonnet-4-6", _ids())))
     assert [(t.name, t.args_hash) for t in acc.tool_calls()] == [(t.name, t.args_hash) for t in whole.tool_calls()]
     assert acc.usage() == (EXPECTED, None)
     # cut right after message_start: the input counts are known, the output is what message_start said
     no_thinking = USAGE._replace(reasoning=0)
-    cut = _feed(ANTHROPIC_MESSAGES, fake.anthropic_sse(reply, no_thinking, "claude-sonnet-4-6", _ids())[:1])
+    cut = _feed(ANTHROPIC_MESSAGES, fake_anthropic.anthropic_sse(reply, no_thinking, "claude-sonnet-4-6", _ids())[:1])
     assert not cut.complete
     assert cut.usage() == (Usage(input_tokens=1500, output_tokens=1, cache_read_tokens=1000), None)
 
@@ -313,9 +316,9 @@ def test_anthropic_error_event() -> None:
 def test_gemini_body_and_stream() -> None:
     reply = Reply(text="a b c d", tool_calls=CALLS)
     whole = Accumulator(GEMINI)
-    whole.body(json.loads(fake.gemini_response(reply, USAGE, "gemini-2.5-flash", _ids())))
+    whole.body(json.loads(fake_gemini.gemini_response(reply, USAGE, "gemini-2.5-flash", _ids())))
     assert whole.usage() == (EXPECTED, None) and whole.model == "gemini-2.5-flash"
-    frames = fake.gemini_sse(reply, USAGE, "gemini-2.5-flash", _ids())
+    frames = fake_gemini.gemini_sse(reply, USAGE, "gemini-2.5-flash", _ids())
     acc = _feed(GEMINI, frames)
     assert acc.usage() == (EXPECTED, None)  # early chunks carry a running prompt count; the last one wins
     assert acc.complete  # the last chunk has a finishReason
@@ -335,9 +338,9 @@ def test_gemini_snake_case_usage_is_read_too() -> None:
 
 def test_error_bodies() -> None:
     for route, body in [
-        (OPENAI_CHAT, fake.openai_error(429, "slow")),
-        (ANTHROPIC_MESSAGES, fake.anthropic_error(529, "busy", "req_1")),
-        (GEMINI, fake.gemini_error(429, "slow")),
+        (OPENAI_CHAT, fake_openai.openai_error(429, "slow")),
+        (ANTHROPIC_MESSAGES, fake_anthropic.anthropic_error(529, "busy", "req_1")),
+        (GEMINI, fake_gemini.gemini_error(429, "slow")),
     ]:
         acc = Accumulator(route)
         acc.body(json.loads(body))
@@ -373,8 +376,8 @@ def test_hidden_usage_chunk_gives_the_bytes_of_a_stream_that_never_asked(ledger:
     """What the caller gets, fed in two chunks cut at every boundary, is byte for byte the stream
     the provider sends to a caller who did not ask for usage."""
     reply = Reply(text="The capital of France is Paris.", tool_calls=CALLS[:1])
-    asked = b"".join(fake.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=True))
-    not_asked = b"".join(fake.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=False))
+    asked = b"".join(fake_openai.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=True))
+    not_asked = b"".join(fake_openai.openai_chat_sse(reply, USAGE, "gpt-4o-mini", _ids(), include_usage=False))
     for cut in range(len(asked) + 1):
         ex = Exchange(ledger, OPENAI_CHAT, {"model": "gpt-4o-mini", "stream": True})
         assert ex.prepared_body() == {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
@@ -388,7 +391,7 @@ def test_a_caller_who_asked_for_usage_gets_the_stream_unchanged(ledger: tt.Ledge
     ex = Exchange(ledger, OPENAI_CHAT, {"stream": True, "stream_options": {"include_usage": True}})
     assert ex.prepared_body() is None
     ex.response(200, "text/event-stream")
-    asked = b"".join(fake.openai_chat_sse(Reply(), USAGE, "gpt-4o-mini", _ids(), include_usage=True))
+    asked = b"".join(fake_openai.openai_chat_sse(Reply(), USAGE, "gpt-4o-mini", _ids(), include_usage=True))
     assert ex.chunk(asked[:100]) + ex.chunk(asked[100:]) == asked
 
 

@@ -307,7 +307,7 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
     import psycopg
 
     from tests.pg import terminate, with_params
-    from tokentrail.store import postgres
+    from tokentrail.store import pg_schema, postgres
     from tokentrail.store.migrations import MIGRATIONS
     from tokentrail.store.rollup_check import check_rollups
 
@@ -315,7 +315,7 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
     schema = parse_qs(urlsplit(db_url).query)["application_name"][0]
     role = f"tt_app_{secrets.token_hex(4)}"
     before = [m for m in MIGRATIONS if m[0] != "0011_rollups_in_database"]
-    monkeypatch.setattr(postgres, "MIGRATIONS", before)
+    monkeypatch.setattr(pg_schema, "MIGRATIONS", before)
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
     try:
@@ -325,7 +325,7 @@ def test_a_ledger_upgraded_to_database_rollups_counts_once_and_takes_the_app_rol
             assert isinstance(store, postgres.PostgresStore)
             store.grant_app_role(role)
             store.execute_write(f"GRANT SELECT, INSERT, UPDATE ON rollup_hourly, rollup_daily TO {role}, PUBLIC")
-        monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS)
+        monkeypatch.setattr(pg_schema, "MIGRATIONS", MIGRATIONS)
         migrated = invoke("migrate", "--db", db_url)  # the migration itself takes the writes back
         assert migrated.exit_code == 0, migrated.output
         app_url = with_params(db_url, user=role)

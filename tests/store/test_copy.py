@@ -17,9 +17,10 @@ from tokentrail.cli import copy as copy_cli
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.pricing import PriceBook
 from tokentrail.store import open_store
-from tokentrail.store.migrations import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.economics import OUTCOME_COLUMNS
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
-OUTCOME_COLS = copy_cli._OUTCOME_COLS
+OUTCOME_COLS = ", ".join(OUTCOME_COLUMNS)
 ROLLUP_COLS = ", ".join(("hour_us", *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
 
 

@@ -27,7 +27,8 @@ from tests.pg import terminate, with_params  # noqa: E402
 from tokentrail.events import COL, GENESIS_HASH, UsageEvent, chain_hash, new_event_id, to_row, ts_micros  # noqa: E402
 from tokentrail.exceptions import StoreError  # noqa: E402
 from tokentrail.pricing import PriceBook  # noqa: E402
-from tokentrail.store.postgres import PostgresStore, redact_url  # noqa: E402
+from tokentrail.store.pg_messages import redact_url  # noqa: E402
+from tokentrail.store.postgres import PostgresStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "pg-test-cluster"

@@ -28,7 +28,8 @@ from tokentrail.events import (
 )
 from tokentrail.store import open_store
 from tokentrail.store._rollup import aggregate
-from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.migrations import MIGRATIONS
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.types import Store
 
 ROOT = Path(__file__).resolve().parents[2]

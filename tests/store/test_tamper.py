@@ -394,7 +394,7 @@ class FakeStore:
     """A chain in memory: enough of the Store protocol for audit.verify."""
 
     def __init__(self, links: list[Link], head: tuple[int, bytes] | None = None) -> None:
-        from tokentrail.store.migrations import SQLITE
+        from tokentrail.store.dialect import SQLITE
 
         self.dialect = SQLITE
         self.url = "memory"

@@ -19,8 +19,8 @@ from typing import Any
 
 from tokentrail.events import from_micros, ts_micros
 from tokentrail.store.export import GROUP_NAMES, SESSION_GROUPS, grouped_events
-from tokentrail.store.migrations import HOUR_US
 from tokentrail.store.reports import Filters, check_range, filters, scope_filters
+from tokentrail.store.rollup_columns import HOUR_US
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 

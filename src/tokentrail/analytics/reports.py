@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
-from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.store.reports import (
     TIME_BUCKETS,
     Filters,
@@ -35,6 +34,7 @@ from tokentrail.store.reports import (
     unpriced_hours,
     unpriced_span,
 )
+from tokentrail.store.rollup_columns import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 

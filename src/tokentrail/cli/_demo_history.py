@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from tokentrail.events import COLUMNS, from_row, new_event_id, quantize_usd, to_row
+from tokentrail.events import from_row, new_event_id, quantize_usd, to_row
+from tokentrail.store.event_reads import session_calls_since
 
 if TYPE_CHECKING:
     from tokentrail.types import Store
@@ -27,12 +28,7 @@ def write_history(store: Store, rng: random.Random, since: datetime) -> int:
     from tokentrail.analytics.anomalies import replay
 
     flagged = {a.session_id for a in replay(store, since)}
-    p = store.dialect.param
-    rows = store.query(
-        f"SELECT {', '.join(COLUMNS)} FROM events WHERE ts_us >= {p} AND session_id IS NOT NULL "
-        "AND kind IN ('llm', 'tool') ORDER BY ts_us",
-        [int(since.timestamp() * 1_000_000)],
-    )
+    rows = session_calls_since(store, int(since.timestamp() * 1_000_000))
     live = [from_row(r) for r in rows]
     live = [e for e in live if e.session_id not in flagged]
     out = []

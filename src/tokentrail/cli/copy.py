@@ -20,10 +20,8 @@ from tokentrail.cli._common import RUNTIME, cannot_write, console, fail, user_er
 from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.exceptions import TokentrailError
 from tokentrail.store import open_store, sqlite_path
-from tokentrail.store.economics import OUTCOME_COLUMNS
+from tokentrail.store.copy import SIDE_TABLES, budgets_changed, copy_table, ledger_size, outcomes_after
 from tokentrail.types import Store
-
-_OUTCOME_COLS = ", ".join(OUTCOME_COLUMNS)
 
 
 def _is_postgres(url: str) -> bool:
@@ -32,7 +30,7 @@ def _is_postgres(url: str) -> bool:
 
 def _display(url: str) -> str:
     if _is_postgres(url):
-        from tokentrail.store.postgres import redact_url
+        from tokentrail.store.pg_messages import redact_url
 
         return redact_url(url)
     return url
@@ -64,12 +62,10 @@ def copy_ledger(
     """Copy every event (in seq order) and outcome of `source` into `dest`; return the counts
     read and newly written. Raises ValueError at the first broken link of the source chain when
     `verify`."""
-    total = int(source.query("SELECT COUNT(*) FROM events")[0][0])
-    n_outcomes = int(source.query("SELECT COUNT(*) FROM outcomes")[0][0])
-    first_ts = source.query("SELECT MIN(ts_us) FROM events")[0][0]
+    total, n_outcomes, first_ts = ledger_size(source)
     ensure = getattr(dest, "ensure_partitions", None)
     if ensure is not None and first_ts is not None:
-        ensure(since_us=int(first_ts))  # monthly partitions for the history, not all of it in DEFAULT
+        ensure(since_us=first_ts)  # monthly partitions for the history, not all of it in DEFAULT
     task = progress.add_task("events", total=total) if progress else None
     counts = {"events": 0, "events_new": 0, "outcomes": 0, "outcomes_new": 0}
     prev = GENESIS_HASH
@@ -97,53 +93,21 @@ def copy_ledger(
     flush()
 
     otask = progress.add_task("outcomes", total=n_outcomes) if progress else None
-    p = source.dialect.param
     last = ""
     while True:
-        page = source.query(
-            f"SELECT {_OUTCOME_COLS} FROM outcomes WHERE outcome_id > {p} ORDER BY outcome_id LIMIT {batch}", (last,)
-        )
+        page = outcomes_after(source, last, batch)
         if not page:
             break
-        counts["outcomes_new"] += dest.write_outcomes([tuple(r) for r in page])
+        counts["outcomes_new"] += dest.write_outcomes(page)
         counts["outcomes"] += len(page)
         if progress is not None and otask is not None:
             progress.advance(otask, len(page))
         last = page[-1][0]
-    for table in _SIDE_TABLES:
-        counts[table] = _copy_table(source, dest, table)
+    for table in SIDE_TABLES:
+        counts[table] = copy_table(source, dest, table)
     if counts.get("budgets") or counts.get("budget_suspensions"):
-        dest.execute_write("UPDATE budget_meta SET version = version + 1 WHERE id = 1")  # processes re-read
+        budgets_changed(dest)
     return counts
-
-
-# Tables moved along with the events (small: definitions, kept history, the spend of current
-# budget periods). Reservations in flight and rolling-window posts are not: they expire in minutes.
-_SIDE_TABLES = ("quarantine", "budgets", "budget_suspensions", "budget_counters", "alerts", "api_keys")
-
-
-def _columns(store: Store, table: str) -> list[str]:
-    if store.dialect.name == "sqlite":
-        return [r[1] for r in store.query(f"PRAGMA table_info({table})")]
-    rows = store.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-        "AND table_schema = current_schema() ORDER BY ordinal_position",
-        (table,),
-    )
-    return [r[0] for r in rows]
-
-
-def _copy_table(source: Store, dest: Store, table: str) -> int:
-    """Rows of `table` the destination does not hold yet (by primary key); 0 if the source has none."""
-    cols = _columns(source, table)
-    if not cols:
-        return 0  # an older source without this table
-    p = dest.dialect.param
-    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))}) ON CONFLICT DO NOTHING"
-    copied = 0
-    for row in source.query(f"SELECT {', '.join(cols)} FROM {table}"):
-        copied += max(dest.execute_write(sql, tuple(row)), 0)
-    return copied
 
 
 def copy_command(
@@ -195,7 +159,7 @@ def copy_command(
         + ".",
         soft_wrap=True,
     )
-    moved = [f"{counts[t]:,} {t.replace('_', ' ')}" for t in _SIDE_TABLES if counts.get(t)]
+    moved = [f"{counts[t]:,} {t.replace('_', ' ')}" for t in SIDE_TABLES if counts.get(t)]
     if moved:
         out.print("Also copied: " + ", ".join(moved) + ".", soft_wrap=True)
 

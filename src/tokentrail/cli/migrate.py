@@ -10,6 +10,7 @@ from rich.text import Text
 
 from tokentrail.cli._common import DbOption, console, user_errors
 from tokentrail.store import default_url, open_store
+from tokentrail.store.migrations import applied_migrations
 
 
 def migrate_command(
@@ -19,7 +20,7 @@ def migrate_command(
         typer.Option(
             "--grant-app-role",
             help="PostgreSQL: then give this existing role the application's privileges only (read and "
-            "append the ledger, no UPDATE/DELETE/TRUNCATE of it); run the application as that role.",
+            "append the ledger, never update, delete or truncate it); run the application as that role.",
             show_default=False,
         ),
     ] = None,
@@ -31,7 +32,7 @@ def migrate_command(
     with user_errors():
         store = open_store(url)  # opening a store applies the pending migrations
         try:
-            rows = store.query("SELECT name, applied_us FROM schema_migrations ORDER BY name")
+            rows = applied_migrations(store)
             if grant_app_role is not None:
                 grant = getattr(store, "grant_app_role", None)
                 if grant is None:
@@ -41,7 +42,7 @@ def migrate_command(
                 granted = grant(grant_app_role)
         finally:
             store.close()
-    applied = [name for name, at in rows if at is not None and int(at) >= started_us]
+    applied = [name for name, at in rows if at is not None and at >= started_us]
     out = console()
     out.print(Text(f"Ledger {getattr(store, 'display_url', store.url)}", style="bold"))
     for name, _ in rows:

@@ -11,6 +11,7 @@ from rich.text import Text
 from tokentrail.cli._common import DbOption, SinceOption, console, emit_json, fail, reader, time_range, user_errors
 from tokentrail.cli._tables import Column, label, print_table
 from tokentrail.events import from_micros, ts_micros
+from tokentrail.store.quarantine import quarantine_list, quarantined
 
 quarantine_app = typer.Typer(
     help="Events that failed validation (event API, OTLP) or that a store refused, kept with the reason.",
@@ -30,21 +31,7 @@ def list_command(
     with user_errors():
         start, _ = time_range(since, None, None)
     with reader(db) as store:
-        p = store.dialect.param
-        conds: list[str] = []
-        params: list[object] = []
-        if start is not None:
-            conds.append(f"ts_us >= {p}")
-            params.append(ts_micros(start))
-        if source is not None:
-            conds.append(f"source = {p}")
-            params.append(source)
-        where = f" WHERE {' AND '.join(conds)}" if conds else ""
-        rows = store.query(
-            f"SELECT quarantine_id, ts_us, source, reason FROM quarantine{where} "
-            f"ORDER BY ts_us DESC LIMIT {int(limit)}",
-            params,
-        )
+        rows = quarantine_list(store, since_us=None if start is None else ts_micros(start), source=source, limit=limit)
     if as_json:
         emit_json([{"id": r[0], "ts": from_micros(r[1]).isoformat(), "source": r[2], "reason": r[3]} for r in rows])
         return
@@ -69,11 +56,10 @@ def show_command(
 ) -> None:
     """One quarantined item: its reason and the payload exactly as it was received."""
     with reader(db) as store:
-        p = store.dialect.param
-        rows = store.query(f"SELECT ts_us, source, reason, payload FROM quarantine WHERE quarantine_id = {p}", [item])
-    if not rows:
+        found = quarantined(store, item)
+    if found is None:
         fail(f"nothing in quarantine has the id {item!r} (see `tokentrail quarantine list`)")
-    ts_us, src, reason, payload = rows[0]
+    ts_us, src, reason, payload = found
     try:
         payload = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
     except ValueError:

@@ -38,9 +38,10 @@ from tokentrail.server.state import (
     state_of,
 )
 from tokentrail.server.validate import CONFLICT, Checked, Invalid, build, check, differences
+from tokentrail.store.event_reads import rows_by_id
+from tokentrail.types import Store
 
 log = logging.getLogger("tokentrail")
-_ID_CHUNK = 500
 _COLUMN_OF = {"user": "user_id"}  # an attribution dimension's events column, where the names differ
 
 
@@ -108,7 +109,7 @@ def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[st
             continue
         results.append({"index": i, "status": "accepted", "event_id": event.event_id})
         good.append((i, event, checked))
-    known = _query_rows(state.store, [e.event_id for _, e, _ in good])
+    known = rows_by_id(state.store, [e.event_id for _, e, _ in good])
     for i, event, checked in good:
         prior = known.get(event.event_id)
         if prior is None:
@@ -131,13 +132,13 @@ def _ingest(state: Any, items: list[Any], fixed: dict[str, str]) -> list[dict[st
     return results
 
 
-def taken_ids(store: Any, events: list[UsageEvent], scope: Mapping[str, str]) -> tuple[set[str], set[str]]:
+def taken_ids(store: Store, events: list[UsageEvent], scope: Mapping[str, str]) -> tuple[set[str], set[str]]:
     """(ids of these events that the ledger holds for an event of another team, or outside `scope`
     (the caller's key's): a derived id (an OTLP span's) someone else took first; ids it already
     holds for the same team inside the scope: sent before, nothing to add)."""
     if not events:
         return set(), set()
-    rows = _query_rows(store, [str(e.event_id) for e in events])
+    rows = rows_by_id(store, [str(e.event_id) for e in events])
     team = COLUMNS.index("team")
     taken: set[str] = set()
     held: set[str] = set()
@@ -163,17 +164,3 @@ def _payload(item: Any) -> str:
     text = json.dumps(item, ensure_ascii=False, default=str)
     # a lone surrogate cannot be stored as UTF-8: keep it as its JSON escape (the same value)
     return text if text_problem(text) is None else json.dumps(item, default=str)
-
-
-def _query_rows(store: Any, ids: list[str]) -> dict[str, tuple[Any, ...]]:
-    """The stored rows (tokentrail.events.COLUMNS) of those of these event ids the ledger holds."""
-    p = store.dialect.param
-    cast = "::uuid" if store.dialect.name == "postgresql" else ""
-    found: dict[str, tuple[Any, ...]] = {}
-    unique = list(dict.fromkeys(ids))
-    for i in range(0, len(unique), _ID_CHUNK):
-        chunk = unique[i : i + _ID_CHUNK]
-        sql = f"SELECT {', '.join(COLUMNS)} FROM events WHERE event_id IN ({', '.join(f'{p}{cast}' for _ in chunk)})"
-        for r in store.query(sql, chunk):
-            found.setdefault(str(r[0]), tuple(r))
-    return found

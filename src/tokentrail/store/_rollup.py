@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tokentrail.events import COL
-from tokentrail.store.migrations import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
 _DIM_INDEXES = tuple(COL[d] for d in ROLLUP_DIMENSIONS)
 _TS, _KIND, _STATUS, _COST = COL["ts_us"], COL["kind"], COL["status"], COL["cost_nusd"]

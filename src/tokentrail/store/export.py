@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tokentrail.store.migrations import DAY_US
 from tokentrail.store.reports import ATTRIBUTION_COLUMNS, SCOPE_DIMENSIONS, Filters, by_ids, filter_sql, time_sql
+from tokentrail.store.rollup_columns import DAY_US
 from tokentrail.types import Store
 
 # The grouped columns, in the order every row carries them after its slot.

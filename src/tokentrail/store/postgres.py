@@ -20,34 +20,25 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
+from tokentrail.events import COLUMNS, chain_hash
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.budgets import BudgetSQL, PostgresBudgetSQL
+from tokentrail.store.dialect import POSTGRES, Dialect
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
-from tokentrail.store.migrations import (
-    APP_PRIVILEGES,
-    MIGRATIONS,
-    POSTGRES,
-    ROLLUP_DIMENSIONS,
-    ROLLUP_MEASURES,
-    Dialect,
-    postgres_append_only_triggers,
-)
+from tokentrail.store.pg_messages import redact_url, why
+from tokentrail.store.pg_rows import canonical_id, canonical_rows, first_of_each, without_nul
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.types import Row
 
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import sql as pg_sql
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.types.string import TextLoader
     from psycopg_pool import ConnectionPool, PoolTimeout
@@ -56,9 +47,10 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
     raise ConfigError(missing_extra_message("a postgresql:// ledger", "postgres", ["psycopg 3", "psycopg-pool"])) from e
 
-log = logging.getLogger("tokentrail")
+# after the driver's import: its absence is reported above, naming the extra
+from tokentrail.store.pg_schema import ensure_partitions_on, grant_app_role_on, migrate_on
 
-Row = tuple[Any, ...]
+log = logging.getLogger("tokentrail")
 
 _COLS = ", ".join(COLUMNS)
 _COPY_EVENTS = f"COPY events (seq, {_COLS}, prev_hash, hash) FROM STDIN"
@@ -96,13 +88,7 @@ _INSERT_OUTCOMES = (
 )
 _SELECT_EVENT = f"SELECT {_COLS} FROM events"
 _CHAIN_PAGE = 5000
-_LATENCY = COL["latency_ms"]
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# Serialises migrations and partition maintenance across every process (any 64-bit constant).
 TRANSACTION_POOLING_ENV = "TOKENTRAIL_PG_TRANSACTION_POOLING"
-_MIGRATE_LOCK = 0x746F6B656E747261
-_DEFAULT_PARTITION = "events_default"
-MAX_MONTHS_BEHIND = 120
 _RECONNECT_S = 4.0
 _PARTITION_CHECK_S = 6 * 3600.0
 
@@ -177,12 +163,12 @@ class PostgresStore:
         try:
             conn = self._connect()
         except psycopg.Error as e:
-            raise StoreError(f"cannot connect to the ledger at {self.display_url}: {_why(e)}") from None
+            raise StoreError(f"cannot connect to the ledger at {self.display_url}: {why(e)}") from None
         try:
             if migrate:
                 self._migrate_on(conn)
         except psycopg.Error as e:
-            raise StoreError(f"cannot migrate the ledger at {self.display_url}: {_why(e)}") from None
+            raise StoreError(f"cannot migrate the ledger at {self.display_url}: {why(e)}") from None
         finally:
             conn.close()
         self._pool = ConnectionPool(
@@ -241,25 +227,8 @@ class PostgresStore:
             return self._migrate_on(conn)
 
     def _migrate_on(self, conn: psycopg.Connection[Any]) -> list[str]:
-        applied: list[str] = []
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            # Checked first: CREATE … IF NOT EXISTS needs the CREATE right even when the table exists,
-            # and the application's role may not have it once an owner has migrated.
-            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
-                conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_us BIGINT)")
-            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-            for name, fn in MIGRATIONS:
-                if name in done:
-                    continue
-                for statement in fn(self.dialect):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (name, applied_us) VALUES (%s, %s)",
-                    (name, int(time.time() * 1_000_000)),
-                )
-                applied.append(name)
-        self._ensure_partitions_on(conn, months_ahead=self.months_ahead)
+        applied = migrate_on(conn)
+        ensure_partitions_on(conn, display_url=self.display_url, months_ahead=self.months_ahead)
         return applied
 
     def ensure_partitions(
@@ -271,76 +240,13 @@ class PostgresStore:
         (logged); a role without the right to create tables gets a warning, not an error, since the
         DEFAULT partition takes every event anyway."""
         with self._pool.connection() as conn:
-            return self._ensure_partitions_on(
+            return ensure_partitions_on(
                 conn,
+                display_url=self.display_url,
                 months_ahead=self.months_ahead if months_ahead is None else months_ahead,
                 months_behind=months_behind,
                 since_us=since_us,
             )
-
-    def _ensure_partitions_on(
-        self,
-        conn: psycopg.Connection[Any],
-        *,
-        months_ahead: int,
-        months_behind: int = 1,
-        since_us: int | None = None,
-    ) -> list[str]:
-        now = datetime.now(UTC)
-        first = _add_months(now.year, now.month, -months_behind)
-        if since_us is not None:
-            since = from_micros(since_us)
-            # at most MAX_MONTHS_BEHIND months back: older events (or a stray 1970) go to DEFAULT
-            first = max(min(first, (since.year, since.month)), _add_months(now.year, now.month, -MAX_MONTHS_BEHIND))
-        last = _add_months(now.year, now.month, months_ahead)
-        wanted = []
-        y, m = first
-        while (y, m) <= last:
-            wanted.append((y, m))
-            y, m = _add_months(y, m, 1)
-        existing = self._partitions(conn)
-        missing = [(y, m) for y, m in wanted if _partition_name(y, m) not in existing]
-        if not missing:
-            return []
-        created: list[str] = []
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-                # DDL on a partitioned table waits for the writers of the moment; never stall ingest long.
-                conn.execute("SET LOCAL lock_timeout = 5000")
-                existing = self._partitions(conn)
-                for y, m in missing:
-                    name = _partition_name(y, m)
-                    if name in existing:
-                        continue
-                    lo, hi = _month_us(y, m), _month_us(*_add_months(y, m, 1))
-                    stray = conn.execute(
-                        f"SELECT count(*) FROM {_DEFAULT_PARTITION} WHERE ts_us >= %s AND ts_us < %s", (lo, hi)
-                    ).fetchone()
-                    if stray and stray[0]:
-                        log.warning(
-                            "tokentrail: %d event(s) of %04d-%02d are in the DEFAULT partition of %s; "
-                            "leaving that month there (no partition %s)",
-                            stray[0],
-                            y,
-                            m,
-                            self.display_url,
-                            name,
-                        )
-                        continue
-                    conn.execute(f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({lo}) TO ({hi})")
-                    for statement in postgres_append_only_triggers(name, "events", row_triggers=False):
-                        conn.execute(statement)
-                    created.append(name)
-        except (pg_errors.InsufficientPrivilege, pg_errors.LockNotAvailable) as e:
-            log.warning(
-                "tokentrail: cannot create the monthly partitions of %s (%s); events go to the DEFAULT "
-                "partition until `tokentrail migrate` runs as the owner",
-                self.display_url,
-                _why(e),
-            )
-            return []
-        return created
 
     def _maintain_partitions(self) -> None:
         """A process that runs for months keeps its partitions ahead of time (never failing a write)."""
@@ -348,46 +254,22 @@ class PostgresStore:
         try:
             self.ensure_partitions()
         except Exception as e:
-            log.warning("tokentrail: partition maintenance of %s failed: %s", self.display_url, _why(e))
-
-    @staticmethod
-    def _partitions(conn: psycopg.Connection[Any]) -> set[str]:
-        rows = conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'events'::regclass"
-        ).fetchall()
-        return {r[0] for r in rows}
+            log.warning("tokentrail: partition maintenance of %s failed: %s", self.display_url, why(e))
 
     def grant_app_role(self, role: str) -> dict[str, tuple[str, ...]]:
         """Give an existing role exactly the application's privileges (APP_PRIVILEGES) on this
         ledger's tables, revoking any others it had there, and USAGE on the schema; return them.
         Run as the owner. Privileges bind neither the owner nor a superuser: run the application
         as this role."""
-        ident = pg_sql.Identifier(role)
-        with self._pool.connection() as conn, conn.transaction():
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-                # bad input, not a failing store: the CLI says so with its usage status (2)
-                raise ConfigError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN …)")
-            schema = conn.execute("SELECT current_schema()").fetchone()
-            if schema is None or schema[0] is None:
-                raise ConfigError("no current schema: check the search_path of the ledger URL")
-            conn.execute(pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema[0]), ident))
-            for table, privileges in APP_PRIVILEGES.items():
-                name = pg_sql.Identifier(table)
-                conn.execute(pg_sql.SQL("REVOKE ALL ON {} FROM {}").format(name, ident))
-                conn.execute(
-                    pg_sql.SQL("GRANT {} ON {} TO {}").format(
-                        pg_sql.SQL(", ").join(map(pg_sql.SQL, privileges)), name, ident
-                    )
-                )
-        return dict(APP_PRIVILEGES)
+        with self._pool.connection() as conn:
+            return grant_app_role_on(conn, role)
 
     # -- writes -----------------------------------------------------------------------------------
 
     def write_events(self, rows: Sequence[Row]) -> int:
         if not rows:
             return 0
-        batch = _first_of_each(_canonical(rows))
+        batch = first_of_each(canonical_rows(rows))
         if time.monotonic() >= self._next_partition_check:
             self._maintain_partitions()
         try:
@@ -397,7 +279,7 @@ class PostgresStore:
                 raise
         # PostgreSQL text cannot hold NUL characters (SQLite can): store U+FFFD instead. The row is
         # hashed after this, so the chain covers exactly what was stored.
-        return self._write_events([_without_nul(r) for r in batch])
+        return self._write_events([without_nul(r) for r in batch])
 
     def _write_events(self, batch: list[Row]) -> int:
         try:
@@ -461,7 +343,7 @@ class PostgresStore:
             cur.executemany(
                 "INSERT INTO quarantine (quarantine_id, ts_us, source, reason, payload) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [tuple(_without_nul(r)) for r in rows],
+                [tuple(without_nul(r)) for r in rows],
             )
             return max(cur.rowcount, 0)
 
@@ -493,7 +375,7 @@ class PostgresStore:
 
     def get_event(self, event_id: str) -> Row | None:
         try:
-            key = _canonical_id(event_id)
+            key = canonical_id(event_id)
         except StoreError:
             return None
         with self._pool.connection() as conn:
@@ -516,80 +398,3 @@ class PostgresStore:
             return
         self._closed = True
         self._pool.close()
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return re.sub(r"(password=)[^&\s]*", r"\1***", url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", urlunsplit(parts._replace(netloc=netloc)))
-
-
-def _why(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, PoolTimeout):
-        return f"{msg} (is the server up?)"
-    return msg
-
-
-def _canonical_id(value: object) -> str:
-    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
-        return value
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise StoreError(f"event_id {value!r} is not a UUID; the PostgreSQL ledger stores UUIDs") from None
-
-
-def _canonical(rows: Sequence[Row]) -> list[Row]:
-    """Rows as PostgreSQL will give them back, so the chain hashes what a reader sees: event_id as
-    canonical lower-case UUID text, latency_ms as a float (a DOUBLE PRECISION column)."""
-    out = []
-    for r in rows:
-        eid, lat = r[0], r[_LATENCY]
-        if (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)) and (lat is None or type(lat) is float):
-            out.append(tuple(r))
-            continue
-        fixed = list(r)
-        fixed[0] = _canonical_id(eid)
-        if lat is not None:
-            fixed[_LATENCY] = float(lat)
-        out.append(tuple(fixed))
-    return out
-
-
-def _first_of_each(rows: list[Row]) -> list[Row]:
-    """The first row of each event_id, in order (a batch may repeat an event)."""
-    seen: set[str] = set()
-    out = []
-    for r in rows:
-        if r[0] not in seen:
-            seen.add(r[0])
-            out.append(r)
-    return out
-
-
-def _without_nul(row: Row) -> Row:
-    return tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
-
-
-def _partition_name(year: int, month: int) -> str:
-    return f"events_p{year:04d}{month:02d}"
-
-
-def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
-    i = year * 12 + (month - 1) + n
-    return i // 12, i % 12 + 1
-
-
-def _month_us(year: int, month: int) -> int:
-    d = datetime(year, month, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (d.days * 86_400 + d.seconds) * 1_000_000

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentrail.events import text_problem, ts_micros
-from tokentrail.store.migrations import ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import ROLLUP_MEASURES
 from tokentrail.types import Store
 
 # Report dimension -> events column.

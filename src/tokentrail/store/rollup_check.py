@@ -14,7 +14,7 @@ from typing import Any
 
 from tokentrail.events import from_micros
 from tokentrail.exceptions import ConfigError
-from tokentrail.store.migrations import (
+from tokentrail.store.rollup_columns import (
     DAY_US,
     HOUR_US,
     ROLLUP_DIMENSIONS,

@@ -14,8 +14,10 @@ from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.budgets import BudgetSQL, SQLiteBudgetSQL
+from tokentrail.store.dialect import SQLITE, Dialect
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
-from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
+from tokentrail.store.migrations import MIGRATIONS
+from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 
 Row = tuple[Any, ...]
 

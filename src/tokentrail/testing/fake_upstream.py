@@ -40,6 +40,9 @@ from typing import Any
 
 from aiohttp import web
 
+from tokentrail.testing import _fake_anthropic as fake_anthropic
+from tokentrail.testing import _fake_gemini as fake_gemini
+from tokentrail.testing import _fake_openai as fake_openai
 from tokentrail.testing import _fake_wire as wire
 
 __all__ = ["FakeUpstream", "ReceivedRequest", "Reply", "ToolCall"]
@@ -349,24 +352,26 @@ class FakeUpstream:
         if route.kind == "chat":
             if route.stream:
                 include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
-                frames = wire.openai_chat_sse(reply, usage, model, new_id, include_usage)
+                frames = fake_openai.openai_chat_sse(reply, usage, model, new_id, include_usage)
                 return await self._stream(http, frames, reply, headers, received)
-            return self._json(wire.openai_chat(reply, usage, model, new_id), reply.status, headers)
+            return self._json(fake_openai.openai_chat(reply, usage, model, new_id), reply.status, headers)
         if route.kind == "responses":
             if route.stream:
-                frames = wire.openai_response_sse(reply, usage, model, new_id, payload)
+                frames = fake_openai.openai_response_sse(reply, usage, model, new_id, payload)
                 return await self._stream(http, frames, reply, headers, received)
-            return self._json(wire.openai_response(reply, usage, model, new_id, payload), reply.status, headers)
+            return self._json(fake_openai.openai_response(reply, usage, model, new_id, payload), reply.status, headers)
         if route.kind == "embeddings":
-            return self._json(wire.openai_embeddings(reply, usage, model, payload), reply.status, headers)
+            return self._json(fake_openai.openai_embeddings(reply, usage, model, payload), reply.status, headers)
         if route.kind == "messages":
             if route.stream:
-                frames = wire.anthropic_sse(reply, usage, model, new_id)
+                frames = fake_anthropic.anthropic_sse(reply, usage, model, new_id)
                 return await self._stream(http, frames, reply, headers, received)
-            return self._json(wire.anthropic_message(reply, usage, model, new_id), reply.status, headers)
+            return self._json(fake_anthropic.anthropic_message(reply, usage, model, new_id), reply.status, headers)
         if route.stream:
-            return await self._stream(http, wire.gemini_sse(reply, usage, model, new_id), reply, headers, received)
-        return self._json(wire.gemini_response(reply, usage, model, new_id), reply.status, headers)
+            return await self._stream(
+                http, fake_gemini.gemini_sse(reply, usage, model, new_id), reply, headers, received
+            )
+        return self._json(fake_gemini.gemini_response(reply, usage, model, new_id), reply.status, headers)
 
     @staticmethod
     async def _client_left(http: web.BaseRequest, seconds: float) -> bool:
@@ -396,11 +401,11 @@ class FakeUpstream:
     ) -> web.Response:
         headers = self._headers(provider, extra)
         if provider == "anthropic":
-            body = wire.anthropic_error(status, message, headers.get("request-id", ""))
+            body = fake_anthropic.anthropic_error(status, message, headers.get("request-id", ""))
         elif provider == "gemini":
-            body = wire.gemini_error(status, message)
+            body = fake_gemini.gemini_error(status, message)
         else:
-            body = wire.openai_error(status, message, with_code=with_code)
+            body = fake_openai.openai_error(status, message, with_code=with_code)
         return self._json(body, status, headers)
 
     async def _stream(
