@@ -526,6 +526,17 @@ def m0015_reconcile_runs(d: Dialect) -> list[str]:
 
 MIGRATIONS.append(("0015_reconcile_runs", m0015_reconcile_runs))
 
+
+def m0017_dim_rollups(d: Dialect) -> list[str]:
+    """Rollups by customer, user, workflow, status, tool, step and declared tag keys
+    (tokentrail.store.dim_rollups), backfilled from the events."""
+    from tokentrail.store.dim_rollups import migration
+
+    return migration(d)
+
+
+MIGRATIONS.append(("0017_dim_rollups", m0017_dim_rollups))
+
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
 # --grant-app-role ROLE`, PostgresStore.grant_app_role); the owner (the migration role) keeps the
 # rest. Ledger tables are read and appended only: no UPDATE, DELETE or TRUNCATE. Only counters
@@ -540,6 +551,10 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # rollups: kept by the database from the events inserted (migration 0011), never written directly
     "rollup_hourly": ("SELECT",),
     "rollup_daily": ("SELECT",),
+    # dimension rollups (0017): kept by the database too; tag keys are declared by the owner
+    "rollup_dim_hourly": ("SELECT",),
+    "rollup_dim_daily": ("SELECT",),
+    "rollup_tag_keys": ("SELECT",),
     "chain_head": ("SELECT", "UPDATE"),
     # budgets: defined by the owner (`tokentrail budget set|rm|suspend`); the app reserves and posts
     "budgets": ("SELECT",),

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tokentrail.events import COL, COLUMNS, chain_hash, from_micros
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.dim_rollups import declare_postgres
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import (
     APP_PRIVILEGES,
@@ -165,6 +166,7 @@ class PostgresStore:
         try:
             if migrate:
                 self._migrate_on(conn)
+                declare_postgres(conn)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
         except psycopg.Error as e:
             raise StoreError(f"cannot migrate the ledger at {self.display_url}: {_why(e)}") from None
         finally:

@@ -6,13 +6,14 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokentrail.events import COLUMNS, GENESIS_HASH, canonical_bytes, chain_link
 from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
+from tokentrail.store.dim_rollups import SQLiteDimRollups, declare_sqlite
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, SQLITE, Dialect
 
@@ -60,6 +61,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
         self._stop_waiting = False
+        self._dims = SQLiteDimRollups()
         try:
             if read_only:
                 self._conn = self._reader()
@@ -69,6 +71,7 @@ class SQLiteStore:
             self._conn = self._connect()
             if migrate:
                 self.migrate()
+                declare_sqlite(self)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
             self._conn.execute(f"PRAGMA busy_timeout = {_POLL_BUSY_MS}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
@@ -179,6 +182,7 @@ class SQLiteStore:
         canonical = [canonical_bytes(r) for r in rows]
         hourly = aggregate(rows)
         daily = by_day(hourly)
+        dims = self._dims.prepare(rows)
         with self._write_lock:
             c = self._conn
             self._begin_write(c)
@@ -199,6 +203,8 @@ class SQLiteStore:
                         daily = by_day(hourly)
                     c.executemany(_UPSERT_HOURLY, hourly)
                     c.executemany(_UPSERT_DAILY, daily)
+                    all_fresh = len(fresh) == len(rows)
+                    self._dims.write(c, rows if all_fresh else [rows[i] for i in fresh], dims, all_fresh=all_fresh)
                     c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
                 c.execute("COMMIT")
             except BaseException:
@@ -261,6 +267,20 @@ class SQLiteStore:
                 _rollback(c)
                 raise
             return cur.rowcount
+
+    def write_transaction(self, build: Callable[[sqlite3.Connection], Sequence[tuple[str, Sequence[Any]]]]) -> None:
+        """Statements in one immediate transaction; `build` reads what it needs inside it, under the
+        writers' lock, and returns them (admin paths: declaring a rolled-up tag key)."""
+        with self._write_lock:
+            c = self._conn
+            self._begin_write(c)
+            try:
+                for sql, params in build(c):
+                    c.execute(sql, params)
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
 
     @staticmethod
     def is_transient(error: BaseException) -> bool:
