@@ -247,3 +247,20 @@ def test_what_is_not_rolled_up_scans_and_says_why(
             assert rep.scanned and why in (rep.note or ""), by
         forced = reports.report(led.store, by=("customer",), rollup=False)
         assert forced.scanned and forced.note is None
+
+
+def test_the_report_command_says_when_it_scanned(
+    sqlite_url: str, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    with open_ledger(sqlite_url, prices, monkeypatch, tags="region") as led:
+        write(led, random_events(10, 40))
+    table = invoke("report", "--db", sqlite_url, "--by", "tag.bu")
+    assert table.exit_code == 0 and "Note: tag key 'bu' is not rolled up" in table.output, table.output
+    rolled = invoke("report", "--db", sqlite_url, "--by", "tag.region")
+    assert rolled.exit_code == 0 and "Note:" not in rolled.output
+    shown = invoke("report", "--db", sqlite_url, "--by", "tag.bu", "--format", "json")
+    assert shown.exit_code == 0
+    body = json.loads(shown.stdout)
+    assert body["scanned"] is True and "TOKENTRAIL_ROLLUP_TAGS" in body["note"]
