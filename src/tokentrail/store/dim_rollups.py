@@ -21,11 +21,12 @@ import re
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tokentrail.events import text_problem
 from tokentrail.exceptions import ConfigError
-from tokentrail.store._dim_rollup import DIM_COLUMNS, SCOPE_COLUMNS, aggregate_dims, dims_by_day
+from tokentrail.store._dim_rollup import DIM_COLUMNS, SCOPE_COLUMNS, aggregate_both, dims_by_day
 from tokentrail.store.migrations import (
     DAY_US,
     HOUR_US,
@@ -234,6 +235,8 @@ def declare_postgres(conn: psycopg.Connection[Any]) -> list[str]:
         return []
     if not conn.execute("SELECT 1 FROM schema_migrations WHERE name = %s", (MIGRATION,)).fetchall():
         return []
+    if set(wanted) <= {r[0] for r in conn.execute("SELECT tag FROM rollup_tag_keys")}:
+        return []  # the common case: nothing to declare, no lock taken
     try:
         with conn.transaction():
             conn.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")  # writers wait: exact backfill
@@ -252,31 +255,32 @@ def declare_postgres(conn: psycopg.Connection[Any]) -> list[str]:
 # -- the SQLite writer's part ----------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch's rollup deltas, computed before the write lock: the main rollup's hourly rows and
+    the dimension rollups' hourly and daily rows, for the tag keys `keys` (None: no such tables)."""
+
+    keys: tuple[str, ...] | None
+    hourly: list[Row]
+    dims: list[Row]
+    dims_daily: list[Row]
+
+
 class SQLiteDimRollups:
     """Keeps the dimension rollups of one SQLite store: `prepare` before the write lock (the
-    Python work), `write` inside the batch's transaction (the upserts)."""
+    Python work: one pass for the main rollup and these), `write` inside the batch's transaction."""
 
     def __init__(self) -> None:
         self.keys: tuple[str, ...] | None = ()  # as last read in a transaction (None: not migrated)
 
-    def prepare(self, rows: Sequence[Row]) -> tuple[tuple[str, ...] | None, list[Row], list[Row]]:
-        keys = self.keys
-        if keys is None:
-            return None, [], []
-        hourly = aggregate_dims(rows, keys)
-        return keys, hourly, dims_by_day(hourly)
+    def prepare(self, rows: Sequence[Row]) -> Prepared:
+        hourly, dims = aggregate_both(rows, self.keys)
+        return Prepared(self.keys, hourly, dims, dims_by_day(dims))
 
-    def write(
-        self,
-        c: sqlite3.Connection,
-        rows: Sequence[Row],
-        prepared: tuple[tuple[str, ...] | None, list[Row], list[Row]],
-        *,
-        all_fresh: bool,
-    ) -> None:
-        """Upsert a batch's deltas; recomputed here when the declared keys changed since `prepare`
-        (read in this transaction: a key declared meanwhile counts this batch too) or when only
-        some rows were new."""
+    def write(self, c: sqlite3.Connection, rows: Sequence[Row], prepared: Prepared, *, all_fresh: bool) -> None:
+        """Upsert a batch's dimension deltas; recomputed here when the declared keys changed since
+        `prepare` (read in this transaction: a key declared meanwhile counts this batch too) or
+        when only some rows were new."""
         try:
             now = tuple(sorted(r[0] for r in c.execute("SELECT tag FROM rollup_tag_keys")))
         except sqlite3.OperationalError as e:
@@ -284,12 +288,12 @@ class SQLiteDimRollups:
                 raise
             self.keys = None
             return
-        keys, hourly, daily = prepared
-        if keys != now or not all_fresh:
-            hourly = aggregate_dims(rows, now)
-            daily = dims_by_day(hourly)
+        dims, daily = prepared.dims, prepared.dims_daily
+        if prepared.keys != now or not all_fresh:
+            dims = aggregate_both(rows, now)[1]
+            daily = dims_by_day(dims)
         self.keys = now
-        c.executemany(_UPSERT_SQLITE[0], hourly)
+        c.executemany(_UPSERT_SQLITE[0], dims)
         c.executemany(_UPSERT_SQLITE[1], daily)
 
 

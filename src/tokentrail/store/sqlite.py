@@ -180,9 +180,9 @@ class SQLiteStore:
         # The Python work is done before the lock is taken: under load (many threads, a busy CPU)
         # it is what kept the file locked for seconds while other processes waited.
         canonical = [canonical_bytes(r) for r in rows]
-        hourly = aggregate(rows)
+        dims = self._dims.prepare(rows)  # the main rollup's rows and the dimension rollups'
+        hourly = dims.hourly
         daily = by_day(hourly)
-        dims = self._dims.prepare(rows)
         with self._write_lock:
             c = self._conn
             self._begin_write(c)
