@@ -66,7 +66,11 @@ def migration(d: Dialect) -> list[str]:
     out.append(f"CREATE TABLE rollup_tag_keys (tag {d.text} PRIMARY KEY, declared_us {d.bigint} NOT NULL)")
     for table, column, _ in TABLES:
         pk = ", ".join((column, *KEY_COLUMNS))
-        out.append(f"CREATE TABLE {table} ({column} {d.bigint} NOT NULL, {keys}, {measures}, PRIMARY KEY ({pk}))")
+        # SQLite: clustered on the key (one B-tree per upsert, not a table and its index)
+        clustered = " WITHOUT ROWID" if d.name == "sqlite" else ""
+        out.append(
+            f"CREATE TABLE {table} ({column} {d.bigint} NOT NULL, {keys}, {measures}, PRIMARY KEY ({pk})){clustered}"
+        )
     for sql, _ in backfill(d, ()):
         out.append(sql)
     if d.name == "postgresql":
@@ -125,23 +129,38 @@ def backfill(d: SQLDialect, tag_keys: Sequence[str]) -> list[Stmt]:
 
 def _pg_trigger() -> list[str]:
     """A statement trigger of the owner (SECURITY DEFINER, pinned search_path) adding exactly the
-    rows inserted, each under every fixed dimension and every declared tag key."""
-    base = ", ".join(f"COALESCE(e.{c}, '')" for c in SCOPE_COLUMNS)
-    values = ", ".join(f"('{dim}', COALESCE(e.{col}, ''))" for dim, col in DIM_COLUMNS.items())
-    tag = "COALESCE(replace(e.tags, '\\u0000', '\\ufffd')::jsonb ->> k.tag, '')"
-    unpivot = (
-        f"CROSS JOIN LATERAL (VALUES {values} UNION ALL SELECT 'tag.' || k.tag, {tag} FROM rollup_tag_keys k) "
-        "AS d(dim, value)"
-    )
-    upserts = []
-    for table, column, unit in TABLES:
-        key = ", ".join((column, *KEY_COLUMNS))
-        upserts.append(
-            f"INSERT INTO {table} AS r ({key}, {', '.join(ROLLUP_MEASURES)}) "
-            f"SELECT {floor_to('e.ts_us', unit)}, {base}, d.dim, d.value, {', '.join(ROLLUP_SQL_MEASURES)} "
-            f"FROM new_events e {unpivot} GROUP BY 1, 2, 3, 4, 5, 6 "
+    rows inserted, each under every fixed dimension and every declared tag key. One statement: the
+    rows are grouped once by every column read (most of a live batch shares them), each group is
+    spread over the dimensions, and both tables are upserted from that one hourly result."""
+    cols = (*SCOPE_COLUMNS, *DIM_COLUMNS.values(), "tags")
+    firsts = ", ".join(f"COALESCE({c}, '') AS {c}" for c in cols[:-1])
+    sums = ", ".join(f"{sql} AS {m}" for sql, m in zip(ROLLUP_SQL_MEASURES, ROLLUP_MEASURES, strict=True))
+    groups = ", ".join(str(i) for i in range(1, len(cols) + 2))
+    values = ", ".join(f"('{dim}', g.{col})" for dim, col in DIM_COLUMNS.items())
+    tag = "COALESCE(replace(g.tags, '\\u0000', '\\ufffd')::jsonb ->> k.tag, '')"
+    spread = ", ".join(f"SUM(g.{m}) AS {m}" for m in ROLLUP_MEASURES)
+    key_cols = ", ".join(KEY_COLUMNS)
+    measures = ", ".join(ROLLUP_MEASURES)
+
+    def upsert(table: str, column: str, time_sql: str) -> str:
+        key = f"{column}, {key_cols}"
+        return (
+            f"INSERT INTO {table} AS r ({key}, {measures}) "
+            f"SELECT {time_sql}, {key_cols}, {', '.join(f'SUM({m})' for m in ROLLUP_MEASURES)} FROM h "
+            "GROUP BY 1, 2, 3, 4, 5, 6 "
             f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{m} = r.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
         )
+
+    statement = (
+        f"WITH g AS (SELECT {floor_to('ts_us', HOUR_US)} AS t, {firsts}, tags, {sums} FROM new_events "
+        f"GROUP BY {groups}), "
+        f"h AS (SELECT g.t, g.org, g.team, g.project, d.dim, d.value, {spread} FROM g CROSS JOIN LATERAL "
+        f"(VALUES {values} UNION ALL SELECT 'tag.' || k.tag, {tag} FROM rollup_tag_keys k) AS d(dim, value) "
+        "GROUP BY 1, 2, 3, 4, 5, 6), "
+        f"hourly AS ({upsert('rollup_dim_hourly', 'hour_us', 't')}) "
+        + upsert("rollup_dim_daily", "day_us", floor_to("t", DAY_US))
+    )
+    upserts = [statement]
     body = "BEGIN\n" + "".join(f"    {u};\n" for u in upserts) + "    RETURN NULL;\nEND"
     create = (
         "CREATE FUNCTION tokentrail_rollup_dims() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
