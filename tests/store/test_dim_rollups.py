@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 import tokentrail as tt
-from tests.store.test_audit import invoke
+from tests.store.test_audit import app_role as app_role_fixture  # noqa: F401 (the fixture `app_role`)
+from tests.store.test_audit import invoke, pg_only
 from tokentrail import audit, reports
 from tokentrail.events import UsageEvent
 from tokentrail.pricing import PriceBook
@@ -264,3 +265,36 @@ def test_the_report_command_says_when_it_scanned(
     assert shown.exit_code == 0
     body = json.loads(shown.stdout)
     assert body["scanned"] is True and "TOKENTRAIL_ROLLUP_TAGS" in body["note"]
+
+
+@pg_only
+def test_the_app_role_cannot_declare_a_tag_key_but_its_events_count_once_the_owner_has(
+    db_url: str,
+    app_role: tuple[str, str],
+    prices: PriceBook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, app_url = app_role
+    with open_ledger(app_url, prices, monkeypatch, tags="region") as led:  # opens, warns, scans
+        write(led, random_events(11, 100))
+        assert "run `tokentrail migrate` as the owner" in caplog.text
+        assert agree(led.store, by=("tag.region",)).scanned
+        assert check_rollups(led.store) == []
+    with open_ledger(db_url, prices, monkeypatch, tags="region"):
+        pass  # the owner declares it, backfilled
+    with open_ledger(app_url, prices, monkeypatch, tags="region") as led:
+        write(led, random_events(12, 100))
+        assert_every_dimension_from_rollups(led.store)
+        assert audit.verify(led.store).ok
+
+
+def test_a_bad_declared_tag_key_is_a_clear_error(
+    sqlite_url: str, prices: PriceBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokentrail.exceptions import ConfigError
+
+    for bad, why in (('re"gion', "bad tag key"), (",".join(f"k{i}" for i in range(40)), "at most 32")):
+        monkeypatch.setenv("TOKENTRAIL_ROLLUP_TAGS", bad)
+        with pytest.raises(ConfigError, match=why):
+            tt.Ledger(sqlite_url, prices=prices)
