@@ -17,7 +17,7 @@ import tokentrail as tt
 from tests.store.test_audit import app_role as app_role_fixture  # noqa: F401 (the fixture `app_role`)
 from tests.store.test_audit import invoke, pg_only
 from tokentrail import audit, reports
-from tokentrail.events import UsageEvent
+from tokentrail.events import UsageEvent, ts_micros
 from tokentrail.pricing import PriceBook
 from tokentrail.rollup_check import check_rollups, rebuild_rollups
 from tokentrail.store import sqlite as sqlite_store
@@ -208,6 +208,7 @@ def test_audit_verify_finds_a_dimension_rollup_changed_by_hand(
         led.store.execute_write(tamper)  # type: ignore[attr-defined]
         found = check_rollups(led.store)
         assert found and all(m.table.startswith("rollup_dim_") for m in found)
+        assert check_rollups(led.store, since_us=ts_micros(T0))  # `verify --from-seq`: from a day on
         assert "dim=" in str(found[0])
         assert not audit.verify(led.store).ok
         rebuild_rollups(led.store)

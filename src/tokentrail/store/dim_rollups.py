@@ -65,7 +65,8 @@ def migration(d: Dialect) -> list[str]:
     out = ["SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE"] if d.name == "postgresql" else []
     out.append(f"CREATE TABLE rollup_tag_keys (tag {d.text} PRIMARY KEY, declared_us {d.bigint} NOT NULL)")
     for table, column, _ in TABLES:
-        pk = ", ".join((column, *KEY_COLUMNS))
+        # dimension first: a report reads one dimension's rows over a time range, never the others'
+        pk = ", ".join(("dim", column, *SCOPE_COLUMNS, "value"))
         # SQLite: clustered on the key (one B-tree per upsert, not a table and its index)
         clustered = " WITHOUT ROWID" if d.name == "sqlite" else ""
         out.append(

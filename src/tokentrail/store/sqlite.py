@@ -71,7 +71,11 @@ class SQLiteStore:
             self._conn = self._connect()
             if migrate:
                 self.migrate()
-                declare_sqlite(self)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
+                try:
+                    declare_sqlite(self)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
+                except BaseException:
+                    self.close()  # a bad declaration (ConfigError): no connection left open
+                    raise
             self._conn.execute(f"PRAGMA busy_timeout = {_POLL_BUSY_MS}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
