@@ -14,8 +14,11 @@ from decimal import Decimal
 import pytest
 
 import tokentrail as tt
-from tests.store.test_audit import app_role as app_role_fixture  # noqa: F401 (the fixture `app_role`)
-from tests.store.test_audit import invoke, pg_only
+from tests.store.test_audit import (
+    app_role,  # noqa: F401 (a fixture)
+    invoke,
+    pg_only,
+)
 from tokentrail import audit, reports
 from tokentrail.events import UsageEvent, ts_micros
 from tokentrail.pricing import PriceBook
@@ -271,7 +274,7 @@ def test_the_report_command_says_when_it_scanned(
 @pg_only
 def test_the_app_role_cannot_declare_a_tag_key_but_its_events_count_once_the_owner_has(
     db_url: str,
-    app_role: tuple[str, str],
+    app_role: tuple[str, str],  # noqa: F811 (the fixture imported above)
     prices: PriceBook,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
