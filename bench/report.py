@@ -6,11 +6,17 @@ side by side in the same run, on the same ledger.
 
 Events are written straight through `store.write_events` in large batches (no ledger, no
 pricing), spread over 30 days: 6 teams x 20 agents x 8 models, 10% tool runs, 2% errors, one
-unpriced model. `--reuse` skips writing when the ledger already holds events (for 10M runs)."""
+unpriced model, 500 customers, a `region` tag (declared: TOKENTRAIL_ROLLUP_TAGS=region). `--reuse`
+skips writing when the ledger already holds events (for 10M runs).
+
+Then the chargeback reports: by customer and by tag.region from the dimension rollups, each against
+the raw scan and against the by-team report of the same run."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import sys
 import tempfile
@@ -39,6 +45,8 @@ MODELS = {
     "acme-llama-70b": ("acme", None, None),
 }
 BATCH = 20_000
+CUSTOMERS = 500
+REGIONS = ("eu", "us", "apac")
 
 
 def rows(n: int, seed: int = 7):
@@ -48,6 +56,7 @@ def rows(n: int, seed: int = 7):
     models = list(MODELS)
     start_us, span_us = ts_micros(BASE), DAYS * 86_400_000_000
     template = [None] * len(COLUMNS)
+    region_tags = [json.dumps({"region": region}) for region in REGIONS]
     batch = []
     for i in range(n):
         r = list(template)
@@ -56,6 +65,8 @@ def rows(n: int, seed: int = 7):
         r[COL["ts_us"]] = start_us + i * span_us // n + rng.randrange(max(1, span_us // n))
         r[COL["team"]], r[COL["agent"]], r[COL["org"]] = team, agent, "acme-corp"
         r[COL["session_id"]] = f"{agent}-{i // 40}"
+        r[COL["customer"]] = f"cust-{rng.randrange(CUSTOMERS):03d}"
+        r[COL["tags"]] = region_tags[rng.randrange(len(REGIONS))]
         r[COL["status"]] = "error" if rng.random() < 0.02 else "ok"
         for c in ("streamed", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             r[COL[c]] = 0
@@ -111,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each query; the best is shown")
     args = parser.parse_args()
     url = args.db or f"sqlite:///{tempfile.mkdtemp()}/bench-report.db"
+    os.environ["TOKENTRAIL_ROLLUP_TAGS"] = "region"
     store = open_store(url)
     have = int(store.query("SELECT COUNT(*) FROM events")[0][0])
     if not (args.reuse and have):
@@ -124,6 +136,15 @@ def main() -> None:
     by = ("team", "agent", "model")
     fast_s, fast = best(lambda: reports.report(store, by=by, since=since, until=until), args.repeat)
     raw_s, raw = best(lambda: reports.report(store, by=by, since=since, until=until, rollup=False), args.repeat)
+    team_s, _ = best(lambda: reports.report(store, by=("team",), since=since, until=until), args.repeat)
+    chargeback = []
+    for dim in ("customer", "tag.region"):
+        dim_s, dim_rep = best(lambda: reports.report(store, by=(dim,), since=since, until=until), args.repeat)
+        scan_s, scan = best(
+            lambda: reports.report(store, by=(dim,), since=since, until=until, rollup=False), args.repeat
+        )
+        ok = dim_rep.rows == scan.rows and dim_rep.totals == scan.totals and not dim_rep.scanned
+        chargeback.append((dim, len(dim_rep.rows), dim_s, scan_s, ok))
     store.close()
     assert fast.source == "rollup" and raw.source == "events"
     same = fast.rows == raw.rows and fast.totals == raw.totals
@@ -138,6 +159,13 @@ def main() -> None:
         f"  same rows and totals: {'yes' if same else 'NO'}; total cost ${fast.totals.cost_usd:,}, "
         f"{fast.totals.calls:,} calls, {fast.totals.unpriced_calls:,} unpriced"
     )
+    print(f"report --by team (rollup): {team_s * 1000:9.1f} ms")
+    for dim, n, dim_s, scan_s, ok in chargeback:
+        print(f"report --by {dim}: {n} rows")
+        print(f"  dimension rollup   : {dim_s * 1000:9.1f} ms = {dim_s / team_s:.2f}x the by-team report")
+        print(f"  raw GROUP BY events: {scan_s * 1000:9.1f} ms ({scan_s / dim_s:.1f}x slower)")
+        print(f"  same rows and totals: {'yes' if ok else 'NO'}")
+        same = same and ok
     if not same:
         sys.exit(1)
 

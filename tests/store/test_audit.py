@@ -256,6 +256,11 @@ def test_every_table_has_app_privileges(db_url: str) -> None:
         "TRUNCATE rollup_hourly",
         "INSERT INTO rollup_daily (day_us, org, team, project, agent, provider, model, task_type, kind) "
         "VALUES (0, '', '', '', '', '', '', '', '')",
+        "UPDATE rollup_dim_hourly SET cost_nusd = 0",
+        "DELETE FROM rollup_dim_daily",
+        "INSERT INTO rollup_dim_hourly (hour_us, org, team, project, dim, value) "
+        "VALUES (0, '', '', '', 'customer', 'x')",
+        "INSERT INTO rollup_tag_keys (tag, declared_us) VALUES ('region', 0)",
         "DELETE FROM chain_head",
         "INSERT INTO chain_head (id, seq, hash) VALUES (2, 0, '')",
         "DROP TRIGGER events_no_update ON events",

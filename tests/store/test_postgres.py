@@ -210,7 +210,8 @@ def test_trigger_names(pg_store: PostgresStore) -> None:
         r[0]
         for r in pg_store.query("SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal")
     }
-    assert names == {"events_no_update", "events_no_delete", "events_no_truncate", "events_rollup"}
+    rollups = {"events_rollup", "events_rollup_dims"}
+    assert names == {"events_no_update", "events_no_delete", "events_no_truncate", *rollups}
 
 
 # -- rows ---------------------------------------------------------------------------------------------

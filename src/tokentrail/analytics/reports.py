@@ -3,10 +3,11 @@
 The CLI, the JSON API and the dashboard call these functions and get plain frozen dataclasses
 back, never formatted text; the SQL they run is in tokentrail.store.reports.
 
-How a report reads the ledger: when every grouping and filter dimension is kept in the hourly
-rollup, the whole hours inside [since, until) come from `rollup_hourly` and only the partial
-hours at either edge from raw `events`, so the totals always equal a sum over raw events while
-the query touches at most two hours of them. Any other dimension scans raw events with the same
+How a report reads the ledger: when every grouping and filter dimension is kept in a rollup
+(the main one, or a dimension rollup: analytics/rollup_plan.py), the whole hours inside
+[since, until) come from the rollup and only the partial hours at either edge from raw `events`,
+so the totals always equal a sum over raw events while the query touches at most two hours of
+them. Any other dimension scans raw events with the same
 definitions. Costs are summed in SQL as integer nano-dollars and turned into exact Decimals.
 """
 
@@ -18,7 +19,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
+from tokentrail.analytics import rollup_plan
 from tokentrail.events import from_micros, nano_to_usd, ts_micros
+from tokentrail.store import dim_rollups
 from tokentrail.store.reports import (
     TIME_BUCKETS,
     Filters,
@@ -34,7 +37,7 @@ from tokentrail.store.reports import (
     unpriced_hours,
     unpriced_span,
 )
-from tokentrail.store.rollup_columns import DAY_US, HOUR_US, ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.rollup_columns import DAY_US, HOUR_US, ROLLUP_MEASURES
 from tokentrail.timespec import zone
 from tokentrail.types import Store
 
@@ -121,7 +124,8 @@ class ReportRow(Measures):
 @dataclass(frozen=True, slots=True)
 class Report:
     """Spend grouped by `by` over [since, until). `source` says how it was read: "rollup" (whole
-    hours from the rollup, edges from events) or "events" (a raw scan)."""
+    hours from the rollup, edges from events) or "events" (raw events only). `scanned`: no rollup
+    holds these dimensions, so every event in range was read; `note` says why."""
 
     by: tuple[str, ...]
     since: datetime | None
@@ -131,6 +135,8 @@ class Report:
     source: str
     rows: tuple[ReportRow, ...]
     totals: Measures
+    scanned: bool = False
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (Decimal as string, datetimes as ISO-8601)."""
@@ -143,6 +149,8 @@ class Report:
             "source": self.source,
             "rows": [r.to_dict() for r in self.rows],
             "totals": to_jsonable(self.totals.measures()),
+            "scanned": self.scanned,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -163,6 +171,7 @@ ROLLUPS: tuple[tuple[str, str, int], ...] = (
     ("rollup_daily", "day_us", DAY_US),
     ("rollup_hourly", "hour_us", HOUR_US),
 )
+DIM_ROLLUPS = tuple(reversed(dim_rollups.TABLES))  # by customer, user, …, declared tags
 Range = tuple[int | None, int | None]
 
 
@@ -191,19 +200,24 @@ def report(
     timed = tuple(d for d in dims if d in TIME_BUCKETS)
     plain = tuple(d for d in dims if d not in TIME_BUCKETS)
     levels: list[tuple[str, str, int]] = []
-    if rollup and all(d in ROLLUP_DIMENSIONS for d in (*plain, *(d for d, _ in flt))):
-        levels = [lvl for lvl in ROLLUPS if not timed or _aligned(zone_, lo, hi, lvl[2], timed)]
+    plan = rollup_plan.choose(store, (*plain, *(d for d, _ in flt))) if rollup else rollup_plan.Plan(scan=True)
+    if not plan.scan:
+        tables = DIM_ROLLUPS if plan.dim else ROLLUPS
+        levels = [lvl for lvl in tables if not timed or _aligned(zone_, lo, hi, lvl[2], timed)]
     parts, raw_ranges = cover(lo, hi, [unit for _, _, unit in levels])
     sql_rows: list[Sequence[Any]] = []
     for i, a, b in parts:
         table, column, _ = levels[i]
-        sql_rows += rollup_sums(store, table, column, plain, bool(timed), flt, a, b)
+        if plan.dim:
+            sql_rows += dim_rollups.query(store, table, column, plan.dim, plain, bool(timed), flt, a, b)
+        else:
+            sql_rows += rollup_sums(store, table, column, plain, bool(timed), flt, a, b)
     if raw_ranges:
         slot = HOUR_US if not timed or _aligned(zone_, lo, hi, HOUR_US, timed) else _QUARTER_US
         sql_rows += event_sums(store, plain, bool(timed), slot, flt, raw_ranges)
     rows, totals = _merge(sql_rows, dims, bool(timed), zone_)
     source = "rollup" if parts else "events"
-    return Report(dims, since, until, shown, tz or "UTC", source, rows, totals)
+    return Report(dims, since, until, shown, tz or "UTC", source, rows, totals, plan.scan, plan.note)
 
 
 def cover(

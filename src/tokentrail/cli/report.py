@@ -135,6 +135,8 @@ def report_command(
         )
     else:
         print_report(rep)
+    if rep.note:  # read by a raw scan: slower, and the reader should know why (JSON carries it too)
+        note(f"Note: {rep.note}", to_stderr=fmt is not Format.table)
     _notes(rep.totals, machine=fmt is not Format.table)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tokentrail.events import COL
@@ -17,11 +17,12 @@ _TOKENS = tuple(
 N_MEASURES = len(ROLLUP_MEASURES)
 
 
-def aggregate(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rollup rows `(hour_us, *dims, *measures)` for a batch; NULL dimensions become ''."""
+def aggregate(rows: Iterable[tuple[Any, ...]], dims: Sequence[int] = _DIM_INDEXES) -> list[tuple[Any, ...]]:
+    """Rollup rows `(hour_us, *dims, *measures)` for a batch; NULL dimensions become ''. `dims`:
+    the indexes of the key's columns (ROLLUP_DIMENSIONS'; the dimension rollups pass theirs)."""
     acc: dict[tuple[Any, ...], list[int]] = {}
     for r in rows:
-        key = (r[_TS] - r[_TS] % HOUR_US, *[r[i] or "" for i in _DIM_INDEXES])
+        key = (r[_TS] - r[_TS] % HOUR_US, *[r[i] or "" for i in dims])
         m = acc.get(key)
         if m is None:
             m = acc[key] = [0] * N_MEASURES

@@ -31,6 +31,7 @@ MIGRATIONS: list[Migration] = [
     ("0014_agent_trees_and_outcome_value", schema_ledger.m0014_agent_trees_and_outcome_value),
     ("0015_reconcile_runs", schema_features.m0015_reconcile_runs),
     ("0016_advice", schema_features.m0016_advice),
+    ("0017_dim_rollups", schema_ledger.m0017_dim_rollups),
 ]
 
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate
@@ -47,6 +48,10 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # rollups: kept by the database from the events inserted (migration 0011), never written directly
     "rollup_hourly": ("SELECT",),
     "rollup_daily": ("SELECT",),
+    # dimension rollups (0017): kept by the database too; tag keys are declared by the owner
+    "rollup_dim_hourly": ("SELECT",),
+    "rollup_dim_daily": ("SELECT",),
+    "rollup_tag_keys": ("SELECT",),
     "chain_head": ("SELECT", "UPDATE"),
     # budgets: defined by the owner (`tokentrail budget set|rm|suspend`); the app reserves and posts
     "budgets": ("SELECT",),

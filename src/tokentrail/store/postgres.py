@@ -30,6 +30,7 @@ from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.budgets import BudgetSQL, PostgresBudgetSQL
 from tokentrail.store.dialect import POSTGRES, Dialect
+from tokentrail.store.dim_rollups import declare_postgres
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.pg_messages import redact_url, why
 from tokentrail.store.pg_rows import canonical_id, canonical_rows, first_of_each, without_nul
@@ -167,6 +168,7 @@ class PostgresStore:
         try:
             if migrate:
                 self._migrate_on(conn)
+                declare_postgres(conn)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
         except psycopg.Error as e:
             raise StoreError(f"cannot migrate the ledger at {self.display_url}: {why(e)}") from None
         finally:

@@ -1,4 +1,5 @@
-"""The rollups checked against the events they sum (part of `tokentrail audit verify`).
+"""The rollups checked against the events they sum (part of `tokentrail audit verify`), the
+dimension rollups (store/dim_rollups.py: by customer, user, …, declared tags) too.
 
 The audit chain covers the events; reports read the hourly and daily rollups. A rollup row
 changed by hand (`UPDATE rollup_hourly SET cost_nusd = 0`) would make every report lie while the
@@ -14,6 +15,7 @@ from typing import Any
 
 from tokentrail.events import from_micros
 from tokentrail.exceptions import ConfigError
+from tokentrail.store import dim_rollups
 from tokentrail.store.rollup_columns import (
     DAY_US,
     HOUR_US,
@@ -41,7 +43,7 @@ class RollupMismatch:
     found: dict[str, int] | None
 
     def __str__(self) -> str:
-        unit = "hour" if self.table == "rollup_hourly" else "day"
+        unit = "hour" if self.table.endswith("hourly") else "day"
         where = ", ".join(f"{k}={v!r}" for k, v in self.group if v) or "no dimension"
         head = f"{self.table}, {unit} of {from_micros(self.start_us):%Y-%m-%d %H:%M} UTC, {where}"
         if self.found is None:
@@ -62,6 +64,12 @@ def check_rollups(store: Store, *, since_us: int | None = None, limit: int = MAX
     out: list[RollupMismatch] = []
     for table, column, unit in ROLLUPS:
         out += _mismatches(store, table, column, unit, since_us, limit)
+    keys = dim_rollups.tag_keys(store)
+    if keys is not None:  # the dimension rollups (customer, user, …, declared tags), if migrated
+        start = None if since_us is None else since_us - since_us % DAY_US
+        for table, column, unit in dim_rollups.TABLES:
+            sql, params = dim_rollups.check_sql(store.dialect, table, column, unit, keys, start, limit)
+            out += _pairs(store.query(sql, params), table, dim_rollups.KEY_COLUMNS, limit)
     return out
 
 
@@ -83,15 +91,21 @@ def _mismatches(
         f"UNION ALL SELECT 'rollup', b.* FROM ({found} EXCEPT {expected}) b LIMIT {2 * limit}"
     )
     params: Sequence[Any] = () if start is None else [start, start, start, start]
+    return _pairs(store.query(sql, params), table, ROLLUP_DIMENSIONS, limit)
+
+
+def _pairs(rows: Sequence[Sequence[Any]], table: str, names: Sequence[str], limit: int) -> list[RollupMismatch]:
+    """Mismatches from rows `('events' | 'rollup', time, *key, *measures)`, both sides of a key paired."""
+    width = 1 + len(names)
     pairs: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
-    for r in store.query(sql, params):
+    for r in rows:
         key = tuple(r[1 : 1 + width])
         pairs.setdefault(key, {})[r[0]] = {m: int(v) for m, v in zip(ROLLUP_MEASURES, r[1 + width :], strict=True)}
     return [
         RollupMismatch(
             table,
             int(key[0]),
-            tuple(zip(ROLLUP_DIMENSIONS, key[1:], strict=True)),
+            tuple(zip(names, key[1:], strict=True)),
             sides.get("events"),
             sides.get("rollup"),
         )
@@ -107,15 +121,21 @@ def rebuild_rollups(store: Store) -> int:
     """Recompute both rollups from the events, in one transaction that writers wait for; return
     the hourly rows written. The repair after `check_rollups` found rows changed by hand (on
     PostgreSQL, run it as the owner: the application role may not write the rollups)."""
-    statements: list[str] = []
+    statements: list[tuple[str, Sequence[Any]]] = []
+    keys = dim_rollups.tag_keys(store)
     for table, column, unit in ROLLUPS:
         cols = ", ".join((column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
         groups = ", ".join(str(i) for i in range(1, len(ROLLUP_DIMENSIONS) + 2))
         statements += [
-            f"DELETE FROM {table}",
-            f"INSERT INTO {table} ({cols}) SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, "
-            f"{', '.join(ROLLUP_SQL_MEASURES)} FROM events GROUP BY {groups}",
+            (f"DELETE FROM {table}", ()),
+            (
+                f"INSERT INTO {table} ({cols}) SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, "
+                f"{', '.join(ROLLUP_SQL_MEASURES)} FROM events GROUP BY {groups}",
+                (),
+            ),
         ]
+    if keys is not None:
+        statements += dim_rollups.rebuild_statements(store.dialect, keys)
     if store.dialect.name == "postgresql":
         from tokentrail.store.postgres import PostgresStore
 
@@ -126,8 +146,8 @@ def rebuild_rollups(store: Store) -> int:
         try:
             with store.connection() as pg, pg.transaction():
                 pg.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")  # writers wait
-                for sql in statements:
-                    pg.execute(sql)
+                for sql, params in statements:
+                    pg.execute(sql, params or None)
         except InsufficientPrivilege as e:
             # the wrong role for the job, like `migrate` run as the app role: a usage error
             raise ConfigError(f"cannot rebuild the rollups ({e}): run it as the ledger's owner") from None
@@ -143,8 +163,8 @@ def rebuild_rollups(store: Store) -> int:
             with store.write_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql in statements:
-                        conn.execute(sql)
+                    for sql, params in statements:
+                        conn.execute(sql, params)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")

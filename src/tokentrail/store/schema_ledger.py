@@ -275,3 +275,11 @@ def m0014_agent_trees_and_outcome_value(d: Dialect) -> list[str]:
         f"ALTER TABLE outcomes ADD COLUMN success {d.bigint} NOT NULL DEFAULT 1",
         f"ALTER TABLE outcomes ADD COLUMN value_nusd {d.bigint}",
     ]
+
+
+def m0017_dim_rollups(d: Dialect) -> list[str]:
+    """Rollups by customer, user, workflow, status, tool, step and declared tag keys
+    (tokentrail.store.dim_rollups), backfilled from the events."""
+    from tokentrail.store.dim_rollups import migration
+
+    return migration(d)

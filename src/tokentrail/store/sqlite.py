@@ -6,7 +6,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from tokentrail.exceptions import StoreError
 from tokentrail.store._rollup import aggregate, by_day
 from tokentrail.store.budgets import BudgetSQL, SQLiteBudgetSQL
 from tokentrail.store.dialect import SQLITE, Dialect
+from tokentrail.store.dim_rollups import SQLiteDimRollups, declare_sqlite
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS
 from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
@@ -63,6 +64,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
         self._stop_waiting = False
+        self._dims = SQLiteDimRollups()
         try:
             if read_only:
                 self._conn = self._reader()
@@ -72,6 +74,11 @@ class SQLiteStore:
             self._conn = self._connect()
             if migrate:
                 self.migrate()
+                try:
+                    declare_sqlite(self)  # the tag keys TOKENTRAIL_ROLLUP_TAGS declares, backfilled
+                except BaseException:
+                    self.close()  # a bad declaration (ConfigError): no connection left open
+                    raise
             self._conn.execute(f"PRAGMA busy_timeout = {_POLL_BUSY_MS}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the ledger at {self.path}: {_why(e)}") from None
@@ -185,7 +192,8 @@ class SQLiteStore:
         # The Python work is done before the lock is taken: under load (many threads, a busy CPU)
         # it is what kept the file locked for seconds while other processes waited.
         canonical = [canonical_bytes(r) for r in rows]
-        hourly = aggregate(rows)
+        dims = self._dims.prepare(rows)  # the main rollup's rows and the dimension rollups'
+        hourly = dims.hourly
         daily = by_day(hourly)
         with self._write_lock:
             c = self._conn
@@ -207,6 +215,8 @@ class SQLiteStore:
                         daily = by_day(hourly)
                     c.executemany(_UPSERT_HOURLY, hourly)
                     c.executemany(_UPSERT_DAILY, daily)
+                    all_fresh = len(fresh) == len(rows)
+                    self._dims.write(c, rows if all_fresh else [rows[i] for i in fresh], dims, all_fresh=all_fresh)
                     c.execute("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
                 c.execute("COMMIT")
             except BaseException:
@@ -269,6 +279,20 @@ class SQLiteStore:
                 _rollback(c)
                 raise
             return cur.rowcount
+
+    def write_transaction(self, build: Callable[[sqlite3.Connection], Sequence[tuple[str, Sequence[Any]]]]) -> None:
+        """Statements in one immediate transaction; `build` reads what it needs inside it, under the
+        writers' lock, and returns them (admin paths: declaring a rolled-up tag key)."""
+        with self._write_lock:
+            c = self._conn
+            self._begin_write(c)
+            try:
+                for sql, params in build(c):
+                    c.execute(sql, params)
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
 
     @staticmethod
     def is_transient(error: BaseException) -> bool:
