@@ -264,10 +264,20 @@ def test_an_unresolved_reservation_expires_and_its_money_returns(any_ledger: tt.
 
 
 def test_live_reservations_are_renewed(ledger: tt.Ledger) -> None:
-    b = ledger.budgets.configure(hold_timeout=0.4)
+    b = ledger.budgets.configure(hold_timeout=2.0)
     b.set("day", period="day", limit_usd=1)
     h = one(ledger, "1")
-    time.sleep(1.0)  # a long call: the keeper renews its hold
+    first_expiry = h.expires_us
+    # a long call, outliving its hold's first expiry: wait (bounded, no fixed sleep) until the keeper
+    # has pushed the expiry back past that moment, with room left before the renewed one
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now_us = time.time() * 1e6
+        if now_us > first_expiry and h.expires_us > now_us + 500_000:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the keeper did not renew a live reservation past its first expiry")
     with pytest.raises(tt.BudgetExceeded):
         one(ledger, "0.5")
     spend(ledger, h, "0.2")
