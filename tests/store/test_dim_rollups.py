@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from tokentrail.rollup_check import check_rollups, rebuild_rollups
 
 import tokentrail as tt
 from tests.store.test_audit import (
@@ -20,11 +19,13 @@ from tests.store.test_audit import (
     invoke,
     pg_only,
 )
-from tokentrail import audit, reports
+from tokentrail import audit
+from tokentrail.analytics import reports
 from tokentrail.events import UsageEvent, ts_micros
 from tokentrail.pricing import PriceBook
 from tokentrail.store import sqlite as sqlite_store
 from tokentrail.store.migrations import MIGRATIONS
+from tokentrail.store.rollup_check import check_rollups, rebuild_rollups
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 DIMS = ("customer", "user", "workflow", "status", "tool", "step")
