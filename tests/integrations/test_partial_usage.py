@@ -145,7 +145,9 @@ def test_a_complete_call_is_not_estimated(up: FakeUpstream, ledger: tt.Ledger) -
 
 def test_the_flag_enters_the_canonical_event_only_when_set() -> None:
     row = to_row(UsageEvent(provider="openai", model=GPT, input_tokens=5))
-    assert len(row) == len(COLUMNS) == V1_COLUMNS + 5  # usage_estimated, the three of 0013, parent_session_id (0014)
+    assert (
+        len(row) == len(COLUMNS) == V1_COLUMNS + 6
+    )  # usage_estimated, the three of 0013, parent_session_id (0014), prefix_hash (0016)
     # an event without the flag hashes exactly as it did before the column existed
     assert canonical_bytes(row) == canonical_bytes(row[:V1_COLUMNS])
     assert upgraded_row(row[:V1_COLUMNS]) == row and upgraded_row(row) == row  # an older spool's row
