@@ -101,7 +101,8 @@ def test_a_second_heavy_run_is_refused_while_one_runs_and_the_slot_comes_back(
             r = c.get(other)
             assert r.status_code == 429, (other, r.text)
             assert r.headers["retry-after"].isdigit()
-            assert "TOKENTRAIL_HEAVY_RUNS" in r.json()["error"]
+            assert r.json()["error"]["status"] == 429
+            assert "TOKENTRAIL_HEAVY_RUNS" in r.json()["error"]["message"]
         gate.go.set()
         done = 404 if path.startswith("/api/v1/sessions/") else 200
         assert first.result(WAIT_S).status_code == done
@@ -259,6 +260,14 @@ def test_a_bad_setting_is_refused_at_startup(ledger: tt.Ledger, monkeypatch: pyt
     monkeypatch.setenv(ENV, value)
     with pytest.raises(ValueError, match=ENV):
         create_app(ledger)
+
+
+def test_the_schema_names_the_429_of_heavy_reads(app: Any) -> None:
+    with TestClient(app) as c:
+        paths = c.get("/api/v1/openapi.json").json()["paths"]
+    assert "429" in paths["/api/v1/advice"]["get"]["responses"]
+    assert "429" in paths["/api/v1/export"]["get"]["responses"]
+    assert "429" not in paths["/api/v1/report"]["get"]["responses"]
 
 
 def test_the_default_is_two(ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch) -> None:

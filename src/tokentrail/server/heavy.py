@@ -100,13 +100,12 @@ class HeavyRuns:
 
 def busy(what: str, runs: HeavyRuns) -> Response:
     """The 429 of a full server: what was refused, why, and when to retry."""
-    return JSONResponse(
-        {
-            "error": (
-                f"{what}: this server already runs {runs.limit} heavy read(s) at once ({ENV}); "
-                f"retry in {RETRY_AFTER_S} s, or narrow the range or filters"
-            )
-        },
+    message = (
+        f"{what}: this server already runs {runs.limit} heavy read(s) at once ({ENV}); "
+        f"retry in {RETRY_AFTER_S} s, or narrow the range or filters"
+    )
+    return JSONResponse(  # the shape of tokentrail.server.state.error (which imports this module)
+        {"error": {"status": 429, "message": message, "retry_after_s": RETRY_AFTER_S}},
         status_code=429,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
