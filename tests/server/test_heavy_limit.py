@@ -76,8 +76,12 @@ HEAVY: dict[str, tuple[str, Callable[[Gate], Any]]] = {
 
 @pytest.fixture
 def app(ledger: tt.Ledger, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A server that runs one heavy read at a time and lets a second wait only briefly."""
     monkeypatch.setenv(ENV, "1")
-    return create_app(ledger)
+    app = create_app(ledger)
+    assert app.state.heavy.limit == 1
+    app.state.heavy = HeavyRuns(1, wait_s=0.01)
+    return app
 
 
 def _start(pool: ThreadPoolExecutor, c: TestClient, path: str, gate: Gate) -> Future[Any]:
@@ -109,6 +113,25 @@ def test_a_second_heavy_run_is_refused_while_one_runs_and_the_slot_comes_back(
         assert runs.wait_idle(WAIT_S)
         gate.entered.clear()
         assert c.get(path).status_code == done  # the slot came back: the next run is served
+
+
+def test_a_request_waits_for_a_slot_bounded_in_number_and_is_then_served(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate()
+    monkeypatch.setattr("tokentrail.analytics.advise.advise", gate.blocking(_Report()))
+    runs = app.state.heavy = HeavyRuns(1, wait_s=WAIT_S * 3, max_waiting=1)
+    with TestClient(app) as c, ThreadPoolExecutor(2) as pool:
+        first = _start(pool, c, "/api/v1/advice", gate)
+        second = pool.submit(lambda: c.get("/api/v1/economics"))
+        assert runs.wait_until(lambda in_use, waiting: waiting == 1, WAIT_S)
+        r = c.get("/api/v1/reprice")  # the waiting room (1) is full: refused at once
+        assert r.status_code == 429 and r.headers["retry-after"].isdigit()
+        monkeypatch.setattr("tokentrail.server.economics_api.unit_economics", lambda *a, **k: _Report())
+        gate.go.set()
+        assert first.result(WAIT_S).status_code == 200
+        assert second.result(WAIT_S).status_code == 200  # it got the slot the first gave back
+        assert runs.wait_idle(WAIT_S) and runs.waiting == 0
 
 
 def test_a_run_that_raises_gives_its_slot_back(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +214,7 @@ def test_a_hang_up_mid_run_keeps_the_slot_until_the_work_ends_then_gives_it_back
     thread, so the slot is held until that thread is done, and given back then."""
     gate = Gate()
     monkeypatch.setattr("tokentrail.analytics.advise.advise", gate.blocking(_Report()))
-    runs = app.state.heavy
+    runs = app.state.heavy = HeavyRuns(1, wait_s=WAIT_S * 3)
 
     async def noop(message: Any) -> None:
         return None
@@ -203,6 +226,12 @@ def test_a_hang_up_mid_run_keeps_the_slot_until_the_work_ends_then_gives_it_back
         with pytest.raises(asyncio.CancelledError):
             await task
         assert runs.in_use == 1  # the thread still runs (held on the gate)
+        waiting = asyncio.create_task(app(_scope("/api/v1/economics"), _request, noop))
+        assert await asyncio.to_thread(runs.wait_until, lambda in_use, n: n == 1, WAIT_S)
+        waiting.cancel()  # a waiting client hangs up: it leaves the waiting room, holding nothing
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert (runs.in_use, runs.waiting) == (1, 0)
         gate.go.set()
         assert await asyncio.to_thread(runs.wait_idle, WAIT_S)
 

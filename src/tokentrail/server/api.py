@@ -96,7 +96,7 @@ def _endpoint(role: str, heavy: str | None = None) -> Callable[[Callable[..., An
                     data = await asyncio.to_thread(fn, request, key)
                 else:
                     runs = state_of(request).heavy
-                    slot = runs.try_take()
+                    slot = await runs.take()
                     if slot is None:
                         return busy(heavy, runs)
                     data = await run_heavy(slot, fn, request, key)

@@ -102,7 +102,7 @@ async def export(request: Request) -> Response:
     except ValueError as e:  # BadRequest, a bad dimension, range or rules file
         return error(400, str(e))
     runs = state_of(request).heavy
-    slot = runs.try_take()
+    slot = await runs.take()
     if slot is None:
         return busy("export", runs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -153,7 +153,7 @@ async def reprice(request: Request) -> Response:
         mapping = parse_model_map(request.query_params.getlist("model_map"))
         store = state_of(request).store
         runs = state_of(request).heavy
-        slot = runs.try_take()
+        slot = await runs.take()
         if slot is None:
             return busy("reprice", runs)
         diff = await run_heavy(

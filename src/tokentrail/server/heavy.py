@@ -2,8 +2,9 @@
 reprice, economics, agent trees, one session's events) each hold up to hundreds of MB while they
 run, so one server runs at most TOKENTRAIL_HEAVY_RUNS of them at once (default 2).
 
-A request past the bound is refused at once with a 429, `Retry-After` and a JSON message, never
-queued: a queue would hold connections (and a caller could grow it) while a retry costs nothing.
+A request past the bound waits for a slot at most WAIT_S seconds (the dashboard asks for advice and
+economics at once), with at most WAITING_PER_RUN × the bound waiting; past either, a 429 with
+`Retry-After` and a JSON message. Waiting costs no thread: a released slot wakes the waiters' loops.
 A slot is taken after auth and input checks, and given back when the work really ends (success,
 error, or a client that hung up): work already running in a thread still holds memory, so the slot
 stays taken until that thread is done, never only until the caller goes away.
@@ -24,6 +25,8 @@ ENV = "TOKENTRAIL_HEAVY_RUNS"
 DEFAULT_RUNS = 2
 MAX_RUNS = 64
 RETRY_AFTER_S = 10
+WAIT_S = 10.0  # the longest a request waits for a slot
+WAITING_PER_RUN = 4  # requests that may wait, per slot: more are refused at once
 
 T = TypeVar("T")
 
@@ -57,19 +60,22 @@ class Slot:
     def _done(self) -> None:  # under the lock
         self._state = "done"
         self._runs._in_use -= 1
-        self._runs._idle.notify_all()
+        self._runs._changed()
 
 
 class HeavyRuns:
     """At most `limit` heavy runs at once in this server (thread-safe: runs end in worker threads)."""
 
-    def __init__(self, limit: int = DEFAULT_RUNS) -> None:
+    def __init__(self, limit: int = DEFAULT_RUNS, *, wait_s: float = WAIT_S, max_waiting: int | None = None) -> None:
         if not 1 <= limit <= MAX_RUNS:
             raise ValueError(f"{ENV} must be a whole number from 1 to {MAX_RUNS}, not {limit}")
         self.limit = limit
+        self.wait_s = wait_s
+        self.max_waiting = WAITING_PER_RUN * limit if max_waiting is None else max_waiting
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)
         self._in_use = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @classmethod
     def from_env(cls) -> HeavyRuns:
@@ -85,24 +91,80 @@ class HeavyRuns:
         with self._lock:
             return self._in_use
 
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiters)
+
     def try_take(self) -> Slot | None:
         with self._lock:
-            if self._in_use >= self.limit:
-                return None
-            self._in_use += 1
-            return Slot(self)
+            return self._take()
+
+    def _take(self) -> Slot | None:  # under the lock
+        if self._in_use >= self.limit:
+            return None
+        self._in_use += 1
+        self._changed()
+        return Slot(self)
+
+    async def take(self) -> Slot | None:
+        """A slot, waiting for one at most `wait_s` seconds; None when none came (or too many wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        first = True
+        while True:
+            with self._lock:
+                slot = self._take()
+                if slot is not None:
+                    return slot
+                if first and len(self._waiters) >= self.max_waiting:
+                    return None
+                first = False
+                waiter = (loop, loop.create_future())
+                self._waiters.append(waiter)
+                self._changed()
+            try:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(waiter[1], left)
+                except TimeoutError:
+                    return None
+            finally:  # also when the caller hung up while waiting: it holds nothing
+                with self._lock:
+                    self._waiters.remove(waiter)
+                    self._changed()
+
+    def _changed(self) -> None:  # under the lock: wake the waiting requests and wait_until
+        self._cond.notify_all()
+        if self._in_use < self.limit:
+            for loop, fut in self._waiters:
+                try:
+                    loop.call_soon_threadsafe(_wake, fut)
+                except RuntimeError:  # its loop is closed: nobody waits there any more
+                    pass
+
+    def wait_until(self, test: Callable[[int, int], bool], timeout: float) -> bool:
+        """Block until `test(in_use, waiting)` holds (checked on each change), False after `timeout`
+        seconds: for tests and shutdown."""
+        with self._cond:
+            return self._cond.wait_for(lambda: test(self._in_use, len(self._waiters)), timeout)
 
     def wait_idle(self, timeout: float) -> bool:
-        """True once no run holds a slot (for tests and shutdown), False after `timeout` seconds."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_use == 0, timeout)
+        return self.wait_until(lambda in_use, waiting: in_use == 0, timeout)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def busy(what: str, runs: HeavyRuns) -> Response:
     """The 429 of a full server: what was refused, why, and when to retry."""
     message = (
-        f"{what}: this server already runs {runs.limit} heavy read(s) at once ({ENV}); "
-        f"retry in {RETRY_AFTER_S} s, or narrow the range or filters"
+        f"{what}: this server already runs {runs.limit} heavy read(s) at once ({ENV}) and none ended "
+        f"in time; retry in {RETRY_AFTER_S} s, or narrow the range or filters"
     )
     return JSONResponse(  # the shape of tokentrail.server.state.error (which imports this module)
         {"error": {"status": 429, "message": message, "retry_after_s": RETRY_AFTER_S}},
