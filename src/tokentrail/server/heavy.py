@@ -5,9 +5,9 @@ run, so one server runs at most TOKENTRAIL_HEAVY_RUNS of them at once (default 2
 A request past the bound waits for a slot at most WAIT_S seconds (the dashboard asks for advice and
 economics at once), with at most WAITING_PER_RUN × the bound waiting; past either, a 429 with
 `Retry-After` and a JSON message. Waiting costs no thread: a released slot wakes the waiters' loops.
-A slot is taken after auth and input checks, and given back when the work really ends (success,
-error, or a client that hung up): work already running in a thread still holds memory, so the slot
-stays taken until that thread is done, never only until the caller goes away.
+A slot is taken after auth (export and reprice: after their input checks too) and given back when
+the work really ends (success, error, or a client that hung up): work already running in a thread
+still holds memory, so the slot stays taken until that thread is done, not until the caller goes.
 """
 
 from __future__ import annotations
