@@ -57,7 +57,7 @@ def _book() -> Any:
     return default_price_book()
 
 
-@_endpoint("read")
+@_endpoint("read", heavy="advice")
 def advice(request: Request, key: ApiKey) -> dict[str, Any]:
     """Savings advice for the key's scope over `since` (default the last 30 days)."""
     from tokentrail.analytics.advise import advise
@@ -65,7 +65,7 @@ def advice(request: Request, key: ApiKey) -> dict[str, Any]:
     return advise(state_of(request).store, _book(), **_query(request, key)).to_dict()
 
 
-@_endpoint("read")
+@_endpoint("read", heavy="advice")
 def dismiss(request: Request, key: ApiKey) -> dict[str, Any]:
     """Dismiss a recommendation the key can see (404 otherwise); it stays dismissed."""
     from tokentrail.analytics.advise import dismiss as dismiss_advice

@@ -21,6 +21,8 @@ from tokentrail.analytics import sessions as session_reports
 from tokentrail.exceptions import TokentrailError
 from tokentrail.server.auth import AuthError
 from tokentrail.server.budget_view import alerts, budget_statuses
+from tokentrail.server.heavy import busy
+from tokentrail.server.heavy import run as run_heavy
 from tokentrail.server.keys import ApiKey
 from tokentrail.server.state import auth_error, caller, error, state_of
 from tokentrail.store.reports import dimension
@@ -81,14 +83,23 @@ def _limit(request: Request, default: int) -> int:
     return int(text)
 
 
-def _endpoint(role: str) -> Callable[[Callable[..., Any]], Callable[[Request], Any]]:
-    """Wrap a handler (request, key) -> JSON-ready data: auth, 400s for bad input, work in a thread."""
+def _endpoint(role: str, heavy: str | None = None) -> Callable[[Callable[..., Any]], Callable[[Request], Any]]:
+    """Wrap a handler (request, key) -> JSON-ready data: auth, 400s for bad input, work in a thread.
+    `heavy` (what the route does): its work grows with the ledger, so it runs only in a free slot
+    of the server's heavy runs (tokentrail.server.heavy), else a 429."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
                 key = caller(request, role)
-                data = await asyncio.to_thread(fn, request, key)
+                if heavy is None:
+                    data = await asyncio.to_thread(fn, request, key)
+                else:
+                    runs = state_of(request).heavy
+                    slot = await runs.take()
+                    if slot is None:
+                        return busy(heavy, runs)
+                    data = await run_heavy(slot, fn, request, key)
             except AuthError as e:
                 return auth_error(e)
             except BadRequest as e:
@@ -171,7 +182,7 @@ def _session_dict(s: session_reports.SessionSummary) -> dict[str, Any]:
     }
 
 
-@_endpoint("read")
+@_endpoint("read", heavy="a session's events")
 def session(request: Request, key: ApiKey) -> dict[str, Any]:
     """One session as a call tree. A team key sees only its team's events of the session: session
     ids are per team, and an id only another team used is a 404 like any unknown one."""

@@ -9,7 +9,6 @@ filters and scope then keep their own rows: a team sees what was allocated to it
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from tokentrail.analytics.export import ATTRIBUTION, Line, lines
 from tokentrail.analytics.export_write import FORMATS, csv_chunks, require_pyarrow, write
 from tokentrail.server.api import BadRequest, _times, _where
 from tokentrail.server.auth import AuthError
+from tokentrail.server.heavy import HeldStream, busy
+from tokentrail.server.heavy import run as run_heavy
 from tokentrail.server.state import auth_error, caller, error, state_of
 
 _MEDIA = {
@@ -100,14 +101,19 @@ async def export(request: Request) -> Response:
         return auth_error(e)
     except ValueError as e:  # BadRequest, a bad dimension, range or rules file
         return error(400, str(e))
+    runs = state_of(request).heavy
+    slot = await runs.take()
+    if slot is None:
+        return busy("export", runs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     ext = "parquet" if fmt.endswith("parquet") else "csv"
     headers = {"Content-Disposition": f'attachment; filename="tokentrail-{fmt}-{stamp}.{ext}"'}
     if fmt.endswith("parquet"):  # Parquet ends with its footer: written to a temporary file first
-        spool = await asyncio.to_thread(_parquet_file, src, fmt, include_unpriced)
+        spool = await run_heavy(slot, _parquet_file, src, fmt, include_unpriced)  # the slot: while writing
         return StreamingResponse(_file_chunks(spool), media_type=_MEDIA[fmt], headers=headers)
     body = csv_chunks(_focus_kept(src, fmt, include_unpriced), fmt)
-    return StreamingResponse(body, media_type=_MEDIA[fmt], headers=headers)  # sync: run in a thread pool
+    # sync: read in a thread pool; the slot is held until the stream ends or the client hangs up
+    return HeldStream(body, slot, media_type=_MEDIA[fmt], headers=headers)
 
 
 def _focus_kept(src: Iterator[Line], fmt: str, include_unpriced: bool) -> Iterator[Line]:
@@ -146,7 +152,12 @@ async def reprice(request: Request) -> Response:
 
         mapping = parse_model_map(request.query_params.getlist("model_map"))
         store = state_of(request).store
-        diff = await asyncio.to_thread(
+        runs = state_of(request).heavy
+        slot = await runs.take()
+        if slot is None:
+            return busy("reprice", runs)
+        diff = await run_heavy(
+            slot,
             what_if,
             store,
             default_price_book(),

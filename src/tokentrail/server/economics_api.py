@@ -40,7 +40,7 @@ _DIMS = ("org", "team", "project", "agent", "user", "customer", "workflow", "tas
 _FIELDS = frozenset(("outcome_id", "session_id", "name", "count", "success", "value_usd", *_DIMS))
 
 
-@_endpoint("read")
+@_endpoint("read", heavy="economics")
 def economics(request: Request, key: ApiKey) -> dict[str, Any]:
     """Unit economics by `by` (comma-separated report dimensions); `tree=true` rolls agent trees up."""
     since, until, _ = _times(request)
@@ -61,7 +61,7 @@ def economics(request: Request, key: ApiKey) -> dict[str, Any]:
     return rep.to_dict()
 
 
-@_endpoint("read")
+@_endpoint("read", heavy="an agent tree")
 def tree(request: Request, key: ApiKey) -> dict[str, Any]:
     """The agent tree under a session (only the key's scope counts); 404 when none of it is in scope."""
     sid = request.path_params["session_id"]

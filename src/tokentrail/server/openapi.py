@@ -179,6 +179,17 @@ BUDGETS: dict[str, Any] = {
 }
 
 
+_HEAVY = (
+    "/api/v1/sessions/{session_id}",
+    "/api/v1/economics",
+    "/api/v1/trees/{session_id}",
+    "/api/v1/export",
+    "/api/v1/reprice",
+    "/api/v1/advice",
+    "/api/v1/advice/{advice_id}/dismiss",
+)
+
+
 def _json(schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema or {"type": "object"}}}}
 
@@ -243,7 +254,7 @@ def schema() -> dict[str, Any]:
             },
         }
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "tokentrail", "version": "1", "description": "Token accounting for AI agents."},
         "components": {
@@ -357,3 +368,7 @@ def schema() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         },
     }
+    for path in _HEAVY:  # the reads bounded by TOKENTRAIL_HEAVY_RUNS (tokentrail.server.heavy)
+        for op in doc["paths"][path].values():
+            op["responses"]["429"] = {"description": "too many heavy reads at once: retry later", **_json(_ERROR)}
+    return doc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from tokentrail.exceptions import TokentrailError
 from tokentrail.server.auth import AuthError, api_key_of, authorize
+from tokentrail.server.heavy import HeavyRuns
 from tokentrail.server.keys import ApiKey, KeyRing
 from tokentrail.server.metrics import Metrics
 
@@ -27,6 +28,7 @@ class State:
     keys: KeyRing
     metrics: Metrics
     flush_timeout_s: float = 30.0
+    heavy: HeavyRuns = field(default_factory=HeavyRuns.from_env)  # TOKENTRAIL_HEAVY_RUNS
 
     @property
     def store(self) -> Any:
