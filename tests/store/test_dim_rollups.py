@@ -144,14 +144,14 @@ def test_every_dimension_report_equals_the_raw_scan(
 @pytest.fixture
 def old_migrations(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Stores that know every migration but the dimension rollups' (a ledger of the old version)."""
-    from tokentrail.store import postgres
+    from tokentrail.store import pg_schema
 
     before = [m for m in MIGRATIONS if m[0] != "0017_dim_rollups"]
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", before)
-    monkeypatch.setattr(postgres, "MIGRATIONS", before)
+    monkeypatch.setattr(pg_schema, "MIGRATIONS", before)
     yield
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
-    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(pg_schema, "MIGRATIONS", MIGRATIONS)
 
 
 def test_migrate_backfills_a_ledger_written_before_the_dimension_rollups(
@@ -162,10 +162,10 @@ def test_migrate_backfills_a_ledger_written_before_the_dimension_rollups(
         rep = reports.report(old.store, by=("customer",))
         assert rep.scanned and "migrate" in (rep.note or "")
         assert check_rollups(old.store) == []  # nothing to check yet
-    from tokentrail.store import postgres
+    from tokentrail.store import pg_schema
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS)
-    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(pg_schema, "MIGRATIONS", MIGRATIONS)
     migrated = invoke("migrate", "--db", db_url)
     assert migrated.exit_code == 0 and "0017_dim_rollups" in migrated.output, migrated.output
     with open_ledger(db_url, prices, monkeypatch, tags="region") as led:
