@@ -80,8 +80,10 @@ def test_verify_while_writers_append(db_url: str, prices: PriceBook) -> None:
         record(led, 1, 50)
 
         def write() -> None:
+            # bounded: verify recomputes every rollup (the dimension ones too), and an unbounded
+            # writer on an idle machine grows the ledger faster than 15 verifications can read it
             i = 50
-            while not stop.is_set():
+            while not stop.is_set() and i < 4_000:
                 led.record_llm(provider="openai", model="gpt-4o", input_tokens=i)
                 i += 1
                 if i % 20 == 0:

@@ -94,7 +94,10 @@ def test_kill_9_while_recording(db_url: str, prices: PriceBook) -> None:
             assert not lost, f"round {round_}: {len(lost)} acknowledged event(s) lost, e.g. {lost[:3]}"
             result = audit.verify(led.store)
             assert result.ok, f"round {round_}: {result.problem}"
-            assert result.count == sum(ids.values())
+            # a COMMIT the dead process sent before the kill may still land after the count above
+            # (the server finishes it): verify saw at least those rows and at most what is there now
+            after = int(led.store.query("SELECT COUNT(*) FROM events")[0][0])
+            assert sum(ids.values()) <= result.count <= after
     assert len(acknowledged) > 1000, "the kills came too early to test anything"
     out = CliRunner().invoke(cli.app, ["audit", "verify", "--db", db_url])
     assert out.exit_code == 0 and out.stdout.startswith("verified "), out.output
