@@ -32,6 +32,7 @@ MIGRATIONS: list[Migration] = [
     ("0015_reconcile_runs", schema_features.m0015_reconcile_runs),
     ("0016_advice", schema_features.m0016_advice),
     ("0017_dim_rollups", schema_ledger.m0017_dim_rollups),
+    ("0019_one_rollup_trigger", schema_ledger.m0019_one_rollup_trigger),
 ]
 
 # PostgreSQL: what the application role may do, table by table (`tokentrail migrate

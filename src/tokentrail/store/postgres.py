@@ -7,9 +7,10 @@ One `write_events` batch is one transaction:
 2. `INSERT INTO event_ids … ON CONFLICT DO NOTHING RETURNING event_id` claims the batch's ids
    in the unpartitioned id table: what comes back is exactly the rows never stored before,
    whatever their `ts_us` (the partitioned `events` table cannot hold a ledger-wide unique key);
-3. chain the new rows in Python (`events.chain_hash`), COPY them into `events` (a trigger of the
-   owner adds them to the hourly and daily rollups: no application role writes a rollup), move
-   the chain head, COMMIT (durable: the server runs with fsync and synchronous_commit on).
+3. chain the new rows in Python (`events.chain_hash`), COPY them into `events` (one statement
+   trigger of the owner adds them to every rollup, store/pg_rollup_trigger.py: no application
+   role writes a rollup), move the chain head, COMMIT (durable: the server runs with fsync and
+   synchronous_commit on).
 
 A lost connection surfaces as an exception from the call (never a hang: connect, statement,
 lock and TCP keepalive timeouts are set), the pool replaces the broken connection, and the

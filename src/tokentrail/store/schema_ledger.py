@@ -283,3 +283,13 @@ def m0017_dim_rollups(d: Dialect) -> list[str]:
     from tokentrail.store.dim_rollups import migration
 
     return migration(d)
+
+
+def m0019_one_rollup_trigger(d: Dialect) -> list[str]:
+    """PostgreSQL keeps every rollup from one trigger pass over the rows inserted, not two
+    (tokentrail.store.pg_rollup_trigger). SQLite keeps its rollups in Python: nothing to do."""
+    if d.name != "postgresql":
+        return []
+    from tokentrail.store.pg_rollup_trigger import migration
+
+    return migration()
