@@ -13,7 +13,11 @@ table (made by the same migrations) in the same database:
   - PostgreSQL: raw `COPY … FROM STDIN`, one transaction per batch (the table is partitioned the
     same way, with the same indexes), in a schema of its own.
 
-Targets (issue 3): SQLite ≥ 0.7× raw executemany; PostgreSQL ≥ 50k events/s and ≥ 0.5× raw COPY.
+Targets (issue 17): SQLite ≥ 0.7× raw executemany; PostgreSQL ≥ 50k events/s and ≥ 0.6× raw COPY.
+
+PostgreSQL on this host: the CPU seconds each run took are printed too (this process, plus the
+server's processes, read from /proc), with their ratio: on a machine shared with other work the
+wall-clock ratio swings with the load, the CPU ratio much less.
 """
 
 from __future__ import annotations
@@ -167,6 +171,41 @@ def run_pg_raw(url: str, rows: list[Row], batch: int) -> float:
         return time.perf_counter() - t
 
 
+def server_cpu_s(url: str) -> float | None:
+    """CPU seconds used so far by a PostgreSQL server on this host (the postmaster, the children
+    it reaped and those alive), or None when its processes cannot be read (another host)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            row = c.execute("SELECT current_setting('data_directory')").fetchone()
+        pm = int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else 0
+        tick, total = os.sysconf("SC_CLK_TCK"), 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = (Path("/proc") / entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(entry) == pm:
+                total += sum(int(x) for x in stat[11:15])  # its own CPU and its reaped children's
+            elif int(stat[1]) == pm:
+                total += int(stat[11]) + int(stat[12])
+        return total / tick if pm else None
+    except (OSError, ValueError, psycopg.Error):  # not readable here (another host, no permission)
+        return None
+
+
+def timed_cpu(url: str, fn: Any, *args: Any) -> tuple[float, float, float | None]:
+    """fn(*args)'s seconds, and the CPU seconds of this process and of the server it took."""
+    server, client = server_cpu_s(url), time.process_time()
+    seconds = fn(*args)
+    client = time.process_time() - client
+    after = server_cpu_s(url)
+    return seconds, client, None if server is None or after is None else after - server
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--db", default=None, help="sqlite:///file.db (default: a temporary file) or postgresql://…")
@@ -195,8 +234,8 @@ def main() -> None:
             for s in schemas:
                 c.execute(f"CREATE SCHEMA {s}")
         try:
-            raw_s = run_pg_raw(pg_schema_url(url, schemas[1]), rows, batch)
-            ledger_s = run_ledger(pg_schema_url(url, schemas[0]), events)
+            raw_s, raw_client, raw_server = timed_cpu(url, run_pg_raw, pg_schema_url(url, schemas[1]), rows, batch)
+            ledger_s, ledger_client, ledger_server = timed_cpu(url, run_ledger, pg_schema_url(url, schemas[0]), events)
         finally:
             if not args.keep:
                 with psycopg.connect(url, autocommit=True) as c:
@@ -225,8 +264,14 @@ def main() -> None:
     print(f"baseline         {raw_rate:>10,.0f} events/s   ({baseline}, {raw_s:.2f} s)")
     print(f"ratio            {ratio:>10.2f} x")
     if backend == "postgresql":
-        ok = ledger_rate >= 50_000 and ratio >= 0.5
-        print(f"target           >= 50,000 events/s and >= 0.5x raw COPY: {'met' if ok else 'NOT met'}")
+        for name, client, server in (("ledger", ledger_client, ledger_server), ("baseline", raw_client, raw_server)):
+            shown = "?" if server is None else f"{server:.2f}"
+            print(f"{name + ' CPU':16} client {client:.2f} s + server {shown} s")
+        if ledger_server is not None and raw_server is not None:
+            cpu_ratio = (raw_client + raw_server) / (ledger_client + ledger_server)
+            print(f"ratio (CPU)      {cpu_ratio:>10.2f} x   (load average {os.getloadavg()[0]:.1f})")
+        ok = ledger_rate >= 50_000 and ratio >= 0.6
+        print(f"target           >= 50,000 events/s and >= 0.6x raw COPY: {'met' if ok else 'NOT met'}")
     else:
         ok = ratio >= 0.7
         print(f"target           >= 0.7x raw executemany: {'met' if ok else 'NOT met'}")
