@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tokentrail.events import (
     chain_hash,
     to_row,
 )
+from tokentrail.store.sqlite import SQLiteStore
 
 
 def fixed_event(**kw: Any) -> UsageEvent:
@@ -91,3 +93,18 @@ def test_mapping_json_of_a_dict_changed_in_place_is_its_new_content() -> None:
     tags["bu"] = "retail"
     assert _mapping_json(tags) == '{"bu":"retail","region":"us"}'
     assert _mapping_json({"bu": "retail", "region": "us"}) == _mapping_json(tags)  # another order, same JSON
+
+
+def test_the_sqlite_writer_stores_the_hashes_as_blobs(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "l.db")
+    try:
+        rows = [to_row(fixed_event(event_id=f"0190f0aa-0000-7000-8000-00000000000{i}")) for i in range(1, 4)]
+        assert store.write_events(rows) == 3
+        stored = store.query("SELECT typeof(prev_hash), typeof(hash), prev_hash, hash FROM events ORDER BY seq")
+        assert [r[:2] for r in stored] == [("blob", "blob")] * 3
+        assert all(type(r[2]) is bytes and type(r[3]) is bytes for r in stored)
+        assert [r[2] for r in stored] == [GENESIS_HASH, stored[0][3], stored[1][3]]
+        assert stored[2][3] == store.query("SELECT hash FROM chain_head")[0][0]
+        assert stored[0][3] == chain_hash(1, GENESIS_HASH, rows[0])
+    finally:
+        store.close()
