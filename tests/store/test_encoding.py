@@ -22,6 +22,7 @@ from tokentrail.events import (
     chain_hash,
     to_row,
 )
+from tokentrail.store.rollup_check import check_rollups
 from tokentrail.store.sqlite import SQLiteStore
 
 
@@ -106,5 +107,23 @@ def test_the_sqlite_writer_stores_the_hashes_as_blobs(tmp_path: Path) -> None:
         assert [r[2] for r in stored] == [GENESIS_HASH, stored[0][3], stored[1][3]]
         assert stored[2][3] == store.query("SELECT hash FROM chain_head")[0][0]
         assert stored[0][3] == chain_hash(1, GENESIS_HASH, rows[0])
+    finally:
+        store.close()
+
+
+def test_a_batch_partly_stored_already_chains_and_rolls_up_only_its_new_rows(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "l.db")
+    try:
+        rows = [to_row(fixed_event(event_id=f"0190f0aa-0000-7000-8000-0000000000{i:02}")) for i in range(1, 16)]
+        assert store.write_events(rows[:10]) == 10
+        assert store.write_events([*rows[5:15], rows[12]]) == 5  # 5 stored already, one twice in the batch
+        stored = store.query("SELECT seq, prev_hash, hash FROM events ORDER BY seq")
+        assert [r[0] for r in stored] == list(range(1, 16))
+        prev = GENESIS_HASH
+        for (seq, p, h), row in zip(stored, rows, strict=True):
+            assert p == prev and h == chain_hash(seq, prev, row)
+            prev = h
+        assert check_rollups(store) == []
+        assert store.query("SELECT SUM(calls), SUM(cost_nusd) FROM rollup_hourly") == [(15, 15 * 3_800_000)]
     finally:
         store.close()

@@ -10,7 +10,6 @@ holds far fewer groups than events, so the per-dimension work is per group, not 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
@@ -56,7 +55,7 @@ def aggregate_both(rows: Sequence[tuple[Any, ...]], tag_keys: Sequence[str] | No
     if tag_keys is None:
         return aggregate(rows), []
     groups = _fine_groups(rows, bool(tag_keys))
-    sums = [ms[0] if len(ms) == 1 else tuple(map(sum, zip(*ms, strict=True))) for ms in groups.values()]
+    sums = [ms if type(ms) is tuple else tuple(map(sum, zip(*ms, strict=True))) for ms in groups.values()]
     # Column by column over the groups (zip makes the keys in C); NULL is grouped as ''.
     cols = [c if None not in c else [v or "" for v in c] for c in zip(*groups, strict=True)]
     n_main = 1 + len(_MAIN)
@@ -78,11 +77,13 @@ def aggregate_both(rows: Sequence[tuple[Any, ...]], tag_keys: Sequence[str] | No
     return main, dims
 
 
-def _fine_groups(rows: Sequence[Row], with_tags: bool) -> dict[tuple[Any, ...], list[tuple[int, ...]]]:
+def _fine_groups(rows: Sequence[Row], with_tags: bool) -> dict[tuple[Any, ...], Any]:
     """The events' measures grouped by (hour, every column the main and dimension keys read):
-    one dict operation per event, its key and its measures made in C where they can be."""
+    one dict operation per event, its key and its measures made in C where they can be. A group
+    of one event holds its measures' tuple, a bigger one a list of them: a list per event, alive
+    for the whole batch, was what set off the garbage collector's passes over the whole heap."""
     fine = itemgetter(*_MAIN, *_DIMS, *((_TAGS,) if with_tags else ()))
-    groups: dict[tuple[Any, ...], list[tuple[int, ...]]] = {}
+    groups: dict[tuple[Any, ...], Any] = {}
     for r in rows:
         ts, kind, cost = r[_TS], r[_KIND], r[_COST]
         if kind == "llm" and cost is not None and r[_STATUS] == "ok":  # a priced, successful call
@@ -90,20 +91,28 @@ def _fine_groups(rows: Sequence[Row], with_tags: bool) -> dict[tuple[Any, ...], 
         else:
             m = measures(r)
         key = (ts - ts % HOUR_US, *fine(r))
-        lst = groups.get(key)
-        if lst is None:
-            groups[key] = [m]
+        had = groups.get(key)
+        if had is None:
+            groups[key] = m
+        elif type(had) is tuple:
+            groups[key] = [had, m]
         else:
-            lst.append(m)
+            had.append(m)
     return groups
 
 
 def _added(keys: Iterable[tuple[Any, ...]], sums: Sequence[tuple[int, ...]]) -> list[tuple[tuple[Any, ...], Any]]:
     """(key, measures) pairs: the measures of equal keys summed column by column (in C: zip, sum)."""
-    acc: defaultdict[tuple[Any, ...], list[tuple[int, ...]]] = defaultdict(list)
+    acc: dict[tuple[Any, ...], Any] = {}
     for k, s in zip(keys, sums, strict=True):
-        acc[k].append(s)
-    return [(k, v[0] if len(v) == 1 else map(sum, zip(*v, strict=True))) for k, v in acc.items()]
+        had = acc.get(k)
+        if had is None:
+            acc[k] = s  # one group: its tuple (no list per key, as in _fine_groups)
+        elif type(had) is tuple:
+            acc[k] = [had, s]
+        else:
+            had.append(s)
+    return [(k, v if type(v) is tuple else map(sum, zip(*v, strict=True))) for k, v in acc.items()]
 
 
 def _tags(text: str) -> dict[str, Any]:
