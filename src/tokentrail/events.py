@@ -312,23 +312,28 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 _encode_row = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, None, json.encoder.encode_basestring, None, ":", ",", True, False, True
 )
-# Events of one session share their tags and their price's unit prices (the same dict objects):
-# remember the JSON of the last few by identity instead of encoding them again.
-# (A copy is kept and compared, so a dict changed in place is encoded afresh.)
-_json_memo: dict[int, tuple[object, dict[str, str], str]] = {}
+# Events of one session share their tags, and a price's unit prices repeat: remember the JSON of
+# the last few thousand by content (their items) instead of encoding them again. Only all-text
+# mappings are remembered: 1, 1.0 and True are equal keys but encode differently.
+_json_memo: dict[tuple[tuple[str, str], ...], str] = {}
+_JSON_MEMO_MAX = 4096
 
 
 def _mapping_json(m: Mapping[str, str] | None) -> str | None:
     if not m:
         return None
-    hit = _json_memo.get(id(m))
-    if hit is not None and hit[0] is m and hit[1] == m:
-        return hit[2]
-    copy = dict(m)
-    text = _dumps(copy)
-    if len(_json_memo) > 256:
-        _json_memo.clear()
-    _json_memo[id(m)] = (m, copy, text)
+    items = tuple(m.items())
+    try:
+        hit = _json_memo.get(items)
+    except TypeError:  # an unhashable value: encoded (or refused) below, never remembered
+        hit = None
+    if hit is not None:
+        return hit
+    text = _dumps(dict(items))
+    if all(type(k) is str and type(v) is str for k, v in items):
+        if len(_json_memo) >= _JSON_MEMO_MAX:
+            _json_memo.clear()
+        _json_memo[items] = text
     return text
 
 
@@ -447,6 +452,13 @@ def canonical_bytes(row: tuple[Any, ...]) -> bytes:
     """The canonical event: the stored row as compact JSON. What the audit chain hashes."""
     # trailing added columns at their default are left out: an event hashed before a column existed
     # (or with only the earlier ones set) keeps its bytes
+    if (
+        len(row) == len(COLUMNS)
+        and row[V1_COLUMNS : len(COLUMNS) - 2] == _ADDED_ZEROS
+        and row[-2] is None
+        and row[-1] is None
+    ):  # the common case: every added column at its default (what the loop below finds, in C)
+        return "".join(_encode_row(row[:V1_COLUMNS], 0)).encode()
     end = len(row)
     while end > V1_COLUMNS and end - V1_COLUMNS <= len(_ADDED_DEFAULTS) and _is_default(row[end - 1], end - 1):
         end -= 1
@@ -458,6 +470,8 @@ def canonical_bytes(row: tuple[Any, ...]) -> bytes:
 # The stored defaults of the columns added since the first schema, in COLUMNS order.
 # usage_estimated, output_limit, stopped_on_limit, system_permille, parent_session_id, prefix_hash
 _ADDED_DEFAULTS: tuple[Any, ...] = (0, 0, 0, 0, None, None)
+_ADDED_ZEROS = _ADDED_DEFAULTS[:4]  # canonical_bytes' common case: these, then two None
+assert (*_ADDED_ZEROS, None, None) == _ADDED_DEFAULTS and V1_COLUMNS + len(_ADDED_DEFAULTS) == len(COLUMNS)
 
 
 def _is_default(value: Any, index: int) -> bool:

@@ -45,6 +45,25 @@ def aggregate(rows: Iterable[tuple[Any, ...]], dims: Sequence[int] = _DIM_INDEXE
     return [(*k, *v) for k, v in acc.items()]
 
 
+def measures(r: tuple[Any, ...]) -> tuple[int, ...]:
+    """One event's rollup measures (what `aggregate` adds for it), as a tuple in ROLLUP_MEASURES order."""
+    m = [0] * N_MEASURES
+    kind, status, cost = r[_KIND], r[_STATUS], r[_COST]
+    if kind != "adjustment":
+        m[10 if kind == "tool" else 0] = 1
+        if status != "ok":
+            m[1] = 1
+    if r[_ESTIMATED]:
+        m[11] = 1
+    for j, i in enumerate(_TOKENS, 2):
+        m[j] = r[i]
+    if cost is not None:
+        m[7] = cost
+    elif kind in ("llm", "embedding"):
+        m[9 if status.startswith("invalid_usage") else 8] = 1
+    return tuple(m)
+
+
 def by_day(hourly: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The daily rollup deltas of hourly ones (UTC days)."""
     acc: dict[tuple[Any, ...], list[int]] = {}
