@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="use the ledger at --db as it is (no events written)")
+    ap.add_argument("--leave", action="store_true", help="PostgreSQL: leave the new schema (its URL is printed)")
     args = ap.parse_args()
     os.environ["TOKENTRAIL_ROLLUP_TAGS"] = "customer"
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
@@ -69,7 +70,7 @@ def main() -> None:
             with psycopg.connect(base, autocommit=True) as c:
                 c.execute(f"DROP SCHEMA {schema} CASCADE")
 
-        cleanup = drop
+        cleanup = drop if not args.leave else lambda: print(f"left            {url}")
     try:
         if not args.keep:
             t = run_ledger(url, spread(args.events, args.days))
