@@ -191,10 +191,10 @@ def verify(
     trusted). Each checkpoint must match the chain at its seq; one before the start is checked by
     a point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
     appended around the writer). The rollups must hold what the events add up to
-    (tokentrail.store.rollup_check): with `full`, all of them from genesis, and from a later seq
-    every day from the first event walked on; without, the window of days
-    tokentrail.store.rollup_window chooses, anchored after the latest checkpoint or `from_seq - 1`
-    (`rotation`: which weeks of the rest, by default today's)."""
+    (tokentrail.store.rollup_check): with `full`, all of them from genesis; without, the window of
+    days tokentrail.store.rollup_window chooses, anchored after the latest checkpoint or
+    `from_seq - 1` (`rotation`: which weeks of the rest, by default today's). From a later seq,
+    either way, nothing before the day of the first event walked (archived months keep rollups)."""
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"--from-seq must be a whole number >= 1, not {from_seq!r}")
     marks: dict[int, list[Checkpoint]] = {}
@@ -206,8 +206,11 @@ def verify(
         problem = w.run(from_seq)
     if full:
         return Verification(w.count, w.seq, w.prev, problem, w.matched, _rollups(store, from_seq))
+    since = first_ts_from(store, from_seq) if from_seq > 1 else None
     anchors = [s for s in (from_seq - 1, max(marks, default=0)) if s > 0]
-    days = window(store, anchor_seq=min(anchors, default=None), rotation=rotation)
+    days = window(store, anchor_seq=min(anchors, default=None), rotation=rotation, from_us=since)
+    if from_seq > 1 and since is None:
+        return Verification(w.count, w.seq, w.prev, problem, w.matched, (), days)  # nothing walked
     found = tuple(check_rollups(store, ranges=days.ranges))
     return Verification(w.count, w.seq, w.prev, problem, w.matched, found, days)
 

@@ -46,9 +46,9 @@ def today_rotation(now_s: float | None = None) -> int:
     return day % ROTATION
 
 
-def window(store: Store, *, anchor_seq: int | None, rotation: int | None = None) -> Window:
-    """The window for this ledger now (see the module docstring); empty ranges for an empty ledger
-    mean nothing is rechecked but the rows dated anywhere (all: there are no events at all)."""
+def window(store: Store, *, anchor_seq: int | None, rotation: int | None = None, from_us: int | None = None) -> Window:
+    """The window for this ledger now (see the module docstring). `from_us`: nothing before its UTC
+    day (a walk from a later seq, e.g. after old partitions were archived: their rollup rows stay)."""
     r = today_rotation() if rotation is None else rotation % ROTATION
     span = store.query("SELECT MIN(ts_us), MAX(ts_us) FROM events")[0]
     if span[0] is None:
@@ -58,7 +58,14 @@ def window(store: Store, *, anchor_seq: int | None, rotation: int | None = None)
     ranges += rotation_ranges(first, last, r)
     if anchor_seq is not None:
         ranges += [(d, d + DAY_US) for d in touched_days(store, anchor_seq)]
+    if from_us is not None:
+        ranges = clip(ranges, _day(from_us))
     return Window(merge(ranges, MAX_RANGES), r, anchor_seq)
+
+
+def clip(ranges: Iterable[Range], start: int) -> list[Range]:
+    """The parts of `ranges` from `start` on."""
+    return [(start if lo is None else max(start, lo), hi) for lo, hi in ranges if hi is None or hi > start]
 
 
 def touched_days(store: Store, after_seq: int) -> list[int]:
