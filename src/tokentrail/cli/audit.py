@@ -53,8 +53,7 @@ def verify_command(
 ) -> None:
     """Recompute the hash chain and name the first bad row: modified, missing, inserted or reordered.
 
-    The rollups reports read are checked against the events too: all of them with --full, else a
-    window of days (see the README's audit section)."""
+    The rollups are checked against the events too: every row with --full, else a window of days."""
     with user_errors():
         marks = _load(checkpoint, audit.audit_key()) if checkpoint is not None else []
     with reader(db) as store, user_errors():
