@@ -30,6 +30,7 @@ from tokentrail.events import GENESIS_HASH, chain_hash
 from tokentrail.exceptions import ConfigError, TokentrailError
 from tokentrail.store.chain import chain_head, first_ts_from, hashes_at, lowest_seq
 from tokentrail.store.rollup_check import RollupMismatch, check_rollups
+from tokentrail.store.rollup_window import Window, window
 from tokentrail.types import Store
 
 KEY_ENV = "TOKENTRAIL_AUDIT_KEY"
@@ -72,6 +73,9 @@ class Verification:
     checkpoints: int = 0
     # rollup rows that disagree with the events (tokentrail.store.rollup_check): reports read them
     rollups: tuple[RollupMismatch, ...] = ()
+    # the days of the rollups checked (tokentrail.store.rollup_window); None: every row from the
+    # day of the first event walked (all of them from genesis)
+    window: Window | None = None
 
     @property
     def ok(self) -> bool:
@@ -178,14 +182,19 @@ def verify(
     *,
     from_seq: int = 1,
     checkpoints: Iterable[Checkpoint] = (),
+    full: bool = True,
+    rotation: int | None = None,
 ) -> Verification:
     """Recompute the chain from `from_seq` (1: from genesis) to its end and return what was found.
 
     Starting later trusts the stored hash of row `from_seq - 1` (a checkpoint at that seq makes it
     trusted). Each checkpoint must match the chain at its seq; one before the start is checked by
     a point lookup. The chain must also end where `chain_head` says (no row cut off the end, none
-    appended around the writer). The rollups must hold what the events add up to: all of them from
-    genesis; from a later seq, the days of the events walked (tokentrail.store.rollup_check)."""
+    appended around the writer). The rollups must hold what the events add up to
+    (tokentrail.store.rollup_check): with `full`, all of them from genesis; without, the window of
+    days tokentrail.store.rollup_window chooses, anchored after the latest checkpoint or
+    `from_seq - 1` (`rotation`: which weeks of the rest, by default today's). From a later seq,
+    either way, nothing before the day of the first event walked (archived months keep rollups)."""
     if type(from_seq) is not int or from_seq < 1:
         raise ValueError(f"--from-seq must be a whole number >= 1, not {from_seq!r}")
     marks: dict[int, list[Checkpoint]] = {}
@@ -195,7 +204,15 @@ def verify(
     problem = w.start(from_seq)
     if problem is None:
         problem = w.run(from_seq)
-    return Verification(w.count, w.seq, w.prev, problem, w.matched, _rollups(store, from_seq))
+    if full:
+        return Verification(w.count, w.seq, w.prev, problem, w.matched, _rollups(store, from_seq))
+    since = first_ts_from(store, from_seq) if from_seq > 1 else None
+    anchors = [s for s in (from_seq - 1, max(marks, default=0)) if s > 0]
+    days = window(store, anchor_seq=min(anchors, default=None), rotation=rotation, from_us=since)
+    if from_seq > 1 and since is None:
+        return Verification(w.count, w.seq, w.prev, problem, w.matched, (), days)  # nothing walked
+    found = tuple(check_rollups(store, ranges=days.ranges))
+    return Verification(w.count, w.seq, w.prev, problem, w.matched, found, days)
 
 
 def _rollups(store: Store, from_seq: int) -> tuple[RollupMismatch, ...]:
@@ -430,6 +447,7 @@ __all__ = [
     "CheckpointError",
     "Problem",
     "Verification",
+    "Window",
     "append_checkpoint",
     "audit_key",
     "checkpoint",

@@ -54,7 +54,11 @@ def test_verify_prints_the_count_and_head(ledger_url: str) -> None:
         store.close()
     out = invoke("audit", "verify", "--db", ledger_url)
     assert out.exit_code == 0, out.output
-    assert out.stdout == f"verified {N} events, head {head.hex()}\n"
+    first, scope = out.stdout.splitlines()
+    assert first == f"verified {N} events, head {head.hex()}"
+    assert scope.startswith("rollups: the last two days and 1 week in 7 of the rest")
+    full = invoke("audit", "verify", "--db", ledger_url, "--full")
+    assert full.exit_code == 0 and full.stdout.splitlines()[1] == "rollups: every row matches the events"
     later = invoke("audit", "verify", "--db", ledger_url, "--from-seq", "21")
     assert later.exit_code == 0 and later.stdout.startswith(f"verified {N - 20} events, head {head.hex()}")
     beyond = invoke("audit", "verify", "--db", ledger_url, "--from-seq", str(N + 5))
@@ -64,7 +68,7 @@ def test_verify_prints_the_count_and_head(ledger_url: str) -> None:
 def test_verify_an_empty_ledger(db_url: str) -> None:
     open_store(db_url).close()
     out = invoke("audit", "verify", "--db", db_url)
-    assert out.exit_code == 0 and out.stdout == f"verified 0 events, head {'00' * 32}\n"
+    assert out.exit_code == 0 and out.stdout.startswith(f"verified 0 events, head {'00' * 32}\nrollups: ")
 
 
 def test_verify_bad_input(ledger_url: str, tmp_path: Path) -> None:

@@ -71,6 +71,8 @@ WhereOption = Annotated[
     ),
 ]
 
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
 
 # -- errors -----------------------------------------------------------------------------------
 
@@ -194,6 +196,13 @@ def time_range(since: str | None, until: str | None, tz: str | None) -> tuple[da
 
 
 # -- output -----------------------------------------------------------------------------------
+
+
+def parse_scope(
+    where: Sequence[str] | None, since: str | None, until: str | None, tz: str | None
+) -> tuple[dict[str, list[str]], datetime | None, datetime | None]:
+    """--where, --since, --until and --tz as a read command takes them: (filters, start, end)."""
+    return parse_where(where), *time_range(since, until, tz)
 
 
 def console() -> Console:

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from tokentrail import audit
 from tokentrail.cli._common import RUNTIME, DbOption, console, fail, reader, user_errors
+from tokentrail.store.rollup_window import ROTATION
 
 audit_app = typer.Typer(help="The tamper-evident audit chain over the events.", no_args_is_help=True)
 
@@ -39,16 +40,27 @@ def verify_command(
             "--from-seq", min=1, help="Start here, trusting the stored hash of the row before (1: from genesis)."
         ),
     ] = 1,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Recheck every rollup row against the events (default: the days written since the "
+            "latest checkpoint, the last two days, and one week in seven of the rest, rotating daily). "
+            "Run it periodically (CI, cron).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """Recompute the hash chain and name the first bad row: modified, missing, inserted or reordered."""
+    """Recompute the hash chain and name the first bad row: modified, missing, inserted or reordered.
+
+    The rollups are checked against the events too: every row with --full, else a window of days."""
     with user_errors():
         marks = _load(checkpoint, audit.audit_key()) if checkpoint is not None else []
     with reader(db) as store, user_errors():
         last = audit.head_seq(store)
         if from_seq > last + 1:  # asking past the end is a usage error, not a broken chain
             raise ValueError(f"--from-seq {from_seq} is past the end of the chain (its head is seq {last})")
-        result = audit.verify(store, from_seq=from_seq, checkpoints=marks)
+        result = audit.verify(store, from_seq=from_seq, checkpoints=marks, full=full)
     out = console()
     if result.problem is not None:
         p = result.problem
@@ -69,6 +81,7 @@ def verify_command(
         out.print(f"the chain itself verified: {result.count:,} events, head {result.head_hash.hex()}", soft_wrap=True)
         raise typer.Exit(1)
     out.print(f"verified {result.count} events, head {result.head_hash.hex()}", soft_wrap=True)
+    out.print(_rollup_scope(result.window), soft_wrap=True)
     if marks:
         latest = max(marks, key=lambda c: c.seq)
         out.print(
@@ -76,6 +89,17 @@ def verify_command(
             f"at {latest.time.isoformat(timespec='seconds')}",
             soft_wrap=True,
         )
+
+
+def _rollup_scope(window: audit.Window | None) -> str:
+    """What of the rollups a verification rechecked, in a line."""
+    if window is None:
+        return "rollups: every row matches the events"
+    since = f"the days written after seq {window.anchor_seq}, " if window.anchor_seq is not None else ""
+    return (
+        f"rollups: {since}the last two days and 1 week in {ROTATION} of the rest "
+        f"(rotation {window.rotation}) match the events; --full checks every row"
+    )
 
 
 @audit_app.command("checkpoint")

@@ -22,10 +22,9 @@ from tokentrail.cli._common import (
     fail,
     note,
     parse_by,
-    parse_where,
+    parse_scope,
     reader,
     require_extra,
-    time_range,
     user_errors,
 )
 
@@ -64,8 +63,7 @@ def export_command(
             raise ValueError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
         if granularity not in ("hour", "day"):
             raise ValueError(f"--granularity {granularity!r}: use hour or day")
-        filters = parse_where(where)
-        start, end = time_range(since, until, tz)
+        filters, start, end = parse_scope(where, since, until, tz)
         plan = _allocation(allocated, rules)
     if fmt.endswith("parquet"):
         require_extra("export", "pyarrow")
@@ -157,8 +155,7 @@ def allocated_report_command(
 
     with user_errors():
         dims = parse_by(by)
-        filters = parse_where(where)
-        start, end = time_range(since, until, tz)
+        filters, start, end = parse_scope(where, since, until, tz)
         plan = _allocation(True, rules)
     with reader(db) as store, user_errors():
         rows, total = allocated_report(allocated_lines(store, plan, since=start, until=end, tz=tz, where=filters), dims)

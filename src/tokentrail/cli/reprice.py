@@ -14,6 +14,7 @@ from tokentrail.analytics.reprice import Diff, WhatIf
 from tokentrail.cli._common import (
     DbOption,
     Format,
+    FormatOption,
     SinceOption,
     TzOption,
     UntilOption,
@@ -24,10 +25,9 @@ from tokentrail.cli._common import (
     fail,
     note,
     parse_by,
-    parse_where,
+    parse_scope,
     reader,
     span,
-    time_range,
     user_errors,
 )
 from tokentrail.cli._tables import Column, label, money, money_places, print_table
@@ -51,7 +51,7 @@ def reprice_command(
         bool,
         typer.Option("--dry-run", help="Only show the diff. Without it, unpriced calls are priced by adjustments."),
     ] = False,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
     """What history would have cost under another price book or model (--dry-run), or price the
@@ -61,8 +61,7 @@ def reprice_command(
 
     with user_errors():
         dims = parse_by(by)
-        filters = parse_where(where)
-        start, end = time_range(since, until, tz)
+        filters, start, end = parse_scope(where, since, until, tz)
         mapping = parse_model_map(model_map)
         if mapping and not dry_run:
             raise ValueError("--model-map is a what-if: add --dry-run (only unpriced calls are ever written)")

@@ -367,27 +367,7 @@ def query(
     return store.query(sql, params)
 
 
-# -- checking and rebuilding (tokentrail.rollup_check) ---------------------------------------------
-
-
-def check_sql(
-    d: SQLDialect, table: str, column: str, unit: int, keys: Sequence[str], start: int | None, limit: int
-) -> Stmt:
-    """One statement (one snapshot) listing the rows where `table` and the events disagree: each
-    row `('events' | 'rollup', time, org, team, project, dim, value, *measures)`."""
-    parts = expected(d, unit, keys, start)
-    exp = f"SELECT * FROM ({' UNION ALL '.join(sql for sql, _ in parts)}) x"
-    exp_params = [v for _, ps in parts for v in ps]
-    found = f"SELECT {', '.join((column, *KEY_COLUMNS, *ROLLUP_MEASURES))} FROM {table}"
-    found_params: list[Any] = []
-    if start is not None:
-        found += f" WHERE {column} >= {d.param}"
-        found_params = [start]
-    sql = (
-        f"SELECT 'events', a.* FROM ({exp} EXCEPT {found}) a "
-        f"UNION ALL SELECT 'rollup', b.* FROM ({found} EXCEPT {exp}) b LIMIT {2 * limit}"
-    )
-    return sql, [*exp_params, *found_params, *found_params, *exp_params]
+# -- rebuilding (tokentrail.store.rollup_check; the check is in store/rollup_diff.py) ---------------
 
 
 def rebuild_statements(d: SQLDialect, keys: Sequence[str]) -> list[Stmt]:

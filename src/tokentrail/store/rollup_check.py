@@ -3,8 +3,10 @@ dimension rollups (store/dim_rollups.py: by customer, user, …, declared tags) 
 
 The audit chain covers the events; reports read the hourly and daily rollups. A rollup row
 changed by hand (`UPDATE rollup_hourly SET cost_nusd = 0`) would make every report lie while the
-chain still verifies, so `verify` recomputes both rollups from the events and compares them, in
-one statement (one snapshot: writers committing meanwhile are never mistaken for tampering).
+chain still verifies, so `verify` recomputes the rollups from the events and compares them, one
+statement per family of rollups and range of days (store/rollup_diff.py), each one snapshot:
+writers committing meanwhile are never mistaken for tampering. Which days: all of them, or the
+window store/rollup_window.py chooses (the default `audit verify`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from tokentrail.events import from_micros
 from tokentrail.exceptions import ConfigError
-from tokentrail.store import dim_rollups
+from tokentrail.store import dim_rollups, rollup_diff
 from tokentrail.store.rollup_columns import (
     DAY_US,
     HOUR_US,
@@ -25,10 +27,15 @@ from tokentrail.store.rollup_columns import (
     ROLLUP_SQL_MEASURES,
     floor_to,
 )
+from tokentrail.store.rollup_window import Range
 from tokentrail.types import Store
 
 ROLLUPS = (("rollup_hourly", "hour_us", HOUR_US), ("rollup_daily", "day_us", DAY_US))
 MAX_SHOWN = 5
+_KEYS = {
+    **{t: ROLLUP_DIMENSIONS for t, _ in rollup_diff.MAIN_TABLES},
+    **{t: rollup_diff.DIM_KEY for t, _ in rollup_diff.DIM_TABLES},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,58 +65,50 @@ class RollupMismatch:
         return f"{head}: {'; '.join(differ)}"
 
 
-def check_rollups(store: Store, *, since_us: int | None = None, limit: int = MAX_SHOWN) -> list[RollupMismatch]:
-    """The rollup rows (from the UTC day of `since_us`, or all) that disagree with the events,
-    at most `limit` of them per table; empty when the rollups are right."""
-    out: list[RollupMismatch] = []
-    for table, column, unit in ROLLUPS:
-        out += _mismatches(store, table, column, unit, since_us, limit)
-    keys = dim_rollups.tag_keys(store)
-    if keys is not None:  # the dimension rollups (customer, user, …, declared tags), if migrated
-        start = None if since_us is None else since_us - since_us % DAY_US
-        for table, column, unit in dim_rollups.TABLES:
-            sql, params = dim_rollups.check_sql(store.dialect, table, column, unit, keys, start, limit)
-            out += _pairs(store.query(sql, params), table, dim_rollups.KEY_COLUMNS, limit)
-    return out
-
-
-def _mismatches(
-    store: Store, table: str, column: str, unit: int, since_us: int | None, limit: int
+def check_rollups(
+    store: Store,
+    *,
+    since_us: int | None = None,
+    ranges: Sequence[Range] | None = None,
+    limit: int = MAX_SHOWN,
 ) -> list[RollupMismatch]:
-    p = store.dialect.param
-    start = None if since_us is None else since_us - since_us % DAY_US  # whole days: whole rows of both
-    width = 1 + len(ROLLUP_DIMENSIONS)
-    cols = ", ".join((column, *ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
-    expected = (
-        f"SELECT {floor_to('ts_us', unit)}, {', '.join(ROLLUP_SQL_DIMENSIONS)}, {', '.join(ROLLUP_SQL_MEASURES)} "
-        f"FROM events{f' WHERE ts_us >= {p}' if start is not None else ''} "
-        f"GROUP BY {', '.join(str(i) for i in range(1, width + 1))}"
-    )
-    found = f"SELECT {cols} FROM {table}{f' WHERE {column} >= {p}' if start is not None else ''}"
-    sql = (
-        f"SELECT 'events', a.* FROM ({expected} EXCEPT {found}) a "
-        f"UNION ALL SELECT 'rollup', b.* FROM ({found} EXCEPT {expected}) b LIMIT {2 * limit}"
-    )
-    params: Sequence[Any] = () if start is None else [start, start, start, start]
-    return _pairs(store.query(sql, params), table, ROLLUP_DIMENSIONS, limit)
+    """The rollup rows that disagree with the events, at most `limit` per table; empty when the
+    rollups are right. Which rows: those of the day `ranges` (tokentrail.store.rollup_window), or
+    from the UTC day of `since_us` on, or (neither) all of them."""
+    if ranges is None:
+        ranges = [(None, None) if since_us is None else (since_us - since_us % DAY_US, None)]
+    keys = dim_rollups.tag_keys(store)  # None: the dimension rollups are not migrated
+    found: dict[str, list[RollupMismatch]] = {}
+    for lo, hi in ranges:
+        statements = [rollup_diff.main_diff(store.dialect, lo, hi, limit)]
+        if keys is not None:
+            statements.append(rollup_diff.dim_diff(store.dialect, keys, lo, hi, limit))
+        for sql, params in statements:
+            for m in _pairs(store.query(sql, params)):
+                shown = found.setdefault(m.table, [])
+                if len(shown) < limit:
+                    shown.append(m)
+    return [m for ms in found.values() for m in ms]
 
 
-def _pairs(rows: Sequence[Sequence[Any]], table: str, names: Sequence[str], limit: int) -> list[RollupMismatch]:
-    """Mismatches from rows `('events' | 'rollup', time, *key, *measures)`, both sides of a key paired."""
-    width = 1 + len(names)
+def _pairs(rows: Sequence[Sequence[Any]]) -> list[RollupMismatch]:
+    """Mismatches from rows `('events' | 'rollup', table, time, *key, *measures)`, both sides of a
+    key paired."""
     pairs: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
     for r in rows:
-        key = tuple(r[1 : 1 + width])
-        pairs.setdefault(key, {})[r[0]] = {m: int(v) for m, v in zip(ROLLUP_MEASURES, r[1 + width :], strict=True)}
+        table = str(r[1])
+        width = 1 + len(_KEYS[table])
+        key = (table, *r[2 : 2 + width])
+        pairs.setdefault(key, {})[r[0]] = {m: int(v) for m, v in zip(ROLLUP_MEASURES, r[2 + width :], strict=True)}
     return [
         RollupMismatch(
-            table,
-            int(key[0]),
-            tuple(zip(names, key[1:], strict=True)),
+            key[0],
+            int(key[1]),
+            tuple(zip(_KEYS[key[0]], key[2:], strict=True)),
             sides.get("events"),
             sides.get("rollup"),
         )
-        for key, sides in list(pairs.items())[:limit]
+        for key, sides in pairs.items()
     ]
 
 
