@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import uuid_utils
 
-from tokentrail.analytics import reports
+from tokentrail.analytics import reports, sessions
 from tokentrail.events import COL, COLUMNS, from_micros, ts_micros
 from tokentrail.store import open_store
 from tokentrail.types import Store
@@ -145,6 +145,7 @@ def main() -> None:
         )
         ok = dim_rep.rows == scan.rows and dim_rep.totals == scan.totals and not dim_rep.scanned
         chargeback.append((dim, len(dim_rep.rows), dim_s, scan_s, ok))
+    listing = session_lists(store, since, until, args.repeat)
     store.close()
     assert fast.source == "rollup" and raw.source == "events"
     same = fast.rows == raw.rows and fast.totals == raw.totals
@@ -166,8 +167,36 @@ def main() -> None:
         print(f"  raw GROUP BY events: {scan_s * 1000:9.1f} ms ({scan_s / dim_s:.1f}x slower)")
         print(f"  same rows and totals: {'yes' if ok else 'NO'}")
         same = same and ok
+    for name, n, list_s, scan_s, ok in listing:
+        print(f"sessions {name}: {n} sessions")
+        print(f"  {'session summary' if scan_s is not None else 'sessions (no summary)':19}: {list_s * 1000:9.1f} ms")
+        if scan_s is not None:
+            print(f"  raw GROUP BY events: {scan_s * 1000:9.1f} ms ({scan_s / list_s:.1f}x slower)")
+        print(f"  same sessions and totals: {'yes' if ok else 'NO'}")
+        same = same and ok
     if not same:
         sys.exit(1)
+
+
+def session_lists(store: Store, since: datetime, until: datetime, repeat: int) -> list:
+    """`tokentrail sessions` (the newest 50) plain, over the month, and scoped to a team's key and a
+    customer's key: from the session summary when this tokentrail has one, and the raw scan."""
+    cases = {
+        "(newest 50)": {},
+        "(the month)": {"since": since, "until": until},
+        "(scope team=eng)": {"scope": {"team": "eng"}},
+        "(scope customer=cust-007)": {"scope": {"customer": "cust-007"}},
+    }
+    has_summary = "summary" in sessions.sessions.__code__.co_varnames
+    out = []
+    for name, kw in cases.items():
+        list_s, found = best(lambda kw=kw: sessions.sessions(store, **kw), repeat)
+        scan_s, ok = None, True
+        if has_summary:
+            scan_s, scan = best(lambda kw=kw: sessions.sessions(store, summary=False, **kw), repeat)
+            ok = scan == found
+        out.append((name, len(found), list_s, scan_s, ok))
+    return out
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from tokentrail.store.dim_rollups import SQLiteDimRollups, declare_sqlite
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS
 from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.session_rollup import add_sqlite as add_to_session_summary
 
 Row = tuple[Any, ...]
 
@@ -210,6 +211,7 @@ class SQLiteStore:
                         chained.append((seq, *rows[i], prev, h))
                         prev = h
                     c.executemany(_INSERT_EVENT, chained)
+                    add_to_session_summary(c, chained[0][0], seq)  # the session summary (0018)
                     if len(fresh) < len(rows):  # some were stored already (a replay): roll up the rest
                         hourly = aggregate([rows[i] for i in fresh])
                         daily = by_day(hourly)
