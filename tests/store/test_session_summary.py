@@ -42,7 +42,7 @@ def session_events(seed: int, n: int = 300) -> list[UsageEvent]:
             dataclasses.replace(
                 e,
                 session_id=sid,
-                agent=rng.choice(("a1", "a2", None)),
+                agent=rng.choice(("a1", "a2", "", None)),  # '' is stored as given
                 task_type=rng.choice(("qa", None)),
                 latency_ms=rng.choice((None, 12.5, 1500.0)),
             )

@@ -46,9 +46,17 @@ MEASURE_SQL: dict[str, str] = {
     "unpriced_calls": RAW_MEASURES["unpriced_calls"],
     "errors": RAW_MEASURES["errors"],
     "estimated_calls": RAW_MEASURES["estimated_calls"],
+    # the list shows a session's agent, team and user: whether a '' in the key was stored as ''
+    # (shown) or stands for none (not shown), as the events' MAX would
+    **{f"{c}_set": f"MAX(CASE WHEN {c} IS NOT NULL THEN 1 ELSE 0 END)" for c in ("agent", "team", "user_id")},
 }
 MEASURES = tuple(MEASURE_SQL)
-_MERGE = {"first_us": "min", "start_us": "min", "last_us": "max"}  # the rest add up
+_MERGE = {  # the rest add up
+    "first_us": "min",
+    "start_us": "min",
+    "last_us": "max",
+    **{f"{c}_set": "max" for c in ("agent", "team", "user_id")},
+}
 Stmt = tuple[str, list[Any]]
 
 

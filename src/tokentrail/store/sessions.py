@@ -126,7 +126,8 @@ def _summary_page(
     having, hparams = time_sql(store, start, hi, "MIN(first_us)")
     sql = (
         "SELECT session_id, MIN(start_us), MAX(last_us), "
-        "MAX(NULLIF(agent, '')), MAX(NULLIF(team, '')), MAX(NULLIF(user_id, '')), "
+        "MAX(CASE WHEN agent_set = 1 THEN agent END), MAX(CASE WHEN team_set = 1 THEN team END), "
+        "MAX(CASE WHEN user_id_set = 1 THEN user_id END), "
         "SUM(calls), SUM(tool_runs), SUM(tokens), CASE WHEN SUM(priced) > 0 THEN SUM(cost_nusd) END, "
         f"SUM(unpriced_calls), SUM(errors), SUM(estimated_calls) FROM {TABLE}{_where(outer)} "
         "GROUP BY session_id" + (f" HAVING {' AND '.join(having)}" if having else "") + " "
