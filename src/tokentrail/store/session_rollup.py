@@ -96,7 +96,7 @@ def migration(d: Dialect) -> list[str]:
         f"INSERT INTO {TABLE} ({', '.join((*KEY_COLUMNS, *MEASURES))}) {_select()}",
     ]
     if d.name == "postgresql":
-        out += _pg_trigger(d)
+        out += [*_pg_trigger(d), f"ANALYZE {TABLE}"]  # the list's plan needs its statistics at once
     return out
 
 
