@@ -6,11 +6,12 @@ side by side in the same run, on the same ledger.
 
 Events are written straight through `store.write_events` in large batches (no ledger, no
 pricing), spread over 30 days: 6 teams x 20 agents x 8 models, 10% tool runs, 2% errors, one
-unpriced model, 500 customers, a `region` tag (declared: TOKENTRAIL_ROLLUP_TAGS=region). `--reuse`
+unpriced model, 500 customers, 2000 users, a `region` tag (declared: TOKENTRAIL_ROLLUP_TAGS=region). `--reuse`
 skips writing when the ledger already holds events (for 10M runs).
 
-Then the chargeback reports: by customer and by tag.region from the dimension rollups, each against
-the raw scan and against the by-team report of the same run."""
+Then the chargeback reports: by customer, user and tag.region from the dimension rollups, each against
+the raw scan and against the by-team report of the same run; and `tokentrail sessions` (the
+newest 50, a month, a team's and a customer's key) from the session summary against the raw scan."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import uuid_utils
 
-from tokentrail.analytics import reports
+from tokentrail.analytics import reports, sessions
 from tokentrail.events import COL, COLUMNS, from_micros, ts_micros
 from tokentrail.store import open_store
 from tokentrail.types import Store
@@ -46,6 +47,7 @@ MODELS = {
 }
 BATCH = 20_000
 CUSTOMERS = 500
+USERS = 2000
 REGIONS = ("eu", "us", "apac")
 
 
@@ -66,6 +68,7 @@ def rows(n: int, seed: int = 7):
         r[COL["team"]], r[COL["agent"]], r[COL["org"]] = team, agent, "acme-corp"
         r[COL["session_id"]] = f"{agent}-{i // 40}"
         r[COL["customer"]] = f"cust-{rng.randrange(CUSTOMERS):03d}"
+        r[COL["user_id"]] = f"user-{i * 7919 % USERS:04d}"  # not from rng: the other columns stay as before
         r[COL["tags"]] = region_tags[rng.randrange(len(REGIONS))]
         r[COL["status"]] = "error" if rng.random() < 0.02 else "ok"
         for c in ("streamed", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="ledger URL (default: a new SQLite file in a temp folder)")
     parser.add_argument("--reuse", action="store_true", help="do not write when the ledger already has events")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each query; the best is shown")
+    parser.add_argument("--no-raw-sessions", action="store_true", help="list sessions from the summary only")
     args = parser.parse_args()
     url = args.db or f"sqlite:///{tempfile.mkdtemp()}/bench-report.db"
     os.environ["TOKENTRAIL_ROLLUP_TAGS"] = "region"
@@ -138,13 +142,14 @@ def main() -> None:
     raw_s, raw = best(lambda: reports.report(store, by=by, since=since, until=until, rollup=False), args.repeat)
     team_s, _ = best(lambda: reports.report(store, by=("team",), since=since, until=until), args.repeat)
     chargeback = []
-    for dim in ("customer", "tag.region"):
+    for dim in ("customer", "user", "tag.region"):
         dim_s, dim_rep = best(lambda: reports.report(store, by=(dim,), since=since, until=until), args.repeat)
         scan_s, scan = best(
             lambda: reports.report(store, by=(dim,), since=since, until=until, rollup=False), args.repeat
         )
         ok = dim_rep.rows == scan.rows and dim_rep.totals == scan.totals and not dim_rep.scanned
         chargeback.append((dim, len(dim_rep.rows), dim_s, scan_s, ok))
+    listing = session_lists(store, since, until, args.repeat, raw=not args.no_raw_sessions)
     store.close()
     assert fast.source == "rollup" and raw.source == "events"
     same = fast.rows == raw.rows and fast.totals == raw.totals
@@ -166,8 +171,36 @@ def main() -> None:
         print(f"  raw GROUP BY events: {scan_s * 1000:9.1f} ms ({scan_s / dim_s:.1f}x slower)")
         print(f"  same rows and totals: {'yes' if ok else 'NO'}")
         same = same and ok
+    for name, n, list_s, scan_s, ok in listing:
+        print(f"sessions {name}: {n} sessions")
+        print(f"  session list       : {list_s * 1000:9.1f} ms")
+        if scan_s is not None:
+            print(f"  raw GROUP BY events: {scan_s * 1000:9.1f} ms ({scan_s / list_s:.1f}x slower)")
+        print(f"  same sessions and totals: {'yes' if ok else 'NO'}")
+        same = same and ok
     if not same:
         sys.exit(1)
+
+
+def session_lists(store: Store, since: datetime, until: datetime, repeat: int, *, raw: bool = True) -> list:
+    """`tokentrail sessions` (the newest 50) plain, over the month, and scoped to a team's key and a
+    customer's key: from the session summary when this tokentrail has one, and the raw scan."""
+    cases = {
+        "(newest 50)": {},
+        "(the month)": {"since": since, "until": until},
+        "(scope team=eng)": {"scope": {"team": "eng"}},
+        "(scope customer=cust-007)": {"scope": {"customer": "cust-007"}},
+    }
+    has_summary = "summary" in sessions.sessions.__code__.co_varnames
+    out = []
+    for name, kw in cases.items():
+        list_s, found = best(lambda kw=kw: sessions.sessions(store, **kw), repeat)
+        scan_s, ok = None, True
+        if has_summary and raw:
+            scan_s, scan = best(lambda kw=kw: sessions.sessions(store, summary=False, **kw), repeat)
+            ok = scan == found
+        out.append((name if has_summary else f"{name} without a summary", len(found), list_s, scan_s, ok))
+    return out
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from typing import Any
 from tokentrail.analytics.reports import Measures, to_jsonable
 from tokentrail.events import UsageEvent, from_micros, from_row, nano_to_usd, usd_to_nano
 from tokentrail.store.reports import Scope, Where, check_range, filters, scope_filters
-from tokentrail.store.sessions import outcome_counts, session_events, session_sums
+from tokentrail.store.session_rollup import available as has_session_summary
+from tokentrail.store.sessions import outcome_counts, session_events, session_sums, summary_answers, summary_sums
 from tokentrail.types import Store
 
 
@@ -107,6 +108,16 @@ class SessionDetail:
 # -- the session list -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """A page of the session list. `scanned`: the session summary could not answer the filters, so
+    the events were read (`note` says why): the same sessions and totals, only slower."""
+
+    sessions: list[SessionSummary]
+    scanned: bool = False
+    note: str | None = None
+
+
 def sessions(
     store: Store,
     *,
@@ -116,21 +127,48 @@ def sessions(
     limit: int = 50,
     offset: int = 0,
     scope: Scope | None = None,
+    summary: bool = True,
 ) -> list[SessionSummary]:
     """Sessions that started in [since, until) and have at least one event matching `where`,
     newest first (skipping the first `offset`: a page), with the totals of all their events. With
     a `scope` (a key's attribution) a session is only its events inside the scope: sessions are
     listed, timed and totalled from those alone, so another team's events under the same session
-    id never show."""
+    id never show. Read from the session summary when it can answer (`summary=False`: the events)."""
+    return session_page(
+        store, since=since, until=until, where=where, limit=limit, offset=offset, scope=scope, summary=summary
+    ).sessions
+
+
+def session_page(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    where: Where | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    scope: Scope | None = None,
+    summary: bool = True,
+) -> SessionPage:
+    """`sessions`, saying whether the events had to be scanned."""
     if type(limit) is not int or limit < 1:
         raise ValueError(f"limit must be a positive whole number, not {limit!r}")
     if type(offset) is not int or offset < 0:
         raise ValueError(f"offset must be a whole number from 0, not {offset!r}")
     lo, hi = check_range(since, until)
     forced = scope_filters(scope)
-    rows = session_sums(store, lo, hi, filters(where), forced, limit, offset)
+    flt = filters(where)
+    note = None
+    if not summary_answers(flt, forced):
+        note = "the session summary holds the session and its attribution only: other filters read every event"
+    elif summary and not has_session_summary(store):
+        note = "this ledger has no session summary yet (run `tokentrail migrate`): every event was read"
+    if summary and note is None:
+        rows = summary_sums(store, lo, hi, flt, forced, limit, offset)
+    else:
+        rows = session_sums(store, lo, hi, flt, forced, limit, offset)
     outcomes = outcome_counts(store, [r[0] for r in rows], forced)
-    return [
+    found = [
         SessionSummary(
             session_id=r[0],
             started=from_micros(int(r[1])),
@@ -149,6 +187,7 @@ def sessions(
         )
         for r in rows
     ]
+    return SessionPage(found, scanned=note is not None, note=note)
 
 
 # -- one session as a call tree ---------------------------------------------------------------
@@ -283,4 +322,14 @@ def _enter(roots: list[_Node], open_steps: list[_Node], path: str | None) -> lis
     return open_steps[-1].children if open_steps else roots
 
 
-__all__ = ["CallNode", "SessionDetail", "SessionSummary", "build_tree", "measure", "session_detail", "sessions"]
+__all__ = [
+    "CallNode",
+    "SessionDetail",
+    "SessionPage",
+    "SessionSummary",
+    "build_tree",
+    "measure",
+    "session_detail",
+    "session_page",
+    "sessions",
+]

@@ -72,7 +72,8 @@ def sessions_command(
                 filters.setdefault(key, []).append(value)
         start, end = time_range(since, until, tz)
     with reader(db) as store:
-        found = sessions.sessions(store, since=start, until=end, where=filters, limit=limit)
+        page = sessions.session_page(store, since=start, until=end, where=filters, limit=limit)
+    found = page.sessions
     if fmt is Format.json:
         emit_json([{**reports.to_jsonable(s), "outcomes": dict(s.outcomes)} for s in found])
         return
@@ -87,6 +88,8 @@ def sessions_command(
     print_sessions(found, title=f"Sessions · {span(start, end, tz)}", tz=tz)
     if len(found) == limit:
         console().print(Text(f"(the newest {limit}; --limit shows more)", style="dim"))
+    if page.note:
+        console().print(Text(f"({page.note})", style="dim"))
 
 
 def print_sessions(

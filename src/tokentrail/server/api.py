@@ -146,7 +146,7 @@ def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
     since, until, _ = _times(request)
     where = _where(request, key, ("agent", "team", "user", "customer"))
     limit, offset = _limit(request, 50), _offset(request)
-    found = session_reports.sessions(
+    page = session_reports.session_page(
         state_of(request).store,
         since=since,
         until=until,
@@ -155,11 +155,14 @@ def sessions(request: Request, key: ApiKey) -> dict[str, Any]:
         offset=offset,
         scope=key.attribution,
     )
+    found = page.sessions
     return {
         "sessions": [_session_dict(s) for s in found[:limit]],
         "offset": offset,
         "limit": limit,
         "more": len(found) > limit,
+        "scanned": page.scanned,
+        **({"note": page.note} if page.note else {}),
     }
 
 

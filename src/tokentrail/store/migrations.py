@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tokentrail.store import schema_features, schema_ledger
+from tokentrail.store import schema_features, schema_ledger, session_rollup
 from tokentrail.store.dialect import Dialect
 from tokentrail.types import Store
 
@@ -32,6 +32,7 @@ MIGRATIONS: list[Migration] = [
     ("0015_reconcile_runs", schema_features.m0015_reconcile_runs),
     ("0016_advice", schema_features.m0016_advice),
     ("0017_dim_rollups", schema_ledger.m0017_dim_rollups),
+    (session_rollup.MIGRATION, session_rollup.migration),
     ("0019_one_rollup_trigger", schema_ledger.m0019_one_rollup_trigger),
 ]
 
@@ -53,6 +54,8 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "rollup_dim_hourly": ("SELECT",),
     "rollup_dim_daily": ("SELECT",),
     "rollup_tag_keys": ("SELECT",),
+    # the session summary (0018): kept by the database too
+    "session_summary": ("SELECT",),
     "chain_head": ("SELECT", "UPDATE"),
     # budgets: defined by the owner (`tokentrail budget set|rm|suspend`); the app reserves and posts
     "budgets": ("SELECT",),

@@ -17,7 +17,7 @@ from typing import Any
 
 from tokentrail.events import from_micros
 from tokentrail.exceptions import ConfigError
-from tokentrail.store import dim_rollups, rollup_diff
+from tokentrail.store import dim_rollups, rollup_diff, session_rollup
 from tokentrail.store.rollup_columns import (
     DAY_US,
     HOUR_US,
@@ -53,14 +53,16 @@ class RollupMismatch:
         unit = "hour" if self.table.endswith("hourly") else "day"
         where = ", ".join(f"{k}={v!r}" for k, v in self.group if v) or "no dimension"
         head = f"{self.table}, {unit} of {from_micros(self.start_us):%Y-%m-%d %H:%M} UTC, {where}"
+        if self.table == session_rollup.TABLE:
+            head = f"{self.table}, {where}"
         if self.found is None:
             return f"{head}: no rollup row for events of {_show(self.expected)}"
         if self.expected is None:
             return f"{head}: a rollup row of {_show(self.found)} with no events"
         differ = [
             f"{m} {self.found[m]} (the events: {self.expected[m]})"
-            for m in ROLLUP_MEASURES
-            if self.found[m] != self.expected[m]
+            for m in self.found
+            if self.found[m] != self.expected.get(m)
         ]
         return f"{head}: {'; '.join(differ)}"
 
@@ -88,7 +90,31 @@ def check_rollups(
                 shown = found.setdefault(m.table, [])
                 if len(shown) < limit:
                     shown.append(m)
+    if session_rollup.available(store):  # the session summary (0018): the sessions the ranges touch
+        shown = found.setdefault(session_rollup.TABLE, [])
+        for lo, hi in ranges:
+            sql, params = session_rollup.check_sql(store.dialect, lo, hi, limit)
+            shown += _session_pairs(store.query(sql, params), limit - len(shown))
     return [m for ms in found.values() for m in ms]
+
+
+def _session_pairs(rows: Sequence[Sequence[Any]], limit: int) -> list[RollupMismatch]:
+    """Mismatches of the session summary from rows `('events' | 'rollup', *key, *measures)`."""
+    names, measures = session_rollup.KEY_COLUMNS, session_rollup.MEASURES
+    pairs: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
+    for r in rows:
+        key = tuple(r[1 : 1 + len(names)])
+        pairs.setdefault(key, {})[r[0]] = {m: int(v) for m, v in zip(measures, r[1 + len(names) :], strict=True)}
+    return [
+        RollupMismatch(
+            session_rollup.TABLE,
+            (sides.get("events") or sides["rollup"])["first_us"],
+            tuple(zip(names, key, strict=True)),
+            sides.get("events"),
+            sides.get("rollup"),
+        )
+        for key, sides in list(pairs.items())[: max(limit, 0)]
+    ]
 
 
 def _pairs(rows: Sequence[Sequence[Any]]) -> list[RollupMismatch]:
@@ -135,6 +161,8 @@ def rebuild_rollups(store: Store) -> int:
         ]
     if keys is not None:
         statements += dim_rollups.rebuild_statements(store.dialect, keys)
+    if session_rollup.available(store):
+        statements += session_rollup.rebuild_statements()
     if store.dialect.name == "postgresql":
         from tokentrail.store.postgres import PostgresStore
 

@@ -19,6 +19,7 @@ from tokentrail.store.dim_rollups import SQLiteDimRollups, declare_sqlite
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
 from tokentrail.store.migrations import MIGRATIONS
 from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from tokentrail.store.session_rollup import add_sqlite as add_to_session_summary
 
 Row = tuple[Any, ...]
 
@@ -216,6 +217,7 @@ class SQLiteStore:
                     prevs = [bytearray(head[1] if head else GENESIS_HASH), *hashes[:-1]]
                     links = zip(range(first + 1, seq + 1), fresh, prevs, hashes, strict=True)
                     c.executemany(_INSERT_EVENT, ((s, *rows[i], p, h) for s, i, p, h in links))
+                    add_to_session_summary(c, first + 1, seq)  # the session summary (0018)
                     if len(fresh) < len(rows):  # some were stored already (a replay): roll up the rest
                         hourly = aggregate([rows[i] for i in fresh])
                         daily = by_day(hourly)
