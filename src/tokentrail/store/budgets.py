@@ -437,17 +437,21 @@ class SQLiteBudgetSQL(BudgetSQL):
 
 
 class PostgresBudgetSQL(BudgetSQL):
-    """Connections from the store's pool, one short transaction each."""
+    """One pooled connection kept between transactions (store/pg_kept.py), one short transaction
+    each."""
 
     param = "%s"
     for_update = " FOR UPDATE"
 
     def __init__(self, store: PostgresStore) -> None:
+        from tokentrail.store.pg_kept import KeptConnection
+
         self.store = store
+        self.kept = KeptConnection(store)
 
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
-        with self.store.connection() as conn, conn.transaction():
+        with self.kept.connection() as conn, conn.transaction():
             x = _PgExec(conn, None)
             if not durable and not read:
                 # a batch of reservations and voids need not wait for the WAL flush: if the server
@@ -460,7 +464,7 @@ class PostgresBudgetSQL(BudgetSQL):
 
     @contextmanager
     def _pipelined(self, durable: bool) -> Iterator[Exec]:
-        with self.store.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+        with self.kept.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
             x = _PgExec(conn, pipeline)
             if not durable:
                 x.send("SET LOCAL synchronous_commit = off", ())
@@ -517,6 +521,9 @@ class PostgresBudgetSQL(BudgetSQL):
                 (now_us,),
             )
         )
+
+    def close(self) -> None:
+        self.kept.close()
 
 
 @runtime_checkable
