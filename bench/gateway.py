@@ -1,6 +1,7 @@
 """The gateway against calling FakeUpstream directly, and against a LiteLLM proxy, in one run.
 
     python bench/gateway.py [--requests 2000] [--seconds 20] [--pg URL] [--litellm PATH]
+    python bench/gateway.py --c32-rounds 3 [--pg URL]    # budgets at gateway speed (issue 17)
 
 Each server runs in its own process on 127.0.0.1 (FakeUpstream, `tokentrail serve`, LiteLLM); the
 load comes from this process over aiohttp with keep-alive. Columns:
@@ -12,6 +13,11 @@ load comes from this process over aiohttp with keep-alive. Columns:
   absent. Install: python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.108.0'
 Rows: non-streamed latency p50/p99 at concurrency 1 (and added over direct), req/s at 1 and 32,
 streamed time to first byte p50 at concurrency 1. Every phase stops at --requests or --seconds.
+
+--c32-rounds N: only req/s at concurrency 32 of the gateway with and without a budget, N rounds
+taking turns (so a busy machine weighs on each alike), each as a % of the no-budget gateway, with
+the gateway process's CPU per request (from /proc: a figure that load inflates less than req/s) and
+the load average.
 """
 
 from __future__ import annotations
@@ -108,7 +114,40 @@ def start_gateway(stack: ExitStack, upstream: str, db: str, budget: bool) -> str
     proc = start(stack, args, {"TOKENTRAIL_ADMIN_KEY": ""})
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", proc)
+    PIDS[url] = proc.pid
     return url
+
+
+PIDS: dict[str, int] = {}  # gateway url -> its process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def c32_rounds(servers: dict[str, str], rounds: int, n: int, seconds: float) -> None:
+    """req/s at concurrency 32 and server CPU per request, the servers taking turns each round."""
+    rps: dict[str, list[float]] = {k: [] for k in servers}
+    cpu: dict[str, list[float]] = {k: [] for k in servers}
+    for r in range(rounds):
+        for name, url in servers.items():
+            before = cpu_seconds(PIDS[url])
+            lat, rate = asyncio.run(phase(url, 32, n, seconds))
+            cpu[name].append((cpu_seconds(PIDS[url]) - before) * 1e6 / max(1, len(lat) + 50))  # + the warm-up
+            rps[name].append(rate)
+        print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rps.items()), flush=True)
+    base, base_cpu = statistics.mean(rps["gateway"]), statistics.mean(cpu["gateway"])
+    print(f"\nload average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
+    print(f"{'':26}{'req/s c32':>11}{'% of no budget':>16}{'CPU us/req':>12}{'CPU % of it':>13}   runs")
+    for name in servers:
+        m, c = statistics.mean(rps[name]), statistics.mean(cpu[name])
+        runs = ", ".join(f"{x:.0f}" for x in rps[name])
+        print(f"{name:26}{m:11.0f}{100 * m / base:15.1f}%{c:12.0f}{100 * base_cpu / c:12.1f}%   {runs}")
 
 
 def start_litellm(stack: ExitStack, upstream: str, binary: Path, workdir: Path) -> str:
@@ -196,11 +235,19 @@ def main() -> None:
     ap.add_argument("--pg", default=os.environ.get("TOKENTRAIL_BENCH_PG") or os.environ.get("TOKENTRAIL_TEST_PG"))
     default_litellm = Path(os.environ.get("LITELLM_VENV", "/tmp/litellm-venv")) / "bin" / "litellm"
     ap.add_argument("--litellm", type=Path, default=default_litellm)
+    ap.add_argument("--c32-rounds", type=int, default=0, help="only req/s at c=32, with and without a budget")
     args = ap.parse_args()
     results: dict[str, dict[str, float]] = {}
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         upstream = start_upstream(stack)
+        if args.c32_rounds:
+            gateways = {"gateway": start_gateway(stack, upstream, f"sqlite:///{work / 'plain.db'}", budget=False)}
+            gateways["gateway+budget sqlite"] = start_gateway(stack, upstream, f"sqlite:///{work / 'b.db'}", True)
+            if args.pg:
+                gateways["gateway+budget postgres"] = start_gateway(stack, upstream, args.pg, budget=True)
+            c32_rounds(gateways, args.c32_rounds, args.requests * 2, args.seconds)
+            return
         servers = {"direct": upstream}
         servers["gateway"] = start_gateway(stack, upstream, f"sqlite:///{work / 'plain.db'}", budget=False)
         servers["gateway+budget sqlite"] = start_gateway(stack, upstream, f"sqlite:///{work / 'b.db'}", budget=True)

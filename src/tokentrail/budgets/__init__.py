@@ -24,7 +24,8 @@ the event loop; a post or void from a thread running an event loop is queued, no
 
 A process with no budgets pays one monotonic-clock comparison per call: the definitions are
 cached and re-read only when the ledger's budget version moves (checked at most every
-`cache_ttl` seconds).
+`cache_ttl` seconds). The budget thread re-reads them half a `cache_ttl` early; a coroutine that
+still finds them due awaits a read in a worker thread, so the event loop never reads the store.
 
 The package's modules (docs/architecture.md): `facade` (the `Budgets` class: reserve, settle,
 post, void, charge, suspend), `definitions` (what a budget is), `budget_file` (the TOML file),

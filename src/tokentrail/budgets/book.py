@@ -8,8 +8,10 @@ per call.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
+import logging
 import os
 import threading
 import time
@@ -26,6 +28,8 @@ from tokentrail.events import from_micros, ts_micros
 from tokentrail.exceptions import ConfigError
 from tokentrail.store.budgets import BudgetSQL
 
+log = logging.getLogger("tokentrail")
+
 
 class BudgetDefinitions:
     """Budget definitions and suspensions kept in the ledger, and this process's cached copy."""
@@ -40,6 +44,7 @@ class BudgetDefinitions:
     _version: int
     _next_check: float
     _refresh_lock: threading.RLock
+    _refresh_task: asyncio.Task[None] | None
 
     def _backend(self) -> BudgetSQL:
         raise NotImplementedError
@@ -133,14 +138,17 @@ class BudgetDefinitions:
             self._refresh(force=True)
         return cfg.budgets
 
-    def _refresh(self, *, force: bool = False) -> None:
-        """Re-read the definitions if they changed (checked at most every cache_ttl seconds)."""
+    def _refresh(self, *, force: bool = False, early: float = 0.0) -> None:
+        """Re-read the definitions if they changed (checked at most every cache_ttl seconds).
+        `early`: the budget thread's read, that many seconds before they are due; when it fails
+        they stay due, so the next call reads them itself and follows fail-open/fail-closed."""
         now = time.monotonic()
-        if not force and now < self._next_check:
+        if not force and now < self._next_check - early:
             return
         with self._refresh_lock:
-            if not force and now < self._next_check:
+            if not force and now < self._next_check - early:
                 return
+            read = False
             try:
                 if self._file is not None:
                     path, self._file = self._file, None
@@ -154,8 +162,30 @@ class BudgetDefinitions:
                         Suspension(tuple(sorted(json.loads(s[0]).items())), s[1], from_micros(int(s[2]))) for s in susp
                     )
                     self._version = version
+                read = True
             finally:
-                self._next_check = time.monotonic() + self.cache_ttl
+                if read or not early:
+                    self._next_check = time.monotonic() + self.cache_ttl
+
+    def _refresh_ahead(self) -> None:
+        """The budget thread, each round: once the definitions were read, read them again half a
+        cache_ttl before they are due, so that a busy event loop finds them fresh and never waits
+        for the store itself (areserve_call). Never raises."""
+        if self._version < 0:
+            return
+        try:
+            self._refresh(early=self.cache_ttl / 2)
+        except Exception as e:
+            log.debug("tokentrail: reading the budgets ahead failed (the next call reads them): %s", e)
+
+    async def _arefresh(self) -> None:
+        """The definitions are due on an event loop: read them in a worker thread (one read for
+        every coroutine that finds them due meanwhile). Raises what `_refresh` raised."""
+        loop = asyncio.get_running_loop()
+        task = self._refresh_task
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._refresh_task = loop.create_task(asyncio.to_thread(self._refresh))
+        await asyncio.shield(task)
 
 
 def _now_us() -> int:

@@ -112,9 +112,12 @@ class Engine:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        """Have the budget thread run the queue."""
+        """Have the budget thread run the queue. When the flag is still set the thread has not
+        cleared it yet, so it drains the queue after this op was appended: setting it again (a lock
+        and a notify per call, from the event loop) would change nothing."""
         self._start()
-        self.wake.set()
+        if not self.wake.is_set():
+            self.wake.set()
 
     def run_queued(self) -> None:
         """Run everything queued (the budget thread)."""

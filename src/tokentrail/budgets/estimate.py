@@ -34,6 +34,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from tokentrail.events import NANO
+from tokentrail.price_units import parts_of, usage_values
 from tokentrail.pricing import Price, PriceBook
 from tokentrail.usage import Usage, UsageProblem
 
@@ -103,7 +104,7 @@ class Estimate:
 # -- input ------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Count:
     text_bytes: int = 0
     messages: int = 0
@@ -233,6 +234,12 @@ def _walk(body: Any, c: _Count) -> None:
                             c.unshown_input = True
                 elif k in ("mcp_servers", "container") and v:
                     c.unshown_input = True
+                if type(v) is str:  # counted here as the str branch below would: no stack round trip
+                    c.text_bytes += len(v) if v.isascii() else _utf8(v)
+                    c.structure_bytes += 2
+                    if c.strings is not None:
+                        c.strings.append(v)
+                    continue
                 stack.append((v, depth + 1))
         elif isinstance(value, (list, tuple)):
             c.structure_bytes += 2 + len(value)  # brackets and commas
@@ -309,7 +316,7 @@ def _int(v: Any) -> int | None:
 def requested_output(body: dict[str, Any]) -> int | None:
     """The output cap the request asks for (times the number of choices), or None."""
     gen = body.get("generationConfig") or body.get("generation_config")
-    gen = gen if isinstance(gen, dict) else {}
+    gen = gen if isinstance(gen, dict) else _NO_CONFIG
     cap = None
     for v in (
         body.get("max_completion_tokens"),
@@ -327,9 +334,12 @@ def requested_output(body: dict[str, Any]) -> int | None:
     return int(cap) * max(1, n)
 
 
+_NO_CONFIG: dict[str, Any] = {}  # read only
+
+
 def _choices(body: dict[str, Any]) -> int:
     gen = body.get("generationConfig") or body.get("generation_config")
-    gen = gen if isinstance(gen, dict) else {}
+    gen = gen if isinstance(gen, dict) else _NO_CONFIG
     return max(1, _int(body.get("n")) or _int(gen.get("candidateCount")) or 1)
 
 
@@ -368,7 +378,16 @@ def estimate(
 def max_cost(
     prices: PriceBook, price: Price, input_tokens: int, output_tokens: int, *, audio: bool = False, body: Any = None
 ) -> Decimal:
-    """The dearest reading of (input, output) tokens at these prices, rounded up to the nano-dollar."""
+    """The dearest reading of (input, output) tokens at these prices, rounded up to the nano-dollar.
+
+    Memoised per (price book, price, counts, audio): the same function of the same inputs, so a hit
+    is exactly what a fresh computation returns. The memo keeps the objects it was keyed on and
+    checks them by identity (an id is reused once its object is gone), and is bounded."""
+    out_audio = isinstance(body, dict) and "audio" in (body.get("modalities") or ())
+    key = (id(prices), id(price), input_tokens, output_tokens, audio, out_audio)
+    hit = _COST_MEMO.get(key)
+    if hit is not None and hit[0] is prices and hit[1] is price:
+        return hit[2]
     readings = [
         Usage(input_tokens=input_tokens, output_tokens=output_tokens),
         Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=input_tokens),
@@ -381,17 +400,29 @@ def max_cost(
     ]
     if audio:
         readings.append(Usage(input_tokens=input_tokens, output_tokens=output_tokens, input_audio_tokens=input_tokens))
-    if isinstance(body, dict) and "audio" in (body.get("modalities") or ()):
+    if out_audio:
         readings.append(
             Usage(input_tokens=input_tokens, output_tokens=output_tokens, output_audio_tokens=output_tokens)
         )
     best = Decimal(0)
     for u in readings:
         try:
-            best = max(best, prices.cost(price, u).total_usd)
+            if price.exact:  # prices.cost() without building the Cost: only the total is wanted
+                total = sum(parts_of(price.units, usage_values(u), input_tokens), Decimal(0))
+            else:
+                total = prices.cost(price, u).total_usd
         except UsageProblem:
             continue
-    return best.quantize(NANO, rounding=ROUND_CEILING)
+        best = max(best, total)
+    cost = best.quantize(NANO, rounding=ROUND_CEILING)
+    if len(_COST_MEMO) >= _COST_MEMO_MAX:
+        _COST_MEMO.clear()
+    _COST_MEMO[key] = (prices, price, cost)
+    return cost
+
+
+_COST_MEMO: dict[tuple[int, int, int, int, bool, bool], tuple[PriceBook, Price, Decimal]] = {}
+_COST_MEMO_MAX = 4096  # distinct (model, counts) a process sees; cleared whole when full (bounded)
 
 
 # -- tiktoken, only from what is already on disk ------------------------------------------------------

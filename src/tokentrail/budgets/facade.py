@@ -91,6 +91,7 @@ class Budgets(BudgetDefinitions):
         self._version = -1
         self._next_check = 0.0
         self._refresh_lock = threading.RLock()
+        self._refresh_task: asyncio.Task[None] | None = None  # an event loop's read (book.py)
         self._live: dict[str, Hold] = {}  # reserved, unsettled holds of this process (renewed)
         self._engine: Engine | None = None
         self._keeper: Keeper | None = None
@@ -202,8 +203,14 @@ class Budgets(BudgetDefinitions):
         attribution: ctx.Attribution | None = None,
         owner: object | None = None,
     ) -> Hold | None:
-        """reserve_call() for a coroutine: the event loop runs on while the budget thread decides."""
-        hold = self._call_hold(provider, model, body, kind, attribution)
+        """reserve_call() for a coroutine: the event loop runs on while the budget thread decides
+        (and, should the definitions be due, while a worker thread reads them)."""
+        if time.monotonic() >= self._next_check:
+            try:
+                await self._arefresh()
+            except Exception as e:
+                self._unreachable(e, "read the budgets of")
+        hold = self._call_hold(provider, model, body, kind, attribution, read=False)
         if hold is None:
             return None
         op = None
@@ -245,10 +252,18 @@ class Budgets(BudgetDefinitions):
         return self._reserved(hold, op, None)
 
     def _call_hold(
-        self, provider: str, model: str | None, body: Any, kind: str, attribution: ctx.Attribution | None
+        self,
+        provider: str,
+        model: str | None,
+        body: Any,
+        kind: str,
+        attribution: ctx.Attribution | None,
+        *,
+        read: bool = True,
     ) -> Hold | None:
-        """The hold a metered call needs (per-call caps checked), or None: no budget applies."""
-        if not self._active():
+        """The hold a metered call needs (per-call caps checked), or None: no budget applies.
+        `read` False: the caller has just had the definitions read (or their error handled)."""
+        if not (self._active() if read else (self._rules or self._suspended)):
             return None
         self.run_charges()  # spend recorded before this call counts against it
         a = attribution or ctx.current()
@@ -433,10 +448,14 @@ class Budgets(BudgetDefinitions):
                         self._live,
                         lambda: self.hold_timeout,
                         lambda: self._closed or getattr(self.ledger, "_closed", False),
-                        upkeep=self.run_charges,
+                        upkeep=self._upkeep,
                     )
                 keeper = self._keeper
         keeper.start()
+
+    def _upkeep(self) -> None:
+        self._refresh_ahead()
+        self.run_charges()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every post and void queued so far is applied (those the store refused are

@@ -437,17 +437,21 @@ class SQLiteBudgetSQL(BudgetSQL):
 
 
 class PostgresBudgetSQL(BudgetSQL):
-    """Connections from the store's pool, one short transaction each."""
+    """One pooled connection kept between transactions (store/pg_kept.py), one short transaction
+    each."""
 
     param = "%s"
     for_update = " FOR UPDATE"
 
     def __init__(self, store: PostgresStore) -> None:
+        from tokentrail.store.pg_kept import KeptConnection
+
         self.store = store
+        self.kept = KeptConnection(store)
 
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
-        with self.store.connection() as conn, conn.transaction():
+        with self.kept.connection() as conn, conn.transaction():
             x = _PgExec(conn, None)
             if not durable and not read:
                 # a batch of reservations and voids need not wait for the WAL flush: if the server
@@ -460,11 +464,52 @@ class PostgresBudgetSQL(BudgetSQL):
 
     @contextmanager
     def _pipelined(self, durable: bool) -> Iterator[Exec]:
-        with self.store.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+        with self.kept.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
             x = _PgExec(conn, pipeline)
             if not durable:
                 x.send("SET LOCAL synchronous_commit = off", ())
             yield x
+
+    # The statements whose lists vary with the batch take one array parameter here instead of a
+    # list of placeholders: one query text each, so psycopg parses it once and the server prepares
+    # it, where a text per list length missed psycopg's query cache on most batches.
+
+    def reserved(self, x: Exec, keys: Sequence[str], now_us: int) -> Later:
+        return x.send(
+            "SELECT counter_key, COALESCE(SUM(nusd), 0), COALESCE(SUM(tokens), 0) FROM budget_holds "
+            "WHERE counter_key = ANY(%s::text[]) AND expires_us > %s GROUP BY counter_key",
+            (list(keys), now_us),
+        )
+
+    def live_holds(self, x: Exec, hold_ids: Sequence[str], now_us: int) -> Later:
+        return x.send(
+            "SELECT hold_id, counter_key, nusd, tokens FROM budget_holds "
+            "WHERE hold_id = ANY(%s::text[]) AND expires_us > %s",
+            (list(hold_ids), now_us),
+        )
+
+    def drop_counters(self, x: Exec, keys: Sequence[str]) -> None:
+        x.send("DELETE FROM budget_counters WHERE counter_key = ANY(%s::text[])", (list(keys),))
+
+    def insert_holds(self, x: Exec, rows: Sequence[Row]) -> None:
+        cols: list[list[Any]] = [[], [], [], [], [], []]
+        for r in rows:
+            for col, v in zip(cols, r, strict=True):
+                col.append(v)
+        x.send(
+            "INSERT INTO budget_holds (hold_id, counter_key, nusd, tokens, expires_us, session_id) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])",
+            cols,
+        )
+
+    def delete_holds(self, x: Exec, hold_ids: Sequence[str]) -> None:
+        x.send("DELETE FROM budget_holds WHERE hold_id = ANY(%s::text[])", (list(hold_ids),))
+
+    def renew(self, x: Exec, hold_ids: Sequence[str], expires_us: int, now_us: int) -> None:
+        x.send(
+            "UPDATE budget_holds SET expires_us = %s WHERE hold_id = ANY(%s::text[]) AND expires_us > %s",
+            (expires_us, list(hold_ids), now_us),
+        )
 
     def sweep(self, x: Exec, now_us: int) -> int:
         """Rows another transaction holds are left for the next sweep, so a sweep never waits and
@@ -476,6 +521,9 @@ class PostgresBudgetSQL(BudgetSQL):
                 (now_us,),
             )
         )
+
+    def close(self) -> None:
+        self.kept.close()
 
 
 @runtime_checkable
