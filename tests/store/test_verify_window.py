@@ -199,3 +199,19 @@ def test_merge_joins_and_caps_by_widening() -> None:
     assert len(merged) <= MAX_RANGES
     for lo, hi in days:  # every range is still inside one merged range
         assert any(a is not None and b is not None and a <= lo and hi <= b for a, b in merged)
+
+
+def test_the_session_summary_of_a_recent_session_is_in_the_default(url: str, prices: PriceBook) -> None:
+    """The session summary (0018) is checked with the range its session's first event is in: a
+    session of the newest day whose summary row was changed fails the default, whatever the date."""
+    with tt.Ledger(url, prices=prices) as led, tt.session(agent="a", team="t", session_id="s-new", ledger=led):
+        led.record_llm(provider="openai", model="gpt-4o", input_tokens=7, output_tokens=1, ts=NEW)
+    assert verify(url, full=False, rotation=0).ok
+    a = Attacker(url)
+    try:
+        a.x("UPDATE session_summary SET cost_nusd = 0 WHERE session_id = ?", ("s-new",))
+    finally:
+        a.close()
+    for r in range(ROTATION):
+        result = verify(url, full=False, rotation=r)
+        assert {m.table for m in result.rollups} == {"session_summary"}, r
