@@ -3,6 +3,7 @@ above them (LangChain, the Agents SDK, LiteLLM) can tell the call is already one
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import pytest
@@ -102,7 +103,7 @@ def test_a_constant_response_id_never_hides_a_call_the_wrapper_did_not_meter(tmp
             finally:
                 tt.uninstrument()
         assert [(e.kind, e.input_tokens, e.output_tokens) for e in metered] == [("llm", 12, 3)]
-        assert seen_calls.current() is None
+        assert not seen_calls._chain()  # the run's mark was left
         with capture_events() as hooked, tt.session(agent="a", ledger=led):
             model.invoke("two", config=config)
         assert [(e.kind, e.input_tokens, e.output_tokens) for e in hooked] == [("llm", 12, 3)]
@@ -110,6 +111,10 @@ def test_a_constant_response_id_never_hides_a_call_the_wrapper_did_not_meter(tmp
 
 
 def test_a_mark_sees_only_ids_noted_for_its_own_call() -> None:
+    contextvars.Context().run(_only_its_own_ids)  # a fresh context: no mark another test left current
+
+
+def _only_its_own_ids() -> None:
     seen_calls.note_metered("same")  # before the call: another call's
     mark = seen_calls.wrapper_mark("test")
     assert not mark.saw("same") and not mark.metered
@@ -131,8 +136,10 @@ def test_a_mark_sees_only_ids_noted_for_its_own_call() -> None:
 def test_a_mark_left_elsewhere_is_ignored_where_it_is_still_current() -> None:
     """A hook whose end ran in another context (LiteLLM logs from a thread) leaves its mark done:
     the wrapper's later notes in the first context go to no stale call."""
-    import contextvars
+    contextvars.Context().run(_left_elsewhere)
 
+
+def _left_elsewhere() -> None:
     mark = seen_calls.wrapper_mark("test")
     mark.enter()
     contextvars.copy_context().run(mark.leave)  # left from another context: still current here
@@ -143,3 +150,21 @@ def test_a_mark_left_elsewhere_is_ignored_where_it_is_still_current() -> None:
     with nested:
         assert nested.parent is None  # never chained to a call that ended
     mark.leave()
+
+
+def test_marks_re_entered_inside_each_other_stay_bounded() -> None:
+    contextvars.Context().run(_re_entered)
+
+
+def _re_entered() -> None:
+    a, b = seen_calls.wrapper_mark("a"), seen_calls.wrapper_mark("b")
+    a.enter()
+    b.enter()
+    a.enter()  # a retried request of a, inside b: a cycle a -> b -> a
+    assert seen_calls._chain()[:2] == [a, b]
+    a.leave()
+    b.leave()
+    c = seen_calls.wrapper_mark("c")
+    with c:  # walks past the left marks without looping forever
+        seen_calls.note_metered("x")
+    assert c.saw("x")

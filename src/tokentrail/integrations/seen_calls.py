@@ -56,11 +56,15 @@ class WrapperMark:
         self._token: contextvars.Token[WrapperMark | None] | None = None
 
     def enter(self) -> None:
-        """Make this mark current in the caller's context (a hook's start callback)."""
+        """Make this mark current in the caller's context (a hook's start callback; again for a
+        retried request)."""
+        self.done = False
         parent = _current.get()
-        while parent is not None and (parent.done or parent.owner == self.owner):  # (never left)
+        for _ in range(16):  # bounded like _chain: a mark re-entered inside its child makes a cycle
+            if parent is None or not (parent.done or parent.owner == self.owner):  # (never left)
+                break
             parent = parent.parent
-        self.parent = parent
+        self.parent = parent if parent is not self else None
         self._token = _current.set(self)
 
     def leave(self) -> None:
