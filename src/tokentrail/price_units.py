@@ -8,12 +8,13 @@ have no count for fall back to genai-prices' own `calc_price` (`slow_cost`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from tokentrail.money import usd
+from tokentrail.money import Usd, exact_normalize, usd
 from tokentrail.usage import Usage, UsageProblem
 
 _ZERO = Decimal(0)
@@ -158,6 +159,102 @@ def parts_of(units: Sequence[_Unit], values: Sequence[int], total_input: int) ->
                 break
         parts[unit.bucket] += rate * count
     return parts
+
+
+# -- the public path: one price's arithmetic as straight-line code ----------------------------
+
+PlainPricer = Callable[[Sequence[int], int, str], Cost]
+"""(values in _SOURCES order, total input tokens, price version) -> the call's Cost in plain form."""
+
+_PRICERS: dict[tuple[_Unit, ...], PlainPricer] = {}  # by units: every model of one price shares one
+_MAX_PRICERS = 4096
+
+
+def plain_pricer(units: tuple[_Unit, ...]) -> PlainPricer:
+    """The function that prices one call of these (exact) units in plain form: exactly
+    `plain_cost(parts_of(units, values, total_input), version)` (the same Decimals, exponent and
+    str() included, the same errors), in well under half the time."""
+    pricer = _PRICERS.get(units)
+    if pricer is None:
+        if len(_PRICERS) >= _MAX_PRICERS:  # bounded: model names (and so prices) can be hostile
+            _PRICERS.clear()
+        if all(r >= 0 for u in units for r in (u.per_unit, *(t for _, t in u.tiers))):
+            pricer = _generate(units)
+        else:  # never from genai-prices or an overrides file; the shortcuts below assume it
+            pricer = functools.partial(_by_parts, units)
+        _PRICERS[units] = pricer
+    return pricer
+
+
+def _by_parts(units: tuple[_Unit, ...], values: Sequence[int], total_input: int, version: str) -> Cost:
+    return plain_cost(parts_of(units, values, total_input), version)
+
+
+def _generate(units: tuple[_Unit, ...]) -> PlainPricer:
+    """parts_of and plain_cost unrolled for these units (no rate is negative, so neither is any
+    part). A Python loop over units, descendants and tiers costs more than the Decimal arithmetic it
+    drives, so that loop runs here, once per price. The source holds only indexes; every price,
+    tier start and message is a name bound in `env`."""
+    env: dict[str, Any] = {"UsageProblem": UsageProblem, "Cost": Cost, "Usd": Usd, "normalize": exact_normalize,
+                           "z": _USD_ZERO, "whole": _whole_dollars}  # fmt: skip
+    lines = ["def plain(v, total_input, version):"]
+    terms: list[list[tuple[str, str]]] = [[], [], [], [], []]  # by bucket, in unit order: (count, product)
+    for n, unit in enumerate(units):
+        if unit.source < 0:
+            raise ValueError("only exact units are compiled")  # callers check Price.exact
+        # the leaf count: more specific units (all earlier) are subtracted from their parents
+        leaf = f"v[{unit.source:d}]" + "".join(f" - c{j:d}" for j in unit.descendants)
+        env[f"k{n}"] = f"unpriceable:{unit.usage_key}"
+        lines += [f"    c{n} = {leaf}", f"    if c{n} < 0:", f"        raise UsageProblem(k{n})"]
+        env[f"r{n}"] = unit.per_unit
+        rate = f"r{n}"
+        for m, (start, tier_rate) in enumerate(unit.tiers):  # as genai-prices: chosen by total input
+            env[f"s{n}_{m}"], env[f"r{n}_{m}"] = start, tier_rate
+            lines += [f"    {'el' if m else ''}if total_input > s{n}_{m}:", f"        q{n} = r{n}_{m}"]
+            rate = f"q{n}"
+        if unit.tiers:
+            lines += ["    else:", f"        q{n} = r{n}"]
+        terms[unit.bucket].append((f"c{n}", f"{rate} * c{n}"))
+    parts = []  # each bucket's name, or "None" for a bucket no unit prices
+    for b, bucket_terms in enumerate(terms):
+        for k, (count, product) in enumerate(bucket_terms):
+            if k == 0:
+                lines.append(f"    b{b} = {product} if {count} else None")
+            else:
+                lines += [f"    if {count}:", f"        b{b} = {product} if b{b} is None else b{b} + {product}"]
+        parts.append(f"b{b}" if bucket_terms else "None")
+    # plain_cost, without its additions of zero (they change no value; the order is kept) and
+    # without rendering zeros; usd()'s whole-dollar rule can only apply from $10 up
+    lines += ["    total = None", "    nonzero = 0"]
+    for part in parts:
+        if part != "None":
+            lines += [f"    if {part}:", f"        total = {part} if total is None else total + {part}",
+                      "        nonzero += 1"]  # fmt: skip
+    i, cr, cw, o, other = parts
+
+    def fields(amount: str) -> str:  # Cost's fields, each part of a priced bucket written as `amount`
+        order = (i, o, cr, cw, "t", "version", other)
+        return ", ".join(p if p in ("t", "version") else "z" if p == "None" else amount.format(p) for p in order)
+
+    lines += [
+        "    if total is None:",
+        "        return tuple.__new__(Cost, (z, z, z, z, z, version, z))",
+        "    if total.adjusted() > 0:",
+        f"        return whole({', '.join(parts)}, version)",
+        "    t = Usd(normalize(total))",
+        "    if nonzero == 1:  # the one part is the total",
+        f"        return tuple.__new__(Cost, ({fields('t if {0} else z')}))",
+        f"    return tuple.__new__(Cost, ({fields('Usd(normalize({0})) if {0} else z')}))",
+    ]
+    exec(compile("\n".join(lines), "<tokentrail price>", "exec"), env)
+    pricer: PlainPricer = env["plain"]
+    return pricer
+
+
+def _whole_dollars(*parts_and_version: Any) -> Cost:
+    """$10 or more: plain_cost itself, whose usd() writes whole numbers without an exponent."""
+    *parts, version = parts_and_version
+    return plain_cost([x or _ZERO for x in parts], version)
 
 
 def plain_cost(parts: list[Decimal], version: str) -> Cost:

@@ -31,18 +31,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tokentrail.exceptions import InvalidUsage
 from tokentrail.price_overrides import Override, canonical_provider, load_overrides
 from tokentrail.price_units import (
     Cost,
+    PlainPricer,
     _Unit,
     compile_units,
     make_cost,
     parts_of,
     plain,
-    plain_cost,
+    plain_pricer,
     slow_cost,
     usage_values,
 )
@@ -81,6 +82,7 @@ class Price:
     units: tuple[_Unit, ...] = field(default=(), repr=False, compare=False)
     exact: bool = field(default=True, repr=False, compare=False)  # False: fall back to genai-prices' own calc
     model_price: Any = field(default=None, repr=False, compare=False)
+    plain_cost: PlainPricer | None = field(default=None, repr=False, compare=False)  # exact prices: the public path
 
 
 class PriceBook:
@@ -92,17 +94,28 @@ class PriceBook:
         self.overrides = load_overrides(path) if path else []
         self._memo: dict[tuple[str, str, int], object] = {}
         self._time_of_day: set[tuple[str, str]] = set()  # models whose price changes within a day
+        # (provider, model) -> (from, until, price): the memo entry in force now, read without a key
+        # of the day; as bounded as the memo (cleared with it; one entry per model the memo holds)
+        self._hot: dict[tuple[str, str], tuple[float, float, Price | None]] = {}
         self._lock = threading.Lock()
 
     # -- lookup -------------------------------------------------------------------------------
 
     def lookup(self, provider: str, model: str, at: datetime | None = None) -> Price | None:
         """The price in force for `model` at `at` (default now), or None when it is unpriced."""
-        t = time.time() if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-        key = (provider, model, int(t // 86_400))
+        if at is None:
+            t = time.time()
+            hot = self._hot.get((provider, model))
+            if hot is not None and hot[0] <= t < hot[1]:
+                return hot[2]
+        else:
+            t = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+        day = int(t // 86_400)
+        key, span = (provider, model, day), (day * 86_400, day * 86_400 + 86_400)
         price = self._memo.get(key, _MISSING)
         if price is _TIME_OF_DAY:  # this model's price changes within a day: memoise per minute
-            key = (provider, model, -int(t // 60))
+            minute = int(t // 60)
+            key, span = (provider, model, -minute), (minute * 60, minute * 60 + 60)
             price = self._memo.get(key, _MISSING)
         if price is _MISSING:
             moment = datetime.fromtimestamp(t, UTC)
@@ -110,10 +123,14 @@ class PriceBook:
             with self._lock:
                 if len(self._memo) > 50_000:  # unbounded model names must not grow memory forever
                     self._memo.clear()
+                    self._hot.clear()
                 if (canonical_provider(provider), model) in self._time_of_day and key[2] >= 0:
                     self._memo[key] = _TIME_OF_DAY
-                    key = (provider, model, -int(t // 60))
+                    minute = int(t // 60)
+                    key, span = (provider, model, -minute), (minute * 60, minute * 60 + 60)
                 self._memo[key] = price
+        if at is None:  # the price now, until the day (or minute) ends: one read for the next call
+            self._hot[(provider, model)] = (span[0], span[1], cast("Price | None", price))
         return price  # type: ignore[return-value]
 
     def _resolve(self, provider: str, model: str, at: datetime) -> Price | None:
@@ -142,6 +159,7 @@ class PriceBook:
             units=units,
             exact=exact,
             model_price=model_price,
+            plain_cost=plain_pricer(units) if exact else None,
         )
 
     def _override(self, provider: str, model: str, day: date) -> Override | None:
@@ -189,6 +207,7 @@ class PriceBook:
             units=units,
             exact=exact,
             model_price=model_price,
+            plain_cost=plain_pricer(units) if exact else None,
         )
 
     # -- arithmetic ---------------------------------------------------------------------------
@@ -203,7 +222,11 @@ class PriceBook:
         """Cost of one call, or None when the model has no price. Exact, in plain form (0.003,
         0.00009, never 0.003000 or 9.00E-5); `cost()`, the ledger's hot path, leaves that out."""
         p = self.lookup(provider, model, at)
-        return None if p is None else plain(self.cost(p, usage))
+        if p is None:
+            return None
+        if p.plain_cost is not None:
+            return p.plain_cost(usage_values(usage), usage.input_tokens, p.version)
+        return plain(self.cost(p, usage))
 
     def history(self, provider: str, model: str) -> list[Price]:
         """Every dated price of a model, oldest first, overrides included."""
@@ -296,18 +319,19 @@ def price(
         and type(cache_read_tokens) is int
         and type(cache_write_tokens) is int
         and type(reasoning_tokens) is int
-        and min(cache_read_tokens, cache_write_tokens, reasoning_tokens) >= 0
+        and cache_read_tokens >= 0 <= cache_write_tokens
         and cache_read_tokens + cache_write_tokens <= input_tokens <= MAX_TOKENS
-        and reasoning_tokens <= output_tokens <= MAX_TOKENS
+        and 0 <= reasoning_tokens <= output_tokens <= MAX_TOKENS
     ):
-        p = b.lookup(provider, model, at)
+        hot = b._hot.get((provider, model)) if at is None else None  # lookup()'s first step, inlined
+        p = hot[2] if hot is not None and hot[0] <= time.time() < hot[1] else b.lookup(provider, model, at)
         if p is None:
             return None
-        if p.exact:
+        if p.plain_cost is not None:
             values = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, 0, cache_write_tokens,
                       0, 0, reasoning_tokens, 0, 1)  # fmt: skip
             try:
-                return plain_cost(parts_of(p.units, values, input_tokens), p.version)
+                return p.plain_cost(values, input_tokens, p.version)
             except UsageProblem as e:
                 raise InvalidUsage(f"impossible usage for {provider}/{model}: {e.reason}") from None
     try:

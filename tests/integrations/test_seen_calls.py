@@ -3,6 +3,9 @@ above them (LangChain, the Agents SDK, LiteLLM) can tell the call is already one
 
 from __future__ import annotations
 
+import contextvars
+from typing import Any
+
 import pytest
 
 from tokentrail.integrations import seen_calls
@@ -61,3 +64,107 @@ def test_wire_reads_the_response_id_of_each_flavor() -> None:
     gem = Accumulator(Route("google", "gemini", "generate_content"))
     gem.body({"responseId": "g-1", "modelVersion": "gemini"})
     assert (chat.response_id, gem.response_id) == ("chatcmpl-1", "g-1")
+
+
+# -- one mark per framework call: an id noted for another call never counts ------------------------
+
+_CONSTANT = {
+    "id": "chatcmpl-always-the-same",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+}
+
+
+def test_a_constant_response_id_never_hides_a_call_the_wrapper_did_not_meter(tmp_path: object) -> None:
+    """An upstream that answers every call with one id: the first call, under tt.instrument(), is
+    the wrapper's one event; the second, not instrumented, is still recorded by the LangChain hook,
+    exactly once (the process-wide id alone used to make the hook skip it: $0 for real work)."""
+    import json
+
+    from langchain_openai import ChatOpenAI
+
+    import tokentrail as tt
+    from tokentrail.integrations import langchain as tlc
+    from tokentrail.testing import FakeUpstream, Reply, capture_events
+
+    body = json.dumps(_CONSTANT).encode()
+    with FakeUpstream() as up, tt.Ledger(f"sqlite:///{tmp_path}/l.db") as led:
+        model = ChatOpenAI(model="gpt-4o-mini", base_url=up.openai_base_url, api_key="sk-test", max_retries=0)
+        config: Any = {"callbacks": [tlc.TokentrailCallbackHandler(ledger=led)]}
+        up.push(Reply(raw_body=body, raw_content_type="application/json"))
+        up.push(Reply(raw_body=body, raw_content_type="application/json"))
+        with capture_events() as metered, tt.session(agent="a", ledger=led):
+            tt.instrument()
+            try:
+                model.invoke("one", config=config)
+            finally:
+                tt.uninstrument()
+        assert [(e.kind, e.input_tokens, e.output_tokens) for e in metered] == [("llm", 12, 3)]
+        assert not seen_calls._chain()  # the run's mark was left
+        with capture_events() as hooked, tt.session(agent="a", ledger=led):
+            model.invoke("two", config=config)
+        assert [(e.kind, e.input_tokens, e.output_tokens) for e in hooked] == [("llm", 12, 3)]
+        assert metered[0].event_id != hooked[0].event_id
+
+
+def test_a_mark_sees_only_ids_noted_for_its_own_call() -> None:
+    contextvars.Context().run(_only_its_own_ids)  # a fresh context: no mark another test left current
+
+
+def _only_its_own_ids() -> None:
+    seen_calls.note_metered("same")  # before the call: another call's
+    mark = seen_calls.wrapper_mark("test")
+    assert not mark.saw("same") and not mark.metered
+    with mark:
+        assert seen_calls.current() is mark
+        other = seen_calls.wrapper_mark("other")
+        with other:  # nested (a LiteLLM call in a LangChain run): the note reaches both
+            seen_calls.note_metered("inner")
+        seen_calls.note_metered("mine")
+    assert seen_calls.current() is None
+    assert mark.saw("mine") and mark.saw("inner") and other.saw("inner") and not other.saw("mine")
+    later = seen_calls.wrapper_mark("test")
+    assert not later.saw("mine")  # noted inside another call's mark
+    seen_calls.note_metered("unscoped")  # the wrapper in a context the mark did not reach, during the call
+    assert later.saw("unscoped")
+    assert not seen_calls.was_metered("mine") and seen_calls.was_metered("same")
+
+
+def test_a_mark_left_elsewhere_is_ignored_where_it_is_still_current() -> None:
+    """A hook whose end ran in another context (LiteLLM logs from a thread) leaves its mark done:
+    the wrapper's later notes in the first context go to no stale call."""
+    contextvars.Context().run(_left_elsewhere)
+
+
+def _left_elsewhere() -> None:
+    mark = seen_calls.wrapper_mark("test")
+    mark.enter()
+    contextvars.copy_context().run(mark.leave)  # left from another context: still current here
+    assert seen_calls.current() is mark and mark.done
+    seen_calls.note_metered("after")
+    assert not seen_calls._chain() and seen_calls.was_metered("after")  # noted outside every call
+    nested = seen_calls.wrapper_mark("other")
+    with nested:
+        assert nested.parent is None  # never chained to a call that ended
+    mark.leave()
+
+
+def test_marks_re_entered_inside_each_other_stay_bounded() -> None:
+    contextvars.Context().run(_re_entered)
+
+
+def _re_entered() -> None:
+    a, b = seen_calls.wrapper_mark("a"), seen_calls.wrapper_mark("b")
+    a.enter()
+    b.enter()
+    a.enter()  # a retried request of a, inside b: a cycle a -> b -> a
+    assert seen_calls._chain()[:2] == [a, b]
+    a.leave()
+    b.leave()
+    c = seen_calls.wrapper_mark("c")
+    with c:  # walks past the left marks without looping forever
+        seen_calls.note_metered("x")
+    assert c.saw("x")

@@ -11,10 +11,10 @@ How runs map (docs/architecture.md, agent trees in analytics/trees.py):
 - a top-level run outside any `tt.session` opens a session of its own (`sessions=False`: not);
 - a tool run is a tool event, linked to the model call that asked for it;
 - a chat model call is one event, from its `usage_metadata`, priced with tokentrail's price book,
-  unless the SDK wrapper (`tt.instrument()`/`tt.wrap`) underneath already metered it. That is
-  known two ways: the provider's response id is in `seen_calls` (LangChain keeps it in
-  `response_metadata["id"]`), or the wrapper recorded a model event while this run was open in
-  this context (a Chat Completions stream carries no id through LangChain).
+  unless the SDK wrapper (`tt.instrument()`/`tt.wrap`) underneath already metered it. The run's
+  `seen_calls.wrapper_mark` tells: the wrapper recorded a model event while this run was open in
+  this context (a Chat Completions stream carries no id through LangChain), or noted this call's
+  response id (LangChain keeps it in `response_metadata["id"]`) within this run.
 
 The handler runs inline (`run_inline`), so LangChain calls it in the run's own thread or task,
 also for async runs: the attribution it sets at a node's or a model call's start is what the
@@ -40,7 +40,6 @@ from tokentrail import _extras
 from tokentrail import context as ctx
 from tokentrail import ledger as _ledger
 from tokentrail.default_ledger import get_ledger
-from tokentrail.events import UsageEvent
 from tokentrail.integrations import langchain_usage as lu
 from tokentrail.integrations import seen_calls
 from tokentrail.usage import UsageProblem, from_counts
@@ -68,7 +67,6 @@ class _Run:
     outer: ctx.Attribution  # where the run started: its own event is attributed here
     inner: ctx.Attribution | None = None  # what its children run under; None: the same as outer
     token: contextvars.Token[ctx.Attribution] | None = None
-    marker: contextvars.Token[_Run | None] | None = None
     started: float = 0.0
     # model runs
     provider: str | None = None
@@ -77,7 +75,7 @@ class _Run:
     prompt_messages: int = 0
     streamed_bytes: int = 0
     streamed: bool = False
-    metered_below: bool = False  # the SDK wrapper recorded this call
+    mark: seen_calls.WrapperMark | None = None  # did the SDK wrapper underneath meter this call?
     # tool runs
     args: Any = None
     tool_call_id: str | None = None
@@ -86,8 +84,6 @@ class _Run:
 # Process-wide, so two handlers on one run (an explicit one and `tracking()`) count it once.
 _lock = threading.Lock()
 _runs: OrderedDict[UUID, _Run] = OrderedDict()
-# the model run open in this context: the SDK wrapper's event lands here (see _on_event)
-_model_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("tokentrail_langchain_model", default=None)
 _warned: set[str] = set()
 
 
@@ -96,17 +92,6 @@ def _warn_once(key: str, message: str) -> None:
     if key not in _warned and len(_warned) < 64:
         _warned.add(key)
         log.warning("%s", message)
-
-
-def _on_event(event: UsageEvent) -> None:
-    """Ledger listener: a model event recorded while a LangChain model run is open in this context
-    is that run's call, metered by the SDK wrapper underneath."""
-    run = _model_run.get()
-    if run is not None and event.kind == "llm":
-        run.metered_below = True
-
-
-_ledger._listeners.append(_on_event)
 
 
 def _add(run_id: UUID, run: _Run) -> bool:
@@ -184,11 +169,8 @@ def _step(parent: ctx.Attribution, name: str) -> ctx.Attribution:
 
 def _leave(run: _Run) -> None:
     """Undo what the run's start made current, if it still is (never someone else's attribution)."""
-    if run.marker is not None and _model_run.get() is run:
-        try:
-            _model_run.reset(run.marker)
-        except ValueError:  # ended in another context than it started in
-            _model_run.set(None)
+    if run.mark is not None:
+        run.mark.leave()
     if run.token is not None and run.inner is not None and ctx.current() is run.inner:
         try:
             ctx.restore(run.token)
@@ -333,7 +315,8 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
             return
         # the SDK call underneath is attributed like this run, and its event marks it metered
         run.token = ctx.use(attribution)
-        run.marker = _model_run.set(run)
+        run.mark = seen_calls.wrapper_mark("langchain")
+        run.mark.enter()
 
     def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any) -> None:
         run = _get(run_id)
@@ -346,7 +329,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
         if run is None:
             return
         _leave(run)
-        if run.metered_below or seen_calls.was_metered(lu.response_id(response)):
+        if run.mark is not None and (run.mark.metered or run.mark.saw(lu.response_id(response))):
             return  # the SDK wrapper's event is this call's one event
         self._record_call(run, response, "ok")
 
@@ -355,7 +338,7 @@ class TokentrailCallbackHandler(BaseCallbackHandler):
         if run is None:
             return
         _leave(run)
-        if run.metered_below or not run.streamed_bytes:
+        if (run.mark is not None and run.mark.metered) or not run.streamed_bytes:
             return  # the wrapper recorded it, or the provider produced nothing we saw
         # a stream that broke after the provider had worked: an estimate, never $0 (docs/rules.md)
         self._record_call(run, None, "error")

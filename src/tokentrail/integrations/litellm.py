@@ -20,14 +20,13 @@ key's org / team / project / user, `litellm_session_id`, the end user, and the r
 Once per call: a call is recorded on its final success (a stream once, complete) or its failure
 (an error event, with the usage when LiteLLM has it). LiteLLM calls OpenAI (and Azure OpenAI, and
 OpenAI-compatible providers) through the openai SDK: under `tt.instrument()` the wrapper already
-metered those HTTP calls, so the logger records nothing for a call whose response id the wrapper
-noted (`seen_calls`) or under which the wrapper recorded an event (a failure has no response id:
-the logger marks the call's context before the request and hears the wrapper's event there).
+metered those HTTP calls, so the logger records nothing for a call under which the wrapper recorded
+an event, or whose response id the wrapper noted for this very call (`seen_calls.wrapper_mark`, set
+in the call's context before the request; never an id merely seen for some other call).
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 from collections import OrderedDict
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokentrail import context as ctx
 from tokentrail import ledger as _ledger_module
-from tokentrail.events import MAX_TEXT, ToolCall, UsageEvent, args_hash, bound_tags, text_problem, ts_problem
+from tokentrail.events import MAX_TEXT, ToolCall, args_hash, bound_tags, text_problem, ts_problem
 from tokentrail.exceptions import DefaultLedgerUnavailable
 from tokentrail.integrations import seen_calls
 from tokentrail.usage import Usage, UsageProblem, from_openai_chat
@@ -90,34 +89,13 @@ _KEY_FALLBACK = {
 
 
 class _Call:
-    """One LiteLLM call between its request and its log: who it was for, and whether the SDK wrapper
-    recorded an event under it."""
+    """One LiteLLM call between its request and its log: who it was for, and its wrapper mark."""
 
-    __slots__ = ("attribution", "wrapper_metered")
+    __slots__ = ("attribution", "mark")
 
     def __init__(self, attribution: ctx.Attribution) -> None:
         self.attribution = attribution
-        self.wrapper_metered = False
-
-
-_in_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("tokentrail_litellm_call", default=None)
-_listening = False
-_listen_lock = threading.Lock()
-
-
-def _saw_event(event: UsageEvent) -> None:
-    if event.kind in ("llm", "embedding"):
-        call = _in_call.get()
-        if call is not None:
-            call.wrapper_metered = True
-
-
-def _listen() -> None:
-    global _listening
-    with _listen_lock:
-        if not _listening:
-            _ledger_module._listeners.append(_saw_event)
-            _listening = True
+        self.mark = seen_calls.wrapper_mark("litellm")
 
 
 class TokentrailLogger(CustomLogger):
@@ -131,7 +109,6 @@ class TokentrailLogger(CustomLogger):
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self._logged: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.handled = 0  # log events handled so far (recorded or not): LiteLLM logs sync calls from a thread
-        _listen()
 
     # -- LiteLLM's hooks ----------------------------------------------------------------------
 
@@ -147,13 +124,14 @@ class TokentrailLogger(CustomLogger):
                 if call is None:
                     call = self._calls[call_id] = _Call(ctx.current())
                     _trim(self._calls)
-            _in_call.set(call)  # a plain set: this hook cannot reset it; the next call's replaces it
+            call.mark.enter()  # left by log_post_api_call; if never, the next call's mark replaces it
         except Exception:
             log.exception("tokentrail: reading a LiteLLM request failed")
 
     def log_post_api_call(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        if _in_call.get() is not None:
-            _in_call.set(None)
+        mark = seen_calls.current()
+        if mark is not None and mark.owner == "litellm":
+            mark.leave()
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._log(kwargs, failed=False)
@@ -183,10 +161,10 @@ class TokentrailLogger(CustomLogger):
                         return  # logged already (a stream's chunks, a sync and an async handler)
                     self._logged[key] = None
                     _trim(self._logged)
-            if call is not None and call.wrapper_metered:
-                return
-            if not failed and seen_calls.was_metered(_text(payload.get("id"))):
-                return
+            if call is not None:
+                call.mark.leave()  # (done, if log_post_api_call did not run in its context)
+            if call is not None and (call.mark.metered or (not failed and call.mark.saw(_text(payload.get("id"))))):
+                return  # the SDK wrapper recorded this very call
             self._record(kwargs, payload, call, failed)
         except Exception:
             log.exception("tokentrail: recording a LiteLLM call failed")

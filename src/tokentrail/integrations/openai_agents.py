@@ -19,12 +19,12 @@ agent, when a span starts and ends (the Runner starts and finishes each agent sp
 task, tools and model calls in tasks it starts inside it). So the processor *enters* the agent's
 `tt.session` in that context when the span starts and leaves it when the span ends: every call the
 wrapper meters under it, even before the processor hears about the model call, carries the
-agent's session. A model span marks its context too; a model event the wrapper records inside it
-marks the span as metered (and the Responses API's response id is checked in `seen_calls`), so the
-processor never counts a call twice. With tracing disabled (`RunConfig(tracing_disabled=True)`,
-`OPENAI_AGENTS_DISABLE_TRACING`) the SDK calls no processor: calls are metered by the wrapper
-only, in the enclosing session. When the run's model calls go through the tokentrail gateway
-(metered there), pass `meter_calls=False`.
+agent's session. A model span marks its context too (`seen_calls.wrapper_mark`): a model event the
+wrapper records inside it, or the Responses API's response id the wrapper notes inside it, marks
+the span as metered, so the processor never counts a call twice. With tracing disabled
+(`RunConfig(tracing_disabled=True)`, `OPENAI_AGENTS_DISABLE_TRACING`) the SDK calls no processor:
+calls are metered by the wrapper only, in the enclosing session. When the run's model calls go
+through the tokentrail gateway (metered there), pass `meter_calls=False`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokentrail import context as ctx
 from tokentrail import ledger as _ledger_module
-from tokentrail.events import ToolCall, UsageEvent, args_hash, text_problem
+from tokentrail.events import ToolCall, args_hash, text_problem
 from tokentrail.exceptions import DefaultLedgerUnavailable
 from tokentrail.integrations import seen_calls
 from tokentrail.usage import UsageProblem, from_openai_responses
@@ -74,47 +74,13 @@ R = TypeVar("R")
 MAX_LIVE = 10_000  # open spans and traces remembered at once (spans never finished are dropped oldest first)
 
 
-class _ModelCall:
-    """Set in the context of an open model span; the ledger listener marks it when the SDK wrapper
-    records a model event there."""
-
-    __slots__ = ("metered",)
-
-    def __init__(self) -> None:
-        self.metered = False
-
-
-_model_call: contextvars.ContextVar[_ModelCall | None] = contextvars.ContextVar(
-    "tokentrail_agents_model_call", default=None
-)
-_listening = False
-_listen_lock = threading.Lock()
-
-
-def _saw_event(event: UsageEvent) -> None:
-    if event.kind in ("llm", "embedding"):
-        mark = _model_call.get()
-        if mark is not None:
-            mark.metered = True
-
-
-def _listen() -> None:
-    """Hear every event any ledger records (once per process), to tell wrapper-metered calls apart."""
-    global _listening
-    with _listen_lock:
-        if not _listening:
-            _ledger_module._listeners.append(_saw_event)
-            _listening = True
-
-
 @dataclass(slots=True)
 class _Live:
     """What the processor keeps about one open span or trace."""
 
     attribution: ctx.Attribution  # the session its events belong to
     scope: AbstractContextManager[Any] | None = None  # the session (or attributes) it entered
-    mark: _ModelCall | None = None
-    mark_token: contextvars.Token[_ModelCall | None] | None = None
+    mark: seen_calls.WrapperMark | None = None  # a model span's: did the SDK wrapper meter it?
 
 
 class TokentrailProcessor(TracingProcessor):
@@ -131,7 +97,6 @@ class TokentrailProcessor(TracingProcessor):
         self._lock = threading.Lock()
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._handoffs: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()  # trace -> (from session, to)
-        _listen()
 
     # -- traces -----------------------------------------------------------------------------
 
@@ -189,8 +154,8 @@ class TokentrailProcessor(TracingProcessor):
                 return
             live = _Live(ctx.current())
             if isinstance(data, (GenerationSpanData, ResponseSpanData)):
-                live.mark = _ModelCall()
-                live.mark_token = _model_call.set(live.mark)
+                live.mark = seen_calls.wrapper_mark("openai_agents")
+                live.mark.enter()
             self._remember(span.span_id, live)
         except Exception:
             log.exception("tokentrail: reading an Agents SDK span failed")
@@ -207,12 +172,11 @@ class TokentrailProcessor(TracingProcessor):
                 return
             attribution = live.attribution if live is not None else ctx.current()
             if isinstance(data, (GenerationSpanData, ResponseSpanData)):
-                metered = False
-                if live is not None and live.mark is not None:
-                    metered = live.mark.metered
-                    _reset(_model_call, live.mark_token)
-                if self.meter_calls and not metered:
-                    self._meter(span, data, attribution)
+                mark = live.mark if live is not None else None
+                if mark is not None:
+                    mark.leave()
+                if self.meter_calls and not (mark is not None and mark.metered):
+                    self._meter(span, data, attribution, mark)
             elif isinstance(data, FunctionSpanData):
                 self._tool(span, data, attribution)
             elif isinstance(data, HandoffSpanData):
@@ -271,13 +235,17 @@ class TokentrailProcessor(TracingProcessor):
         _within(attribution, lambda: ledger.record_tool(name, data.input, latency_ms=latency, status=status))
 
     def _meter(
-        self, span: Span[Any], data: GenerationSpanData | ResponseSpanData, attribution: ctx.Attribution
+        self,
+        span: Span[Any],
+        data: GenerationSpanData | ResponseSpanData,
+        attribution: ctx.Attribution,
+        mark: seen_calls.WrapperMark | None,
     ) -> None:
         """A model call the wrapper did not meter: from the span's usage, with our prices."""
         response = data.response if isinstance(data, ResponseSpanData) else None
         response_id = response.id if response is not None else getattr(data, "_response_id", None)
-        if seen_calls.was_metered(response_id):
-            return
+        if mark is not None and mark.saw(response_id):
+            return  # the wrapper noted this response id for this very call
         raw_usage = data.usage
         if raw_usage is None and response is not None and response.usage is not None:
             raw_usage = response.usage.model_dump()
@@ -321,15 +289,6 @@ def _within(attribution: ctx.Attribution, fn: Callable[[], R]) -> R:
             return fn()
 
     return contextvars.copy_context().run(run)
-
-
-def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any] | None) -> None:
-    if token is None:
-        return
-    try:
-        var.reset(token)
-    except ValueError:  # ended in another context than it started in
-        pass
 
 
 def _trim(d: OrderedDict[str, Any]) -> None:
