@@ -28,6 +28,7 @@ import tokentrail as tt
 from tokentrail.events import UsageEvent
 from tokentrail.pricing import PriceBook
 from tokentrail.store import budgets as store_budgets
+from tokentrail.store import pg_budgets
 
 COUNTS: Counter[str] = Counter()
 
@@ -43,11 +44,11 @@ def _counting(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
 def instrument() -> None:
     """Count each engine transaction and each statement it sends (BEGIN, COMMIT and SQLite's
     PRAGMA synchronous switch, run on the connection itself, are not counted)."""
-    for owner in (store_budgets.BudgetSQL, store_budgets.PostgresBudgetSQL):
+    for owner in (store_budgets.BudgetSQL, pg_budgets.PostgresBudgetSQL):
         setattr(owner, "transaction", _counting(owner.transaction, "transactions"))  # noqa: B010
-    for cls in (store_budgets.Exec, store_budgets._PgExec):
+    for cls in (store_budgets.Exec, pg_budgets._PgExec):
         setattr(cls, "__call__", _counting(cls.__call__, "statements"))  # noqa: B010
-    setattr(store_budgets._PgExec, "send", _counting(store_budgets._PgExec.send, "statements"))  # noqa: B010
+    setattr(pg_budgets._PgExec, "send", _counting(pg_budgets._PgExec.send, "statements"))  # noqa: B010
 
 
 def event() -> UsageEvent:

@@ -17,7 +17,7 @@ import tokentrail as tt
 from tokentrail.budgets import Budgets
 from tokentrail.events import UsageEvent
 from tokentrail.pricing import PriceBook
-from tokentrail.store.budgets import PostgresBudgetSQL
+from tokentrail.store.pg_budgets import PostgresBudgetSQL
 from tokentrail.store.pg_kept import KeptConnection
 from tokentrail.store.postgres import PostgresStore
 

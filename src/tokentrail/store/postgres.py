@@ -29,10 +29,11 @@ from typing import Any
 from tokentrail.events import COLUMNS, chain_hash
 from tokentrail.exceptions import ConfigError, StoreError
 from tokentrail.store._rollup import aggregate, by_day
-from tokentrail.store.budgets import BudgetSQL, PostgresBudgetSQL
+from tokentrail.store.budgets import BudgetSQL
 from tokentrail.store.dialect import POSTGRES, Dialect
 from tokentrail.store.dim_rollups import declare_postgres
 from tokentrail.store.economics import OUTCOME_COLUMNS, full_outcome_row
+from tokentrail.store.pg_budgets import PostgresBudgetSQL
 from tokentrail.store.pg_messages import redact_url, why
 from tokentrail.store.pg_rows import canonical_id, canonical_rows, first_of_each, without_nul
 from tokentrail.store.rollup_columns import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
