@@ -55,6 +55,14 @@ def benches(pg: str | None, quick: bool) -> list[tuple[str, list[str]]]:
         )
     gateway = ["gateway.py", "--requests", n(2000, 1000), "--seconds", n(20, 8)]
     out.append(("Gateway vs FakeUpstream direct (and LiteLLM when installed)", gateway + (["--pg", pg] if pg else [])))
+    c32 = ["gateway.py", "--c32-rounds", "3", "--requests", n(2000, 1000), "--seconds", n(10, 5)]
+    out.append(("Budgets at gateway speed: req/s at c=32 with a budget vs none", c32 + (["--pg", pg] if pg else [])))
+    out.append(
+        (
+            "`audit verify`: the chain walk, `--full` and the default window, SQLite",
+            ["verify.py", "--events", n(200_000, 50_000)],
+        )
+    )
     out.append(("Reports: rollup vs raw GROUP BY, SQLite", ["report.py", "--events", n(1_000_000, 200_000)]))
     return out
 

@@ -176,7 +176,8 @@ class ConnectionSampler(threading.Thread):
             while not self.stop.is_set():
                 sql = (
                     "SELECT pid, backend_start, state, left(query, 50) FROM pg_stat_activity "
-                    f"WHERE {self.column} = %s AND pid <> pg_backend_pid()"
+                    f"WHERE {self.column} = %s AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"  # not autovacuum, which visits the database too
                 )
                 rows = conn.execute(sql, (self.value,)).fetchall()
                 if len(rows) > max(self.samples, default=0):

@@ -210,7 +210,7 @@ def test_trigger_names(pg_store: PostgresStore) -> None:
         r[0]
         for r in pg_store.query("SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal")
     }
-    rollups = {"events_rollups"}  # one trigger keeps every rollup (0019)
+    rollups = {"events_rollups", "events_session_summary"}  # every rollup (0019); the session summary (0018)
     assert names == {"events_no_update", "events_no_delete", "events_no_truncate", *rollups}
 
 

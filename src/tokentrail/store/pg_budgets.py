@@ -1,5 +1,5 @@
 """The budget tables' SQL on PostgreSQL (tokentrail.store.budgets has the shared statements and
-SQLite's): one kept connection, pipelined transactions, and the statements whose lists vary with
+SQLite's): a pooled connection per transaction, pipelined transactions, and the statements whose lists vary with
 the batch written with one array parameter each."""
 
 from __future__ import annotations
@@ -41,21 +41,17 @@ class _PgExec(Exec):
 
 
 class PostgresBudgetSQL(BudgetSQL):
-    """One pooled connection kept between transactions (store/pg_kept.py), one short transaction
-    each."""
+    """A pooled connection for each short transaction."""
 
     param = "%s"
     for_update = " FOR UPDATE"
 
     def __init__(self, store: PostgresStore) -> None:
-        from tokentrail.store.pg_kept import KeptConnection
-
         self.store = store
-        self.kept = KeptConnection(store)
 
     @contextmanager
     def _txn(self, *, read: bool = False, durable: bool = True) -> Iterator[Exec]:
-        with self.kept.connection() as conn, conn.transaction():
+        with self.store.connection() as conn, conn.transaction():
             x = _PgExec(conn, None)
             if not durable and not read:
                 # a batch of reservations and voids need not wait for the WAL flush: if the server
@@ -68,7 +64,7 @@ class PostgresBudgetSQL(BudgetSQL):
 
     @contextmanager
     def _pipelined(self, durable: bool) -> Iterator[Exec]:
-        with self.kept.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+        with self.store.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
             x = _PgExec(conn, pipeline)
             if not durable:
                 x.send("SET LOCAL synchronous_commit = off", ())
@@ -125,6 +121,3 @@ class PostgresBudgetSQL(BudgetSQL):
                 (now_us,),
             )
         )
-
-    def close(self) -> None:
-        self.kept.close()

@@ -175,11 +175,10 @@ class PostgresStore:
             raise StoreError(f"cannot migrate the ledger at {self.display_url}: {why(e)}") from None
         finally:
             conn.close()
-        self.pool_max_size = max(min_size, max_size)
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
-            max_size=self.pool_max_size,
+            max_size=max(min_size, max_size),
             kwargs={"autocommit": True, **extra},
             configure=self._configure,
             check=ConnectionPool.check_connection,
@@ -200,17 +199,6 @@ class PostgresStore:
         """`with store.connection() as conn:` a connection from the store's pool (autocommit: open a
         transaction with `conn.transaction()`), given back to the pool when the block ends."""
         return self._pool.connection()
-
-    def take_connection(self) -> psycopg.Connection[Any]:
-        """A pooled connection to keep until `give_back(conn)` (the budget engine's, between its
-        batches: store/pg_kept.py)."""
-        return self._pool.getconn()
-
-    def give_back(self, conn: psycopg.Connection[Any]) -> None:
-        if not self._pool.closed:
-            self._pool.putconn(conn)
-        else:
-            conn.close()
 
     def budget_sql(self) -> BudgetSQL:
         """The budget tables' SQL on this database: short transactions on this store's pool."""
